@@ -1,0 +1,271 @@
+//! Liveness of one connection, proven by timely replies.
+//!
+//! A connection is alive while something keeps arriving from the peer. The transport reports
+//! every inbound sign of life (a frame, a WebSocket pong, a QUIC packet); when the connection
+//! has been quiet for `ping_interval` the machine asks the driver to probe it (a probe the
+//! peer's network stack answers, never its application code), and when nothing at all has
+//! arrived for `timeout` it declares the peer dead. Successful writes prove nothing: the
+//! kernel accepts them into its send buffer long after the peer is gone.
+//!
+//! Sans-IO: no clock, no timers, no sockets. The caller passes `now`, waits until
+//! [`Liveness::poll_timeout`] and calls [`Liveness::handle_timeout`].
+
+use std::time::{Duration, Instant};
+
+/// The two numbers of the liveness model. Validated by [`LivenessConfig::new`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LivenessConfig {
+    timeout: Duration,
+    ping_interval: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LivenessConfigError {
+    #[error("liveness timeout must be at least 100ms, got {0:?}")]
+    TimeoutTooShort(Duration),
+    #[error(
+        "ping interval ({ping_interval:?}) must be above zero and below half of the liveness \
+         timeout ({timeout:?}), so that at least two probes go out before a peer is declared dead"
+    )]
+    PingIntervalTooLong {
+        ping_interval: Duration,
+        timeout: Duration,
+    },
+}
+
+impl LivenessConfig {
+    pub fn new(timeout: Duration, ping_interval: Duration) -> Result<Self, LivenessConfigError> {
+        if timeout < Duration::from_millis(100) {
+            return Err(LivenessConfigError::TimeoutTooShort(timeout));
+        }
+        if ping_interval.is_zero() || ping_interval * 2 >= timeout {
+            return Err(LivenessConfigError::PingIntervalTooLong {
+                ping_interval,
+                timeout,
+            });
+        }
+        Ok(Self {
+            timeout,
+            ping_interval,
+        })
+    }
+
+    /// A peer from which nothing has arrived for this long is dead.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// A connection quiet for this long gets a probe.
+    pub fn ping_interval(&self) -> Duration {
+        self.ping_interval
+    }
+}
+
+impl Default for LivenessConfig {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(4),
+        }
+    }
+}
+
+/// What the driver must do when a timeout fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LivenessEvent {
+    /// Send a probe the peer's network stack answers (WebSocket Ping; QUIC does it itself).
+    Probe,
+    /// Nothing arrived for the whole liveness timeout: the peer is gone.
+    Dead { silent_for: Duration },
+}
+
+#[derive(Debug, Clone)]
+pub struct Liveness {
+    config: LivenessConfig,
+    last_inbound: Instant,
+    last_probe: Option<Instant>,
+    dead: bool,
+}
+
+impl Liveness {
+    /// A connection that just opened counts as having spoken at `now`.
+    pub fn new(now: Instant, config: LivenessConfig) -> Self {
+        Self {
+            config,
+            last_inbound: now,
+            last_probe: None,
+            dead: false,
+        }
+    }
+
+    /// Anything arrived from the peer. Late reports (an older `now`) never move time back.
+    pub fn on_inbound(&mut self, now: Instant) {
+        if now > self.last_inbound {
+            self.last_inbound = now;
+        }
+    }
+
+    pub fn last_inbound(&self) -> Instant {
+        self.last_inbound
+    }
+
+    pub fn silent_for(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.last_inbound)
+    }
+
+    pub fn is_dead(&self) -> bool {
+        self.dead
+    }
+
+    fn deadline(&self) -> Instant {
+        self.last_inbound + self.config.timeout
+    }
+
+    /// Probes go out `ping_interval` after the later of the last inbound activity and the
+    /// last probe: a chatty peer is never probed, a quiet one every `ping_interval`.
+    fn next_probe(&self) -> Instant {
+        let base = match self.last_probe {
+            Some(probe) if probe > self.last_inbound => probe,
+            _ => self.last_inbound,
+        };
+        base + self.config.ping_interval
+    }
+
+    /// The next instant at which [`Self::handle_timeout`] has work; `None` once dead.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.dead {
+            return None;
+        }
+        Some(self.next_probe().min(self.deadline()))
+    }
+
+    /// Called at or after [`Self::poll_timeout`]. Calling it early is harmless (returns `None`).
+    pub fn handle_timeout(&mut self, now: Instant) -> Option<LivenessEvent> {
+        if self.dead {
+            return None;
+        }
+        if now >= self.deadline() {
+            self.dead = true;
+            return Some(LivenessEvent::Dead {
+                silent_for: self.silent_for(now),
+            });
+        }
+        if now >= self.next_probe() {
+            self.last_probe = Some(now);
+            return Some(LivenessEvent::Probe);
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secs(s: f64) -> Duration {
+        Duration::from_secs_f64(s)
+    }
+
+    fn config() -> LivenessConfig {
+        LivenessConfig::new(secs(10.0), secs(4.0)).expect("valid config")
+    }
+
+    #[test]
+    fn rejects_ping_interval_not_below_half_the_timeout() {
+        let err = LivenessConfig::new(secs(10.0), secs(5.0)).unwrap_err();
+        assert!(err.to_string().contains("5s"), "{err}");
+        assert!(LivenessConfig::new(secs(10.0), secs(4.999)).is_ok());
+        assert!(LivenessConfig::new(secs(10.0), Duration::ZERO).is_err());
+        assert!(LivenessConfig::new(secs(0.05), secs(0.01)).is_err());
+    }
+
+    #[test]
+    fn quiet_peer_is_probed_every_interval_then_declared_dead_exactly_at_timeout() {
+        let t0 = Instant::now();
+        let mut l = Liveness::new(t0, config());
+        assert_eq!(l.poll_timeout(), Some(t0 + secs(4.0)));
+        assert_eq!(l.handle_timeout(t0 + secs(4.0)), Some(LivenessEvent::Probe));
+        assert_eq!(l.poll_timeout(), Some(t0 + secs(8.0)));
+        assert_eq!(l.handle_timeout(t0 + secs(8.0)), Some(LivenessEvent::Probe));
+        // The next probe would be at 12 s, but the deadline at 10 s comes first.
+        assert_eq!(l.poll_timeout(), Some(t0 + secs(10.0)));
+        assert_eq!(l.handle_timeout(t0 + secs(9.999)), None);
+        assert_eq!(
+            l.handle_timeout(t0 + secs(10.0)),
+            Some(LivenessEvent::Dead {
+                silent_for: secs(10.0)
+            })
+        );
+        assert!(l.is_dead());
+        assert_eq!(l.poll_timeout(), None);
+        assert_eq!(
+            l.handle_timeout(t0 + secs(20.0)),
+            None,
+            "dead is reported once"
+        );
+    }
+
+    #[test]
+    fn any_inbound_activity_postpones_probe_and_death() {
+        let t0 = Instant::now();
+        let mut l = Liveness::new(t0, config());
+        assert_eq!(l.handle_timeout(t0 + secs(4.0)), Some(LivenessEvent::Probe));
+        l.on_inbound(t0 + secs(4.01)); // the pong
+        assert_eq!(l.poll_timeout(), Some(t0 + secs(8.01)));
+        // At 10 s the old deadline no longer applies: the peer gets a probe, not death.
+        assert_eq!(
+            l.handle_timeout(t0 + secs(10.0)),
+            Some(LivenessEvent::Probe)
+        );
+        assert_eq!(
+            l.handle_timeout(t0 + secs(14.01)),
+            Some(LivenessEvent::Dead {
+                silent_for: secs(10.0)
+            })
+        );
+    }
+
+    #[test]
+    fn chatty_peer_is_never_probed() {
+        let t0 = Instant::now();
+        let mut l = Liveness::new(t0, config());
+        for i in 1..100 {
+            let now = t0 + secs(i as f64);
+            l.on_inbound(now);
+            assert_eq!(l.handle_timeout(now), None);
+            assert_eq!(l.poll_timeout(), Some(now + secs(4.0)));
+        }
+    }
+
+    #[test]
+    fn late_timer_declares_dead_with_the_true_silence() {
+        // A driver that wakes up late (a busy machine) still reports how long the peer was
+        // silent, not the nominal timeout.
+        let t0 = Instant::now();
+        let mut l = Liveness::new(t0, config());
+        assert_eq!(
+            l.handle_timeout(t0 + secs(12.5)),
+            Some(LivenessEvent::Dead {
+                silent_for: secs(12.5)
+            })
+        );
+    }
+
+    #[test]
+    fn out_of_order_activity_reports_do_not_move_time_back() {
+        let t0 = Instant::now();
+        let mut l = Liveness::new(t0, config());
+        l.on_inbound(t0 + secs(5.0));
+        l.on_inbound(t0 + secs(3.0));
+        assert_eq!(l.last_inbound(), t0 + secs(5.0));
+        assert_eq!(l.silent_for(t0 + secs(4.0)), Duration::ZERO);
+    }
+
+    #[test]
+    fn early_call_is_harmless() {
+        let t0 = Instant::now();
+        let mut l = Liveness::new(t0, config());
+        assert_eq!(l.handle_timeout(t0 + secs(1.0)), None);
+        assert_eq!(l.poll_timeout(), Some(t0 + secs(4.0)));
+    }
+}
