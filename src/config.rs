@@ -1,1 +1,541 @@
-//! TODO
+//! Configuration: CLI flags over `SIGNALGATE_*` environment variables over a TOML file over
+//! built-in defaults. Every value is validated once, here, with a message that names it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::core::hub::{HubConfig, Limits};
+use crate::core::liveness::LivenessConfig;
+
+/// A listener address, or `off` to disable that listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listen {
+    On(SocketAddr),
+    Off,
+}
+
+impl FromStr for Listen {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case("off") {
+            return Ok(Listen::Off);
+        }
+        s.parse()
+            .map(Listen::On)
+            .map_err(|_| format!("{s:?} is neither an address like 127.0.0.1:4480 nor `off`"))
+    }
+}
+
+impl<'de> Deserialize<'de> for Listen {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl Listen {
+    pub fn addr(self) -> Option<SocketAddr> {
+        match self {
+            Listen::On(addr) => Some(addr),
+            Listen::Off => None,
+        }
+    }
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration like 10s or 300ms: {e}"))
+}
+
+/// Every setting, each optional so that the layers can be merged. Field docs are the
+/// `--help` text; the TOML keys are the field names.
+#[derive(Debug, Default, Clone, clap::Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// TCP (HTTPS + WebSocket at /ws) and UDP (HTTP/3 + WebTransport at /wt) address.
+    #[arg(long, env = "SIGNALGATE_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+
+    /// Plain-HTTP listener for the demo page, /endpoints and WebSocket at /ws without TLS
+    /// (for development, or behind a TLS-terminating proxy), or `off`.
+    #[arg(long, env = "SIGNALGATE_HTTP_LISTEN", value_name = "ADDR|off")]
+    pub http_listen: Option<Listen>,
+
+    /// Prometheus /metrics listener (plain HTTP), or `off`.
+    #[arg(long, env = "SIGNALGATE_METRICS_LISTEN", value_name = "ADDR|off")]
+    pub metrics_listen: Option<Listen>,
+
+    /// Serve WebTransport on the UDP side of --listen.
+    #[arg(long, env = "SIGNALGATE_WEBTRANSPORT", value_name = "BOOL")]
+    pub webtransport: Option<bool>,
+
+    /// A session from which nothing arrived for this long is declared unreachable.
+    #[arg(long, env = "SIGNALGATE_LIVENESS_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, with = "humantime_serde::option")]
+    pub liveness_timeout: Option<Duration>,
+
+    /// A quiet session is probed this often; must be below half of --liveness-timeout.
+    #[arg(long, env = "SIGNALGATE_PING_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, with = "humantime_serde::option")]
+    pub ping_interval: Option<Duration>,
+
+    /// How long an unreachable session can be resumed before its peers are told it left.
+    #[arg(long, env = "SIGNALGATE_RESUME_WINDOW", value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, with = "humantime_serde::option")]
+    pub resume_window: Option<Duration>,
+
+    /// A connection must send Hello within this time.
+    #[arg(long, env = "SIGNALGATE_HELLO_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, with = "humantime_serde::option")]
+    pub hello_timeout: Option<Duration>,
+
+    /// TLS handshake plus WebSocket upgrade (or WebTransport session request) deadline.
+    #[arg(long, env = "SIGNALGATE_HANDSHAKE_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, with = "humantime_serde::option")]
+    pub handshake_timeout: Option<Duration>,
+
+    /// On SIGINT/SIGTERM: how long to let GoAway and close frames drain before exiting.
+    #[arg(long, env = "SIGNALGATE_SHUTDOWN_GRACE", value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, with = "humantime_serde::option")]
+    pub shutdown_grace: Option<Duration>,
+
+    /// PEM certificate chain. Without --cert/--key a development certificate is generated.
+    #[arg(long, env = "SIGNALGATE_CERT", value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+
+    /// PEM private key for --cert.
+    #[arg(long, env = "SIGNALGATE_KEY", value_name = "FILE")]
+    pub key: Option<PathBuf>,
+
+    /// Where the development certificate is kept (and renewed when it nears expiry).
+    #[arg(long, env = "SIGNALGATE_DEV_CERT_DIR", value_name = "DIR")]
+    pub dev_cert_dir: Option<PathBuf>,
+
+    /// Origins allowed to open WebSocket/WebTransport sessions (comma separated, e.g.
+    /// https://app.example.com). Empty: any origin.
+    #[arg(
+        long,
+        env = "SIGNALGATE_ALLOWED_ORIGINS",
+        value_name = "ORIGIN,...",
+        value_delimiter = ','
+    )]
+    pub allowed_origins: Option<Vec<String>>,
+
+    /// Largest accepted client frame, in bytes.
+    #[arg(long, env = "SIGNALGATE_MAX_FRAME_BYTES", value_name = "BYTES")]
+    pub max_frame_bytes: Option<usize>,
+
+    #[arg(long, env = "SIGNALGATE_MAX_ROOMS_PER_SESSION", value_name = "N")]
+    pub max_rooms_per_session: Option<usize>,
+
+    #[arg(long, env = "SIGNALGATE_MAX_PEERS_PER_ROOM", value_name = "N")]
+    pub max_peers_per_room: Option<usize>,
+
+    /// Requests (Join, Leave, Signal, Ping) per second per session.
+    #[arg(long, env = "SIGNALGATE_RATE_LIMIT", value_name = "PER_SEC")]
+    pub rate_limit: Option<u32>,
+
+    /// Burst allowance of --rate-limit.
+    #[arg(long, env = "SIGNALGATE_RATE_BURST", value_name = "N")]
+    pub rate_burst: Option<u32>,
+
+    /// Frames held for an unreachable (or not yet acking) session.
+    #[arg(long, env = "SIGNALGATE_HOLD_FRAMES", value_name = "N")]
+    pub hold_frames: Option<usize>,
+
+    /// Bytes held for an unreachable (or not yet acking) session.
+    #[arg(long, env = "SIGNALGATE_HOLD_BYTES", value_name = "BYTES")]
+    pub hold_bytes: Option<usize>,
+
+    /// Frames queued for a connection before it is closed as a slow consumer.
+    #[arg(long, env = "SIGNALGATE_OUTBOUND_QUEUE", value_name = "N")]
+    pub outbound_queue: Option<usize>,
+}
+
+macro_rules! layer_fields {
+    ($($field:ident),* $(,)?) => {
+        impl Settings {
+            /// `self` wins where it has a value; `lower` fills the rest.
+            pub fn over(self, lower: Settings) -> Settings {
+                Settings { $($field: self.$field.or(lower.$field),)* }
+            }
+        }
+    };
+}
+
+layer_fields!(
+    listen,
+    http_listen,
+    metrics_listen,
+    webtransport,
+    liveness_timeout,
+    ping_interval,
+    resume_window,
+    hello_timeout,
+    handshake_timeout,
+    shutdown_grace,
+    cert,
+    key,
+    dev_cert_dir,
+    allowed_origins,
+    max_frame_bytes,
+    max_rooms_per_session,
+    max_peers_per_room,
+    rate_limit,
+    rate_burst,
+    hold_frames,
+    hold_bytes,
+    outbound_queue,
+);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Settings {
+    pub fn from_toml_file(path: &std::path::Path) -> Result<Settings, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })
+    }
+
+    pub fn from_toml_str(text: &str) -> Result<Settings, toml::de::Error> {
+        toml::from_str(text)
+    }
+}
+
+/// Where the TLS identity comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsSource {
+    Files {
+        cert: PathBuf,
+        key: PathBuf,
+    },
+    /// Generated (ECDSA P-256, ≤ 14 days) and kept in this directory.
+    Development {
+        dir: PathBuf,
+    },
+}
+
+/// The validated configuration the server runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub http_listen: Option<SocketAddr>,
+    pub metrics_listen: Option<SocketAddr>,
+    pub webtransport: bool,
+    pub hub: HubConfig,
+    pub tls: TlsSource,
+    pub allowed_origins: Vec<String>,
+    pub outbound_queue: usize,
+    pub handshake_timeout: Duration,
+    pub shutdown_grace: Duration,
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:4433";
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:4480";
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
+
+fn invalid(message: String) -> ConfigError {
+    ConfigError::Invalid(message)
+}
+
+fn default_addr(text: &str) -> SocketAddr {
+    text.parse().expect("built-in default addresses parse")
+}
+
+fn check_range<T: PartialOrd + std::fmt::Display>(
+    name: &str,
+    value: T,
+    min: T,
+    max: T,
+) -> Result<T, ConfigError> {
+    if value < min || value > max {
+        return Err(invalid(format!(
+            "{name} = {value} is out of range ({min} to {max})"
+        )));
+    }
+    Ok(value)
+}
+
+fn check_origin(origin: &str) -> Result<String, ConfigError> {
+    let origin = origin.trim().trim_end_matches('/');
+    let rest = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"));
+    match rest {
+        Some(host) if !host.is_empty() && !host.contains('/') => Ok(origin.to_ascii_lowercase()),
+        _ => Err(invalid(format!(
+            "allowed_origins entry {origin:?} is not an origin like https://app.example.com"
+        ))),
+    }
+}
+
+impl TryFrom<Settings> for Config {
+    type Error = ConfigError;
+
+    fn try_from(s: Settings) -> Result<Self, ConfigError> {
+        let defaults = Limits::default();
+        let hub_defaults = HubConfig::default();
+        let liveness_timeout = s
+            .liveness_timeout
+            .unwrap_or(hub_defaults.liveness.timeout());
+        let ping_interval = s
+            .ping_interval
+            .unwrap_or(hub_defaults.liveness.ping_interval());
+        let liveness = LivenessConfig::new(liveness_timeout, ping_interval)
+            .map_err(|e| invalid(format!("liveness_timeout / ping_interval: {e}")))?;
+        let resume_window = s.resume_window.unwrap_or(hub_defaults.resume_window);
+        if resume_window > Duration::from_secs(24 * 3600) {
+            return Err(invalid(format!(
+                "resume_window = {resume_window:?} is longer than a day"
+            )));
+        }
+        let hello_timeout = s.hello_timeout.unwrap_or(hub_defaults.hello_timeout);
+        let handshake_timeout = s.handshake_timeout.unwrap_or(Duration::from_secs(10));
+        for (name, value) in [
+            ("hello_timeout", hello_timeout),
+            ("handshake_timeout", handshake_timeout),
+        ] {
+            if value < Duration::from_millis(100) || value > Duration::from_secs(300) {
+                return Err(invalid(format!(
+                    "{name} = {value:?} is out of range (100ms to 300s)"
+                )));
+            }
+        }
+        let limits = Limits {
+            max_frame_bytes: check_range(
+                "max_frame_bytes",
+                s.max_frame_bytes.unwrap_or(defaults.max_frame_bytes),
+                1024,
+                16 * 1024 * 1024,
+            )?,
+            max_rooms_per_session: check_range(
+                "max_rooms_per_session",
+                s.max_rooms_per_session
+                    .unwrap_or(defaults.max_rooms_per_session),
+                1,
+                10_000,
+            )?,
+            max_peers_per_room: check_range(
+                "max_peers_per_room",
+                s.max_peers_per_room.unwrap_or(defaults.max_peers_per_room),
+                2,
+                100_000,
+            )?,
+            requests_per_sec: check_range(
+                "rate_limit",
+                s.rate_limit.unwrap_or(defaults.requests_per_sec),
+                1,
+                1_000_000,
+            )?,
+            request_burst: check_range(
+                "rate_burst",
+                s.rate_burst.unwrap_or(defaults.request_burst),
+                1,
+                1_000_000,
+            )?,
+            hold_frames: check_range(
+                "hold_frames",
+                s.hold_frames.unwrap_or(defaults.hold_frames),
+                1,
+                1_000_000,
+            )?,
+            hold_bytes: check_range(
+                "hold_bytes",
+                s.hold_bytes.unwrap_or(defaults.hold_bytes),
+                1024,
+                1 << 30,
+            )?,
+            max_protocol_errors: defaults.max_protocol_errors,
+        };
+        let outbound_queue = check_range(
+            "outbound_queue",
+            s.outbound_queue.unwrap_or(256),
+            16,
+            1_000_000,
+        )?;
+        let tls = match (s.cert, s.key) {
+            (Some(cert), Some(key)) => TlsSource::Files { cert, key },
+            (None, None) => TlsSource::Development {
+                dir: s.dev_cert_dir.unwrap_or_else(|| PathBuf::from("certs")),
+            },
+            (Some(cert), None) => {
+                return Err(invalid(format!(
+                    "cert = {} is given without key",
+                    cert.display()
+                )));
+            }
+            (None, Some(key)) => {
+                return Err(invalid(format!(
+                    "key = {} is given without cert",
+                    key.display()
+                )));
+            }
+        };
+        let allowed_origins = s
+            .allowed_origins
+            .unwrap_or_default()
+            .iter()
+            .filter(|o| !o.trim().is_empty())
+            .map(|o| check_origin(o))
+            .collect::<Result<Vec<_>, _>>()?;
+        let listen = s.listen.unwrap_or_else(|| default_addr(DEFAULT_LISTEN));
+        let http_listen = s
+            .http_listen
+            .unwrap_or(Listen::On(default_addr(DEFAULT_HTTP_LISTEN)))
+            .addr();
+        let metrics_listen = s
+            .metrics_listen
+            .unwrap_or(Listen::On(default_addr(DEFAULT_METRICS_LISTEN)))
+            .addr();
+        Ok(Config {
+            listen,
+            http_listen,
+            metrics_listen,
+            webtransport: s.webtransport.unwrap_or(true),
+            hub: HubConfig {
+                liveness,
+                resume_window,
+                hello_timeout,
+                reconnect_after: hub_defaults.reconnect_after,
+                limits,
+            },
+            tls,
+            allowed_origins,
+            outbound_queue,
+            handshake_timeout,
+            shutdown_grace: s.shutdown_grace.unwrap_or(Duration::from_secs(5)),
+        })
+    }
+}
+
+impl Config {
+    /// Whether a request's Origin header may open a session. Requests without an Origin
+    /// (native clients) are not browsers and are let through; the allow-list protects
+    /// browsers' users from foreign pages.
+    pub fn origin_allowed(&self, origin: Option<&str>) -> bool {
+        match origin {
+            _ if self.allowed_origins.is_empty() => true,
+            None => true,
+            Some(origin) => {
+                let origin = origin.trim_end_matches('/').to_ascii_lowercase();
+                self.allowed_origins.contains(&origin)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(toml: &str) -> Result<Config, ConfigError> {
+        Config::try_from(Settings::from_toml_str(toml).map_err(|e| invalid(e.to_string()))?)
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let c = config("").expect("defaults are valid");
+        assert_eq!(c.listen, default_addr("127.0.0.1:4433"));
+        assert_eq!(c.http_listen, Some(default_addr("127.0.0.1:4480")));
+        assert_eq!(c.metrics_listen, Some(default_addr("127.0.0.1:9464")));
+        assert_eq!(c.hub.liveness.timeout(), Duration::from_secs(10));
+        assert_eq!(c.hub.liveness.ping_interval(), Duration::from_secs(4));
+        assert_eq!(c.hub.resume_window, Duration::from_secs(30));
+        assert!(c.webtransport);
+        assert_eq!(
+            c.tls,
+            TlsSource::Development {
+                dir: "certs".into()
+            }
+        );
+    }
+
+    #[test]
+    fn toml_values_are_read_with_human_durations() {
+        let c = config(
+            r#"
+            listen = "0.0.0.0:443"
+            http_listen = "off"
+            liveness_timeout = "2s"
+            ping_interval = "600ms"
+            allowed_origins = ["https://App.example.com/"]
+            "#,
+        )
+        .expect("valid");
+        assert_eq!(c.listen, default_addr("0.0.0.0:443"));
+        assert_eq!(c.http_listen, None);
+        assert_eq!(c.hub.liveness.ping_interval(), Duration::from_millis(600));
+        assert_eq!(c.allowed_origins, ["https://app.example.com"]);
+    }
+
+    #[test]
+    fn a_ping_interval_not_below_half_the_timeout_is_refused_naming_both_values() {
+        let err = config("liveness_timeout = \"10s\"\nping_interval = \"5s\"").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("5s") && text.contains("10s"), "{text}");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let err = Settings::from_toml_str("liveness_timout = \"10s\"").unwrap_err();
+        assert!(err.to_string().contains("liveness_timout"), "{err}");
+        let err = Settings::from_toml_str("liveness_timeout = \"ten\"").unwrap_err();
+        assert!(err.to_string().contains("liveness_timeout"), "{err}");
+        let err = config("max_frame_bytes = 10").unwrap_err();
+        assert!(err.to_string().contains("max_frame_bytes = 10"), "{err}");
+        let err = config("cert = \"a.pem\"").unwrap_err();
+        assert!(err.to_string().contains("a.pem"), "{err}");
+        let err = config("allowed_origins = [\"example.com\"]").unwrap_err();
+        assert!(err.to_string().contains("example.com"), "{err}");
+        let err = config("http_listen = \"nowhere\"").unwrap_err();
+        assert!(err.to_string().contains("nowhere"), "{err}");
+    }
+
+    #[test]
+    fn higher_layers_win_field_by_field() {
+        let file = Settings::from_toml_str("liveness_timeout = \"20s\"\nping_interval = \"5s\"")
+            .expect("toml");
+        let cli = Settings {
+            ping_interval: Some(Duration::from_secs(3)),
+            ..Settings::default()
+        };
+        let c = Config::try_from(cli.over(file)).expect("valid");
+        assert_eq!(c.hub.liveness.timeout(), Duration::from_secs(20));
+        assert_eq!(c.hub.liveness.ping_interval(), Duration::from_secs(3));
+    }
+
+    #[test]
+    fn origin_allow_list() {
+        let open = config("").expect("valid");
+        assert!(open.origin_allowed(Some("https://evil.example")));
+        let c = config("allowed_origins = [\"https://app.example.com\"]").expect("valid");
+        assert!(c.origin_allowed(Some("https://app.example.com")));
+        assert!(c.origin_allowed(Some("HTTPS://APP.example.com")));
+        assert!(!c.origin_allowed(Some("https://evil.example")));
+        assert!(c.origin_allowed(None), "native clients send no Origin");
+    }
+}

@@ -1,1 +1,416 @@
-//! TODO
+//! Every metric the gateway exports, in one place: names, help texts, label values, buckets.
+//!
+//! Labels are bounded: `transport` ∈ {websocket, webtransport}, `reason` ∈ the lower-case names
+//! of `signalgate.v1.Reason` (see [`crate::core::reason_label`]), `kind` ∈ {description,
+//! candidate, data}, `outcome` ∈ [`ResumeOutcome`] labels, refusal `reason` ∈ the lower-case
+//! names of `signalgate.v1.ErrorCode`. Every combination is registered at start with zero so
+//! that rates and ratios exist before the first event.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+
+use crate::core::Transport;
+use crate::core::hub::{Gauges, HubEvent, ResumeOutcome, SignalKind};
+use crate::core::reason_label;
+use crate::proto::{ErrorCode, Reason};
+
+pub const SESSIONS: &str = "signalgate_sessions";
+pub const SESSIONS_UNREACHABLE: &str = "signalgate_sessions_unreachable";
+pub const SESSIONS_OPENED: &str = "signalgate_sessions_opened_total";
+pub const SESSIONS_CLOSED: &str = "signalgate_sessions_closed_total";
+pub const SESSIONS_LEFT: &str = "signalgate_sessions_left_total";
+pub const DISCONNECT_DETECTION: &str = "signalgate_disconnect_detection_seconds";
+pub const RTT: &str = "signalgate_rtt_seconds";
+pub const ROOMS: &str = "signalgate_rooms";
+pub const SIGNALS_RELAYED: &str = "signalgate_signals_relayed_total";
+pub const SIGNALS_DROPPED: &str = "signalgate_signals_dropped_total";
+pub const RESUMES: &str = "signalgate_resumes_total";
+pub const CONNECTIONS_ACCEPTED: &str = "signalgate_connections_accepted_total";
+pub const HANDSHAKE_FAILURES: &str = "signalgate_handshake_failures_total";
+pub const QUIC_MIGRATIONS: &str = "signalgate_quic_migrations_total";
+pub const BUILD_INFO: &str = "signalgate_build_info";
+pub const PROCESS_RESIDENT_MEMORY: &str = "process_resident_memory_bytes";
+pub const PROCESS_CPU_SECONDS: &str = "process_cpu_seconds_total";
+pub const PROCESS_OPEN_FDS: &str = "process_open_fds";
+pub const PROCESS_MAX_FDS: &str = "process_max_fds";
+pub const PROCESS_START_TIME: &str = "process_start_time_seconds";
+
+/// Every exported name (histograms by their base name), for checks against the dashboards.
+pub const ALL: &[&str] = &[
+    SESSIONS,
+    SESSIONS_UNREACHABLE,
+    SESSIONS_OPENED,
+    SESSIONS_CLOSED,
+    SESSIONS_LEFT,
+    DISCONNECT_DETECTION,
+    RTT,
+    ROOMS,
+    SIGNALS_RELAYED,
+    SIGNALS_DROPPED,
+    RESUMES,
+    CONNECTIONS_ACCEPTED,
+    HANDSHAKE_FAILURES,
+    QUIC_MIGRATIONS,
+    BUILD_INFO,
+    PROCESS_RESIDENT_MEMORY,
+    PROCESS_CPU_SECONDS,
+    PROCESS_OPEN_FDS,
+    PROCESS_MAX_FDS,
+    PROCESS_START_TIME,
+];
+
+/// Resolves 0.1 s to 60 s, finely around the usual liveness timeouts (2 s, 10 s) so that a
+/// p99 against `liveness_timeout + 0.5 s` can be read off.
+const DETECTION_BUCKETS: &[f64] = &[
+    0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 2.25, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 9.0, 9.5, 10.0, 10.25, 10.5,
+    11.0, 12.0, 15.0, 20.0, 30.0, 45.0, 60.0,
+];
+const RTT_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// Reasons a connection that carried a session can end with.
+const CLOSE_REASONS: &[Reason] = &[
+    Reason::LivenessTimeout,
+    Reason::ConnectionLost,
+    Reason::ClientClosed,
+    Reason::Superseded,
+    Reason::SlowConsumer,
+    Reason::ProtocolError,
+    Reason::ServerShutdown,
+];
+/// Reasons a session can be gone for good with.
+const LEFT_REASONS: &[Reason] = &[
+    Reason::ClientClosed,
+    Reason::ResumeWindowExpired,
+    Reason::Superseded,
+];
+const REFUSAL_REASONS: &[ErrorCode] = &[
+    ErrorCode::RateLimited,
+    ErrorCode::RecipientBufferFull,
+    ErrorCode::UnknownRoom,
+    ErrorCode::NotJoined,
+    ErrorCode::PeerNotInRoom,
+    ErrorCode::InvalidArgument,
+];
+
+/// Why a connection never became a session, for [`handshake_failed`].
+pub const HANDSHAKE_REASONS: &[&str] = &["tls", "timeout", "bad_request", "origin", "io"];
+
+pub fn error_code_label(code: ErrorCode) -> String {
+    code.as_str_name()
+        .trim_start_matches("ERROR_CODE_")
+        .to_ascii_lowercase()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    #[error("cannot start the metrics listener on {addr}: {source}")]
+    Listener {
+        addr: SocketAddr,
+        source: metrics_exporter_prometheus::BuildError,
+    },
+    #[error("a metrics recorder is already installed in this process")]
+    AlreadyInstalled,
+}
+
+/// Installs the global recorder and serves `/metrics` on `addr`. Call inside a tokio runtime.
+pub fn serve(addr: SocketAddr) -> Result<(), MetricsError> {
+    let error = |source| MetricsError::Listener { addr, source };
+    let (recorder, exporter) = PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .set_buckets_for_metric(
+            Matcher::Full(DISCONNECT_DETECTION.into()),
+            DETECTION_BUCKETS,
+        )
+        .map_err(error)?
+        .set_buckets_for_metric(Matcher::Full(RTT.into()), RTT_BUCKETS)
+        .map_err(error)?
+        .build()
+        .map_err(error)?;
+    metrics::set_global_recorder(recorder).map_err(|_| MetricsError::AlreadyInstalled)?;
+    tokio::spawn(async move {
+        if exporter.await.is_err() {
+            tracing::error!("the metrics listener stopped");
+        }
+    });
+    describe_all();
+    register_zeroes();
+    tokio::spawn(process::sample_forever(Duration::from_secs(5)));
+    Ok(())
+}
+
+fn describe_all() {
+    describe_gauge!(SESSIONS, "Sessions with a live connection, by transport.");
+    describe_gauge!(
+        SESSIONS_UNREACHABLE,
+        "Sessions whose connection is lost and that may still resume."
+    );
+    describe_counter!(
+        SESSIONS_OPENED,
+        "New sessions (Hello without resume), by transport."
+    );
+    describe_counter!(
+        SESSIONS_CLOSED,
+        "Connections carrying a session that ended, by transport and reason (the session may resume)."
+    );
+    describe_counter!(
+        SESSIONS_LEFT,
+        "Sessions gone for good (peers were told PeerLeft), by reason."
+    );
+    describe_histogram!(
+        DISCONNECT_DETECTION,
+        metrics::Unit::Seconds,
+        "Time from the last inbound activity of a session to the gateway declaring its connection gone."
+    );
+    describe_histogram!(
+        RTT,
+        metrics::Unit::Seconds,
+        "Round-trip time: WebSocket ping/pong, QUIC RTT estimate."
+    );
+    describe_gauge!(ROOMS, "Rooms with at least one member.");
+    describe_counter!(
+        SIGNALS_RELAYED,
+        "Signals relayed to a peer (delivered or held for it), by kind."
+    );
+    describe_counter!(
+        SIGNALS_DROPPED,
+        "Signals refused to their sender with an Error, by reason."
+    );
+    describe_counter!(
+        RESUMES,
+        "Hellos with a resume token, by transport and outcome."
+    );
+    describe_counter!(
+        CONNECTIONS_ACCEPTED,
+        "Transport connections accepted, by transport."
+    );
+    describe_counter!(
+        HANDSHAKE_FAILURES,
+        "Connections that failed before a session could start, by transport and reason."
+    );
+    describe_counter!(
+        QUIC_MIGRATIONS,
+        "WebTransport sessions whose client address changed (QUIC migration)."
+    );
+    describe_gauge!(BUILD_INFO, "Always 1; labels carry the version.");
+    describe_gauge!(
+        PROCESS_RESIDENT_MEMORY,
+        metrics::Unit::Bytes,
+        "Resident memory of the gateway process."
+    );
+    describe_counter!(
+        PROCESS_CPU_SECONDS,
+        metrics::Unit::Seconds,
+        "CPU time (user + system) used by the gateway."
+    );
+    describe_gauge!(PROCESS_OPEN_FDS, "Open file descriptors.");
+    describe_gauge!(PROCESS_MAX_FDS, "File descriptor limit.");
+    describe_gauge!(
+        PROCESS_START_TIME,
+        metrics::Unit::Seconds,
+        "Start time of the process, Unix seconds."
+    );
+}
+
+fn register_zeroes() {
+    gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    gauge!(ROOMS).set(0.0);
+    gauge!(SESSIONS_UNREACHABLE).set(0.0);
+    for transport in Transport::ALL {
+        let t = transport.label();
+        gauge!(SESSIONS, "transport" => t).set(0.0);
+        counter!(SESSIONS_OPENED, "transport" => t).absolute(0);
+        counter!(CONNECTIONS_ACCEPTED, "transport" => t).absolute(0);
+        for reason in CLOSE_REASONS {
+            counter!(SESSIONS_CLOSED, "transport" => t, "reason" => reason_label(*reason))
+                .absolute(0);
+        }
+        for outcome in ResumeOutcome::ALL {
+            counter!(RESUMES, "transport" => t, "outcome" => outcome.label()).absolute(0);
+        }
+        for reason in HANDSHAKE_REASONS {
+            counter!(HANDSHAKE_FAILURES, "transport" => t, "reason" => *reason).absolute(0);
+        }
+    }
+    counter!(QUIC_MIGRATIONS).absolute(0);
+    for reason in LEFT_REASONS {
+        counter!(SESSIONS_LEFT, "reason" => reason_label(*reason)).absolute(0);
+    }
+    for kind in SignalKind::ALL {
+        counter!(SIGNALS_RELAYED, "kind" => kind.label()).absolute(0);
+    }
+    for code in REFUSAL_REASONS {
+        counter!(SIGNALS_DROPPED, "reason" => error_code_label(*code)).absolute(0);
+    }
+}
+
+/// Translates what the hub reports into metrics.
+pub fn record(event: &HubEvent) {
+    match event {
+        HubEvent::SessionStarted { transport } => {
+            counter!(SESSIONS_OPENED, "transport" => transport.label()).increment(1);
+        }
+        HubEvent::Resume { transport, outcome } => {
+            counter!(RESUMES, "transport" => transport.label(), "outcome" => outcome.label())
+                .increment(1);
+        }
+        HubEvent::ConnectionEnded {
+            transport,
+            reason,
+            silent_for,
+        } => {
+            let (t, r) = (transport.label(), reason_label(*reason));
+            counter!(SESSIONS_CLOSED, "transport" => t, "reason" => r).increment(1);
+            // Only where the peer's silence is what ended it: gateway-initiated closes
+            // (superseded, slow consumer, ...) have no detection latency.
+            if matches!(
+                reason,
+                Reason::LivenessTimeout | Reason::ConnectionLost | Reason::ClientClosed
+            ) {
+                histogram!(DISCONNECT_DETECTION, "transport" => t, "reason" => r)
+                    .record(silent_for.as_secs_f64());
+            }
+        }
+        HubEvent::SessionEnded { reason } => {
+            counter!(SESSIONS_LEFT, "reason" => reason_label(*reason)).increment(1);
+        }
+        HubEvent::SignalRelayed { kind } => {
+            counter!(SIGNALS_RELAYED, "kind" => kind.label()).increment(1);
+        }
+        HubEvent::SignalRefused { reason } => {
+            counter!(SIGNALS_DROPPED, "reason" => error_code_label(*reason)).increment(1);
+        }
+    }
+}
+
+pub fn set_gauges(gauges: &Gauges) {
+    for transport in Transport::ALL {
+        gauge!(SESSIONS, "transport" => transport.label()).set(gauges.online(transport) as f64);
+    }
+    gauge!(SESSIONS_UNREACHABLE).set(gauges.unreachable as f64);
+    gauge!(ROOMS).set(gauges.rooms as f64);
+}
+
+pub fn observe_rtt(transport: Transport, rtt: Duration) {
+    histogram!(RTT, "transport" => transport.label()).record(rtt.as_secs_f64());
+}
+
+pub fn connection_accepted(transport: Transport) {
+    counter!(CONNECTIONS_ACCEPTED, "transport" => transport.label()).increment(1);
+}
+
+/// `reason` must be one of [`HANDSHAKE_REASONS`].
+pub fn handshake_failed(transport: Transport, reason: &'static str) {
+    debug_assert!(HANDSHAKE_REASONS.contains(&reason));
+    counter!(HANDSHAKE_FAILURES, "transport" => transport.label(), "reason" => reason).increment(1);
+}
+
+pub fn quic_migration() {
+    counter!(QUIC_MIGRATIONS).increment(1);
+}
+
+/// Process health from /proc (Linux), the figures operators expect next to any service.
+mod process {
+    use super::*;
+
+    pub async fn sample_forever(every: Duration) {
+        let ticks_per_sec = 100.0; // USER_HZ on every Linux we target.
+        let page_size = 4096.0;
+        if let Some(start) = start_time_seconds(ticks_per_sec) {
+            gauge!(PROCESS_START_TIME).set(start);
+        }
+        if let Some(max) = max_fds() {
+            gauge!(PROCESS_MAX_FDS).set(max);
+        }
+        let mut interval = tokio::time::interval(every);
+        loop {
+            interval.tick().await;
+            if let Some(stat) = self_stat() {
+                counter!(PROCESS_CPU_SECONDS)
+                    .absolute(((stat.utime + stat.stime) / ticks_per_sec) as u64);
+                gauge!(PROCESS_RESIDENT_MEMORY).set(stat.rss_pages * page_size);
+            }
+            if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+                gauge!(PROCESS_OPEN_FDS).set(dir.count() as f64);
+            }
+        }
+    }
+
+    struct Stat {
+        utime: f64,
+        stime: f64,
+        starttime: f64,
+        rss_pages: f64,
+    }
+
+    fn self_stat() -> Option<Stat> {
+        let text = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // Fields after the command name, which is in parentheses and may contain spaces.
+        let rest = text.get(text.rfind(')')? + 2..)?;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let field = |n: usize| fields.get(n - 3)?.parse::<f64>().ok();
+        Some(Stat {
+            utime: field(14)?,
+            stime: field(15)?,
+            starttime: field(22)?,
+            rss_pages: field(24)?,
+        })
+    }
+
+    fn start_time_seconds(ticks_per_sec: f64) -> Option<f64> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let boot: f64 = stat
+            .lines()
+            .find_map(|l| l.strip_prefix("btime "))?
+            .trim()
+            .parse()
+            .ok()?;
+        Some(boot + self_stat()?.starttime / ticks_per_sec)
+    }
+
+    fn max_fds() -> Option<f64> {
+        let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+        let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+        line.split_whitespace().nth(3)?.parse().ok()
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn proc_figures_are_read() {
+            let stat = self_stat().expect("/proc/self/stat");
+            assert!(stat.rss_pages > 0.0);
+            assert!(max_fds().expect("limits") >= 64.0);
+            assert!(start_time_seconds(100.0).expect("start") > 1.0e9);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_code_labels_are_lower_snake_case() {
+        assert_eq!(
+            error_code_label(ErrorCode::RecipientBufferFull),
+            "recipient_buffer_full"
+        );
+    }
+
+    #[test]
+    fn every_name_is_prefixed_or_a_standard_process_metric() {
+        for name in ALL {
+            assert!(
+                name.starts_with("signalgate_") || name.starts_with("process_"),
+                "{name}"
+            );
+        }
+    }
+}

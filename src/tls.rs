@@ -1,1 +1,292 @@
-//! TODO
+//! The gateway's TLS identity, shared by the HTTPS/WebSocket and the WebTransport listeners.
+//!
+//! Loaded from PEM files, or for development generated with rcgen so that Chromium accepts it
+//! by hash (`serverCertificateHashes`): ECDSA P-256, whole validity span ≤ 14 days including
+//! any backdating. The development certificate is kept on disk and renewed when it nears
+//! expiry, so a page that pinned its hash keeps working across restarts.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ring::digest::{SHA256, digest};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::config::TlsSource;
+
+/// Chromium refuses `serverCertificateHashes` certificates valid for longer than this.
+pub const CHROMIUM_MAX_VALIDITY: Duration = Duration::from_secs(14 * 24 * 3600);
+/// Our development certificates: 13 days, backdated by one hour for clock skew.
+const DEV_VALIDITY: Duration = Duration::from_secs(13 * 24 * 3600);
+const DEV_BACKDATE: Duration = Duration::from_secs(3600);
+/// Renew the development certificate when less than this is left.
+const DEV_RENEW_BEFORE: Duration = Duration::from_secs(3 * 24 * 3600);
+
+const DEV_CERT_FILE: &str = "dev-cert.pem";
+const DEV_KEY_FILE: &str = "dev-key.pem";
+/// Unix seconds of the development certificate's notAfter (rcgen cannot parse certificates).
+const DEV_EXPIRY_FILE: &str = "dev-cert.not-after";
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("{path} holds no certificate")]
+    NoCertificate { path: PathBuf },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot generate the development certificate: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("the certificate and key do not form a usable TLS identity: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+#[derive(Debug)]
+pub struct Identity {
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    /// When known (development certificates): the end of validity.
+    not_after: Option<SystemTime>,
+    generated: bool,
+}
+
+impl Clone for Identity {
+    fn clone(&self) -> Self {
+        Self {
+            chain: self.chain.clone(),
+            key: self.key.clone_key(),
+            not_after: self.not_after,
+            generated: self.generated,
+        }
+    }
+}
+
+impl Identity {
+    pub fn load(source: &TlsSource) -> Result<Identity, TlsError> {
+        match source {
+            TlsSource::Files { cert, key } => Self::from_pem_files(cert, key),
+            TlsSource::Development { dir } => Self::development(dir, SystemTime::now()),
+        }
+    }
+
+    pub fn from_pem_files(cert: &Path, key: &Path) -> Result<Identity, TlsError> {
+        let read_err = |path: &Path| {
+            let path = path.to_owned();
+            move |source| TlsError::Read { path, source }
+        };
+        let chain = CertificateDer::pem_file_iter(cert)
+            .map_err(read_err(cert))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(read_err(cert))?;
+        if chain.is_empty() {
+            return Err(TlsError::NoCertificate {
+                path: cert.to_owned(),
+            });
+        }
+        let key = PrivateKeyDer::from_pem_file(key).map_err(read_err(key))?;
+        let identity = Identity {
+            chain,
+            key,
+            not_after: None,
+            generated: false,
+        };
+        identity.server_config(vec![])?; // Fail now, naming the files, if they do not match.
+        Ok(identity)
+    }
+
+    /// The development certificate in `dir`: reused while valid for a while, else renewed.
+    pub fn development(dir: &Path, now: SystemTime) -> Result<Identity, TlsError> {
+        if let Some(identity) = Self::stored_development(dir, now) {
+            return Ok(identity);
+        }
+        let (cert_pem, key_pem, not_after) = generate_development(now)?;
+        fs::create_dir_all(dir).map_err(|source| TlsError::Write {
+            path: dir.to_owned(),
+            source,
+        })?;
+        write_file(&dir.join(DEV_CERT_FILE), cert_pem.as_bytes(), 0o644)?;
+        write_file(&dir.join(DEV_KEY_FILE), key_pem.as_bytes(), 0o600)?;
+        let expiry = unix_secs(not_after).to_string();
+        write_file(&dir.join(DEV_EXPIRY_FILE), expiry.as_bytes(), 0o644)?;
+        let mut identity = Self::from_pem_files(&dir.join(DEV_CERT_FILE), &dir.join(DEV_KEY_FILE))?;
+        identity.not_after = Some(not_after);
+        identity.generated = true;
+        Ok(identity)
+    }
+
+    fn stored_development(dir: &Path, now: SystemTime) -> Option<Identity> {
+        let expiry = fs::read_to_string(dir.join(DEV_EXPIRY_FILE)).ok()?;
+        let not_after = UNIX_EPOCH + Duration::from_secs(expiry.trim().parse().ok()?);
+        if not_after.duration_since(now).ok()? < DEV_RENEW_BEFORE {
+            return None;
+        }
+        let mut identity =
+            Self::from_pem_files(&dir.join(DEV_CERT_FILE), &dir.join(DEV_KEY_FILE)).ok()?;
+        identity.not_after = Some(not_after);
+        Some(identity)
+    }
+
+    /// SHA-256 of the leaf certificate (what `serverCertificateHashes` pins).
+    pub fn leaf_sha256(&self) -> [u8; 32] {
+        let hash = digest(&SHA256, self.chain[0].as_ref());
+        let mut out = [0u8; 32];
+        out.copy_from_slice(hash.as_ref());
+        out
+    }
+
+    pub fn leaf_sha256_hex(&self) -> String {
+        self.leaf_sha256()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    pub fn not_after(&self) -> Option<SystemTime> {
+        self.not_after
+    }
+
+    /// Whether this run generated a new development certificate.
+    pub fn was_generated(&self) -> bool {
+        self.generated
+    }
+
+    pub fn leaf_der(&self) -> &[u8] {
+        self.chain[0].as_ref()
+    }
+
+    /// A rustls server configuration offering these ALPN protocols.
+    pub fn server_config(&self, alpn: Vec<Vec<u8>>) -> Result<rustls::ServerConfig, TlsError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(self.chain.clone(), self.key.clone_key())?;
+        config.alpn_protocols = alpn;
+        Ok(config)
+    }
+
+    /// TLS 1.3 only, as QUIC requires.
+    pub fn quic_server_config(&self, alpn: Vec<Vec<u8>>) -> Result<rustls::ServerConfig, TlsError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_no_client_auth()
+            .with_single_cert(self.chain.clone(), self.key.clone_key())?;
+        config.alpn_protocols = alpn;
+        Ok(config)
+    }
+}
+
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TlsError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let write = || -> std::io::Result<()> {
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(path)?;
+        file.write_all(bytes)
+    };
+    write().map_err(|source| TlsError::Write {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// (certificate PEM, key PEM, notAfter) of a new development certificate.
+fn generate_development(now: SystemTime) -> Result<(String, String, SystemTime), TlsError> {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let mut params = rcgen::CertificateParams::new(vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ])?;
+    params.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        "signalgate development certificate",
+    );
+    let not_before = now - DEV_BACKDATE;
+    let not_after = not_before + DEV_VALIDITY;
+    params.not_before = time::OffsetDateTime::from(not_before);
+    params.not_after = time::OffsetDateTime::from(not_after);
+    let cert = params.self_signed(&key)?;
+    // The certificate stores whole seconds; round down like it does.
+    let not_after = UNIX_EPOCH + Duration::from_secs(unix_secs(not_after));
+    Ok((cert.pem(), key.serialize_pem(), not_after))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("signalgate-tls-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn development_certificate_fits_chromiums_hash_rules_and_is_reused() {
+        let dir = temp_dir("reuse");
+        let now = SystemTime::now();
+        let first = Identity::development(&dir, now).expect("generated");
+        assert!(first.was_generated());
+        let not_after = first.not_after().expect("known");
+        // Whole span, backdating included, within Chromium's 14 days.
+        let span = not_after.duration_since(now - DEV_BACKDATE).expect("after");
+        assert!(span <= CHROMIUM_MAX_VALIDITY, "{span:?}");
+        // ECDSA P-256: the SPKI algorithm OID 1.2.840.10045.2.1 and curve 1.2.840.10045.3.1.7.
+        let der = first.leaf_der();
+        let p256_oid = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+        assert!(der.windows(p256_oid.len()).any(|w| w == p256_oid));
+        first
+            .server_config(vec![b"http/1.1".to_vec()])
+            .expect("usable");
+
+        let again = Identity::development(&dir, now + Duration::from_secs(3600)).expect("loaded");
+        assert!(!again.was_generated());
+        assert_eq!(
+            again.leaf_sha256(),
+            first.leaf_sha256(),
+            "same hash across restarts"
+        );
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn development_certificate_is_renewed_when_it_nears_expiry() {
+        let dir = temp_dir("renew");
+        let now = SystemTime::now();
+        let first = Identity::development(&dir, now).expect("generated");
+        let later = now + Duration::from_secs(11 * 24 * 3600);
+        let renewed = Identity::development(&dir, later).expect("renewed");
+        assert!(renewed.was_generated());
+        assert_ne!(renewed.leaf_sha256(), first.leaf_sha256());
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn missing_files_are_named() {
+        let err = Identity::from_pem_files(
+            Path::new("/nonexistent/c.pem"),
+            Path::new("/nonexistent/k.pem"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/c.pem"), "{err}");
+    }
+}

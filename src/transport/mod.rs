@@ -1,1 +1,71 @@
-//! TODO
+//! Transport adapters: each turns one kind of connection into a [`Link`] — a stream of
+//! [`Inbound`] events and a sink of [`Outbound`] commands — and contains no signaling logic.
+//! The generic driver in `server::connection` runs liveness and talks to the hub.
+
+pub mod websocket;
+pub mod webtransport;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::core::Transport;
+use crate::core::codec::FrameProblem;
+use crate::proto::{ClientFrame, Reason, ServerFrame};
+
+/// What a transport reader reports.
+#[derive(Debug)]
+pub enum Inbound {
+    Frame(ClientFrame),
+    Rejected(FrameProblem),
+    /// Something arrived that is not a frame (a pong, QUIC packets): proof of life only.
+    /// With a round-trip time when the transport measured one.
+    Activity {
+        rtt: Option<Duration>,
+    },
+    /// The connection ended by the peer's doing: CLIENT_CLOSED (close handshake) or
+    /// CONNECTION_LOST (EOF, reset, I/O error).
+    Closed(Reason),
+}
+
+/// What a transport writer is told to do, in order.
+#[derive(Debug)]
+pub enum Outbound {
+    Frame(ServerFrame),
+    /// Send a probe the peer's network stack answers (a WebSocket Ping). Transports whose
+    /// protocol probes by itself (QUIC keep-alive) ignore it.
+    Probe,
+    /// Close the connection after everything queued before.
+    Close(Reason),
+}
+
+/// One accepted connection as the driver sees it.
+#[derive(Debug)]
+pub struct Link {
+    pub transport: Transport,
+    pub peer: SocketAddr,
+    pub inbound: mpsc::Receiver<Inbound>,
+    pub outbox: mpsc::Sender<Outbound>,
+    pub reader: JoinHandle<()>,
+    pub writer: JoinHandle<()>,
+}
+
+/// Capacity of the reader -> driver channel. Small: it only smooths bursts; the bound
+/// pushes back on a client that sends faster than the hub takes frames.
+pub const INBOUND_QUEUE: usize = 64;
+
+/// The close code sent to the client for each reason the gateway closes a connection, the
+/// same numbers on both transports (WebSocket close code, WebTransport session error code).
+pub fn close_code(reason: Reason) -> u16 {
+    match reason {
+        Reason::ServerShutdown => 1001,
+        Reason::ProtocolError => 1008,
+        Reason::Superseded => 4001,
+        Reason::SlowConsumer => 4002,
+        Reason::HelloTimeout => 4003,
+        Reason::LivenessTimeout => 4004,
+        _ => 1000,
+    }
+}

@@ -1,0 +1,428 @@
+/**
+ * The demo page served by the gateway at `/`: connects with the SDK, shows presence, and runs
+ * a WebRTC call (data channel "chat", optionally video) between two tabs, signalled through
+ * the gateway.
+ *
+ * Query parameters: ?room=NAME (default "demo"), ?transport=auto|webtransport|websocket,
+ * ?video=1.
+ *
+ * For automated tests: `window.signalgateDemo = { client, state, send(text) }`, and
+ * `document.body.dataset` mirrors state (transport, peerId, clientState, pcState, peers,
+ * received).
+ */
+import { SignalgateClient, type SignalgateClientOptions, type TransportPreference } from "../src/index.js";
+
+interface Endpoints {
+  webtransport: string | null;
+  websocket: string | null;
+  cert_sha256?: string | null;
+}
+
+type DemoPeerState = "online" | "unreachable" | "left";
+
+interface DemoState {
+  room: string;
+  clientState: string;
+  transport: string | null;
+  peerId: string | null;
+  /** Other peers of the room: peer id → online | unreachable | left. */
+  peers: Record<string, DemoPeerState>;
+  /** The peer the WebRTC call is with. */
+  remotePeer: string | null;
+  pcState: RTCPeerConnectionState | "none";
+  /** Chat messages received over the data channel. */
+  received: string[];
+  log: string[];
+}
+
+declare global {
+  interface Window {
+    signalgateDemo?: {
+      client: SignalgateClient | null;
+      state: DemoState;
+      send(text: string): boolean;
+    };
+  }
+}
+
+const params = new URLSearchParams(location.search);
+const room = params.get("room") || "demo";
+const transportParam = params.get("transport");
+const transportPref: TransportPreference =
+  transportParam === "webtransport" || transportParam === "websocket" ? transportParam : "auto";
+const withVideo = params.get("video") === "1";
+
+const state: DemoState = {
+  room,
+  clientState: "idle",
+  transport: null,
+  peerId: null,
+  peers: {},
+  remotePeer: null,
+  pcState: "none",
+  received: [],
+  log: [],
+};
+const silentFor: Record<string, number> = {};
+
+const $ = <T extends HTMLElement>(id: string): T => {
+  const el = document.getElementById(id);
+  if (!el) throw new Error(`#${id} missing`);
+  return el as T;
+};
+
+// ------------------------------------------------------------------------------------------
+// Rendering
+// ------------------------------------------------------------------------------------------
+
+function log(text: string): void {
+  const line = `${new Date().toISOString().slice(11, 23)} ${text}`;
+  state.log.push(line);
+  if (state.log.length > 500) state.log.shift();
+  const ul = $<HTMLUListElement>("log");
+  const li = document.createElement("li");
+  li.textContent = line;
+  ul.append(li);
+  while (ul.children.length > 200) ul.firstElementChild?.remove();
+  ul.scrollTop = ul.scrollHeight;
+}
+
+function render(): void {
+  $("client-state").textContent = state.clientState;
+  $("transport").textContent = state.transport ?? "–";
+  $("peer-id").textContent = state.peerId ?? "–";
+  $("pc-state").textContent = state.pcState + (state.remotePeer ? ` (with ${state.remotePeer})` : "");
+  const rtt = client?.rttMs;
+  $("rtt").textContent = rtt === undefined ? "–" : `${rtt.toFixed(1)} ms`;
+
+  const ul = $<HTMLUListElement>("peers");
+  ul.replaceChildren();
+  const ids = Object.keys(state.peers).sort();
+  if (ids.length === 0) {
+    const li = document.createElement("li");
+    li.textContent = "nobody else yet";
+    ul.append(li);
+  }
+  for (const id of ids) {
+    const s = state.peers[id]!;
+    const li = document.createElement("li");
+    li.className = s;
+    li.dataset.peerId = id;
+    li.dataset.state = s;
+    const silent = s === "unreachable" && silentFor[id] !== undefined ? ` (silent for ${(silentFor[id]! / 1000).toFixed(1)} s)` : "";
+    li.textContent = `${id}  ${s.toUpperCase()}${silent}`;
+    ul.append(li);
+  }
+
+  const ready = dc?.readyState === "open";
+  $<HTMLInputElement>("chat-input").disabled = !ready;
+  $<HTMLButtonElement>("chat-send").disabled = !ready;
+
+  const ds = document.body.dataset;
+  ds.clientState = state.clientState;
+  ds.transport = state.transport ?? "";
+  ds.peerId = state.peerId ?? "";
+  ds.pcState = state.pcState;
+  ds.peers = JSON.stringify(state.peers);
+  ds.received = String(state.received.length);
+  ds.dataChannel = dc?.readyState ?? "none";
+}
+
+function chatLine(text: string): void {
+  const ul = $<HTMLUListElement>("chat-log");
+  const li = document.createElement("li");
+  li.textContent = text;
+  ul.append(li);
+  ul.scrollTop = ul.scrollHeight;
+}
+
+// ------------------------------------------------------------------------------------------
+// Controls
+// ------------------------------------------------------------------------------------------
+
+function reloadWith(name: string, value: string | null): void {
+  const next = new URLSearchParams(location.search);
+  if (value === null) next.delete(name);
+  else next.set(name, value);
+  location.search = next.toString();
+}
+
+$("room-name").textContent = room;
+const select = $<HTMLSelectElement>("transport-select");
+select.value = transportPref;
+select.addEventListener("change", () => reloadWith("transport", select.value === "auto" ? null : select.value));
+const videoToggle = $<HTMLInputElement>("video-toggle");
+videoToggle.checked = withVideo;
+videoToggle.addEventListener("change", () => reloadWith("video", videoToggle.checked ? "1" : null));
+$("videos").hidden = !withVideo;
+
+$<HTMLFormElement>("chat-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const input = $<HTMLInputElement>("chat-input");
+  if (input.value && send(input.value)) input.value = "";
+});
+
+// ------------------------------------------------------------------------------------------
+// WebRTC
+// ------------------------------------------------------------------------------------------
+
+let client: SignalgateClient | null = null;
+let pc: RTCPeerConnection | null = null;
+let dc: RTCDataChannel | null = null;
+let localStream: MediaStream | null = null;
+/** Candidates that arrived before the remote description. */
+let pendingCandidates: RTCIceCandidateInit[] = [];
+
+function send(text: string): boolean {
+  if (!dc || dc.readyState !== "open") return false;
+  dc.send(text);
+  chatLine(`me: ${text}`);
+  return true;
+}
+
+function setupChannel(channel: RTCDataChannel): void {
+  dc = channel;
+  channel.onopen = () => {
+    log(`data channel "${channel.label}" open`);
+    render();
+  };
+  channel.onclose = () => {
+    log(`data channel "${channel.label}" closed`);
+    render();
+  };
+  channel.onmessage = (ev: MessageEvent) => {
+    const text = typeof ev.data === "string" ? ev.data : "[binary]";
+    state.received.push(text);
+    chatLine(`${state.remotePeer ?? "peer"}: ${text}`);
+    render();
+  };
+}
+
+async function getLocalStream(): Promise<MediaStream | null> {
+  if (!withVideo) return null;
+  if (!localStream) {
+    localStream = await navigator.mediaDevices.getUserMedia({ video: true, audio: false });
+    $<HTMLVideoElement>("local-video").srcObject = localStream;
+  }
+  return localStream;
+}
+
+function closeCall(why: string): void {
+  if (!pc) return;
+  log(`WebRTC call with ${state.remotePeer ?? "?"} closed (${why})`);
+  dc?.close();
+  pc.close();
+  pc = null;
+  dc = null;
+  pendingCandidates = [];
+  state.remotePeer = null;
+  state.pcState = "none";
+  $<HTMLVideoElement>("remote-video").srcObject = null;
+  render();
+}
+
+function createPeerConnection(remote: string): RTCPeerConnection {
+  closeCall("replaced");
+  const conn = new RTCPeerConnection({ iceServers: [] });
+  pc = conn;
+  state.remotePeer = remote;
+  state.pcState = conn.connectionState;
+  conn.onicecandidate = (ev) => {
+    if (!ev.candidate || !client) return;
+    client.sendCandidate(room, remote, ev.candidate.toJSON()).catch((e: unknown) => log(`candidate not sent: ${String(e)}`));
+  };
+  conn.onconnectionstatechange = () => {
+    if (pc !== conn) return;
+    state.pcState = conn.connectionState;
+    log(`WebRTC connectionState: ${conn.connectionState}`);
+    render();
+  };
+  conn.ondatachannel = (ev) => setupChannel(ev.channel);
+  conn.ontrack = (ev) => {
+    const [stream] = ev.streams;
+    if (stream) $<HTMLVideoElement>("remote-video").srcObject = stream;
+  };
+  render();
+  return conn;
+}
+
+/** The peer with the lexicographically smaller peer id makes the offer. */
+async function maybeCall(): Promise<void> {
+  if (!client || !state.peerId || pc) return;
+  const remote = Object.keys(state.peers)
+    .sort()
+    .find((id) => state.peers[id] === "online");
+  if (!remote || !(state.peerId < remote)) return;
+  const conn = createPeerConnection(remote);
+  setupChannel(conn.createDataChannel("chat"));
+  const stream = await getLocalStream();
+  if (stream) for (const track of stream.getTracks()) conn.addTrack(track, stream);
+  const offer = await conn.createOffer();
+  await conn.setLocalDescription(offer);
+  log(`sending offer to ${remote}`);
+  await client.sendDescription(room, remote, offer);
+}
+
+async function onDescription(from: string, description: RTCSessionDescriptionInit): Promise<void> {
+  if (!client) return;
+  if (description.type === "offer") {
+    if (!pc || state.remotePeer !== from || pc.connectionState === "failed" || pc.connectionState === "closed") {
+      createPeerConnection(from);
+    }
+    const conn = pc!;
+    await conn.setRemoteDescription(description);
+    await flushCandidates(conn);
+    const stream = await getLocalStream();
+    // The offer already created a (receive-only) transceiver; addTrack reuses it.
+    if (stream && !conn.getSenders().some((s) => s.track)) {
+      for (const track of stream.getTracks()) conn.addTrack(track, stream);
+    }
+    const answer = await conn.createAnswer();
+    await conn.setLocalDescription(answer);
+    log(`sending answer to ${from}`);
+    await client.sendDescription(room, from, answer);
+  } else if (description.type === "answer" && pc && state.remotePeer === from) {
+    await pc.setRemoteDescription(description);
+    await flushCandidates(pc);
+  }
+}
+
+async function onCandidate(from: string, candidate: RTCIceCandidateInit): Promise<void> {
+  if (!pc || state.remotePeer !== from) return;
+  if (!pc.remoteDescription) {
+    pendingCandidates.push(candidate);
+    return;
+  }
+  await pc.addIceCandidate(candidate);
+}
+
+async function flushCandidates(conn: RTCPeerConnection): Promise<void> {
+  const queued = pendingCandidates;
+  pendingCandidates = [];
+  for (const c of queued) await conn.addIceCandidate(c);
+}
+
+// ------------------------------------------------------------------------------------------
+// Signaling
+// ------------------------------------------------------------------------------------------
+
+function hexToBytes(hex: string): Uint8Array<ArrayBuffer> {
+  const clean = hex.replace(/[^0-9a-fA-F]/g, "");
+  const out = new Uint8Array(clean.length / 2);
+  for (let i = 0; i < out.length; i++) out[i] = parseInt(clean.slice(i * 2, i * 2 + 2), 16);
+  return out;
+}
+
+function syncClientState(): void {
+  if (!client) return;
+  state.clientState = client.state;
+  state.transport = client.transport ?? null;
+  state.peerId = client.peerId ?? null;
+  render();
+}
+
+async function main(): Promise<void> {
+  const res = await fetch("/endpoints", { cache: "no-store" });
+  if (!res.ok) throw new Error(`GET /endpoints: HTTP ${res.status}`);
+  const endpoints = (await res.json()) as Endpoints;
+  log(`endpoints: ${JSON.stringify(endpoints)}`);
+
+  const options: SignalgateClientOptions = {
+    transport: transportPref,
+    client: "signalgate-demo",
+    webSocketUrl: endpoints.websocket ?? `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`,
+  };
+  if (endpoints.webtransport) options.webTransportUrl = endpoints.webtransport;
+  if (endpoints.cert_sha256 && /^[0-9a-fA-F]{64}$/.test(endpoints.cert_sha256)) {
+    options.serverCertificateHashes = [{ algorithm: "sha-256", value: hexToBytes(endpoints.cert_sha256) }];
+  }
+  if (transportPref === "webtransport" && !options.webTransportUrl) {
+    log("WebTransport is disabled on this gateway: using WebSocket");
+    options.transport = "websocket";
+  }
+  if (typeof WebTransport === "undefined") log("this browser has no WebTransport");
+
+  const c = new SignalgateClient(options);
+  client = c;
+  window.signalgateDemo = { client: c, state, send };
+
+  c.on("connected", (e) => {
+    log(`connected over ${e.transport} as ${e.peerId} (session ${e.sessionId})`);
+    syncClientState();
+  });
+  c.on("resumed", (e) => {
+    log(`resumed over ${e.transport} as ${e.peerId}; ${e.replayed} frames replayed`);
+    syncClientState();
+  });
+  c.on("sessionLost", (e) => {
+    log(`session lost (${e.code}): was ${e.previousPeerId}; starting a new one`);
+    state.peers = {};
+    closeCall("session lost");
+    syncClientState();
+  });
+  c.on("disconnected", (e) => {
+    log(`disconnected: ${e.reason}${e.willReconnect ? ", reconnecting" : ""}`);
+    syncClientState();
+  });
+  c.on("transportFailed", (e) => log(`${e.transport} failed: ${e.error}`));
+  c.on("reconnecting", (e) => {
+    log(`next attempt in ${e.delayMs} ms (failure #${e.attempt})`);
+    syncClientState();
+  });
+  c.on("joined", (e) => {
+    log(`joined ${e.room}${e.rejoined ? " again" : ""}: ${e.peers.length} other peer(s)`);
+    for (const p of e.peers) if (p.peerId !== c.peerId) state.peers[p.peerId] = p.state;
+    render();
+    void maybeCall().catch((err: unknown) => log(`call failed: ${String(err)}`));
+  });
+  c.on("peerJoined", (e) => {
+    log(`${e.peer.peerId} joined ${e.room} (${e.peer.state})`);
+    if (e.peer.peerId === c.peerId) return;
+    state.peers[e.peer.peerId] = e.peer.state;
+    render();
+    void maybeCall().catch((err: unknown) => log(`call failed: ${String(err)}`));
+  });
+  c.on("peerState", (e) => {
+    const silent = e.state === "unreachable" ? `, silent for ${e.silentForMs} ms` : "";
+    log(`${e.peerId} is ${e.state.toUpperCase()} (${e.reason}${silent}, detected by ${e.detectedBy})`);
+    if (e.peerId === c.peerId) return;
+    state.peers[e.peerId] = e.state;
+    silentFor[e.peerId] = e.silentForMs;
+    render();
+    void maybeCall().catch((err: unknown) => log(`call failed: ${String(err)}`));
+  });
+  c.on("peerLeft", (e) => {
+    log(`${e.peerId} left ${e.room} (${e.reason})`);
+    state.peers[e.peerId] = "left";
+    if (state.remotePeer === e.peerId) closeCall("peer left");
+    render();
+    void maybeCall().catch((err: unknown) => log(`call failed: ${String(err)}`));
+  });
+  c.on("signal", (e) => {
+    if (e.description) {
+      log(`${e.description.type} from ${e.from}`);
+      onDescription(e.from, e.description).catch((err: unknown) => log(`WebRTC error: ${String(err)}`));
+    } else if (e.candidate) {
+      onCandidate(e.from, e.candidate).catch((err: unknown) => log(`candidate error: ${String(err)}`));
+    } else if (e.data) {
+      log(`${e.data.length} bytes of data from ${e.from}`);
+    }
+  });
+  c.on("error", (e) => log(`error ${e.code}: ${e.message}${e.inReplyTo ? ` (frame ${e.inReplyTo})` : ""}`));
+  c.on("goAway", (e) => log(`gateway going away (${e.reason}); reconnect after ${e.reconnectAfterMs} ms`));
+
+  syncClientState();
+  const connecting = c.connect();
+  syncClientState();
+  await connecting;
+  const joined = await c.join(room);
+  log(`in room ${joined.room}`);
+  setInterval(render, 1000); // refresh rtt
+}
+
+window.signalgateDemo = { client: null, state, send };
+render();
+main().catch((err: unknown) => {
+  log(`failed: ${err instanceof Error ? err.message : String(err)}`);
+  document.body.dataset.error = String(err);
+});

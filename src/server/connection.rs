@@ -1,0 +1,163 @@
+//! The driver of one connection, whatever its transport: proves liveness by timely replies
+//! (the [`Liveness`] state machine), forwards frames to the hub, and ends the connection the
+//! way the hub or the peer decides.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+use tracing::Instrument;
+
+use super::ServerContext;
+use super::hub_driver::HubInput;
+use crate::core::hub::ConnId;
+use crate::core::liveness::{Liveness, LivenessEvent};
+use crate::core::reason_label;
+use crate::metrics;
+use crate::proto::Reason;
+use crate::transport::{Inbound, Link, Outbound};
+
+enum End {
+    /// The peer closed, broke, or went silent.
+    Lost {
+        reason: Reason,
+        silent_for: Duration,
+    },
+    /// The hub closed the connection; the writer finishes what is queued.
+    ClosedByHub,
+    /// The hub aborted the connection (its queue was full).
+    Killed,
+    /// A fatal framing problem: the hub will close it.
+    AwaitHubClose,
+    /// The hub is gone (shutdown).
+    HubGone,
+}
+
+pub async fn drive(ctx: Arc<ServerContext>, link: Link) {
+    let conn = ConnId(ctx.next_conn_id());
+    let span =
+        tracing::info_span!("conn", id = %conn, transport = %link.transport, peer = %link.peer);
+    drive_as(ctx, conn, link).instrument(span).await;
+}
+
+async fn drive_as(ctx: Arc<ServerContext>, conn: ConnId, mut link: Link) {
+    let (kill, mut killed) = oneshot::channel();
+    let opened = HubInput::Opened {
+        conn,
+        transport: link.transport,
+        outbox: link.outbox.clone(),
+        kill,
+    };
+    metrics::connection_accepted(link.transport);
+    let mut end = if ctx.hub.send(opened).await.is_err() {
+        End::HubGone
+    } else {
+        tracing::debug!("connection opened");
+        let mut liveness = Liveness::new(Instant::now(), ctx.config.hub.liveness);
+        loop {
+            let wake = liveness.poll_timeout().unwrap_or_else(Instant::now);
+            let input = tokio::select! {
+                biased;
+                result = &mut killed => break if result.is_ok() { End::Killed } else { End::ClosedByHub },
+                event = link.inbound.recv() => event,
+                () = tokio::time::sleep_until(wake.into()) => {
+                    match liveness.handle_timeout(Instant::now()) {
+                        Some(LivenessEvent::Probe) => {
+                            // A full queue means a probe is pointless anyway: the connection
+                            // is about to be closed as a slow consumer.
+                            let _ = link.outbox.try_send(Outbound::Probe);
+                        }
+                        Some(LivenessEvent::Dead { silent_for }) => {
+                            break End::Lost { reason: Reason::LivenessTimeout, silent_for };
+                        }
+                        None => {}
+                    }
+                    continue;
+                }
+            };
+            let now = Instant::now();
+            let to_hub = match input {
+                Some(Inbound::Frame(frame)) => {
+                    liveness.on_inbound(now);
+                    HubInput::Frame { conn, frame }
+                }
+                Some(Inbound::Rejected(problem)) => {
+                    liveness.on_inbound(now);
+                    let fatal = problem.is_fatal();
+                    if ctx
+                        .hub
+                        .send(HubInput::Rejected { conn, problem })
+                        .await
+                        .is_err()
+                    {
+                        break End::HubGone;
+                    }
+                    if fatal {
+                        break End::AwaitHubClose;
+                    }
+                    continue;
+                }
+                Some(Inbound::Activity { rtt }) => {
+                    liveness.on_inbound(now);
+                    if let Some(rtt) = rtt {
+                        metrics::observe_rtt(link.transport, rtt);
+                    }
+                    continue;
+                }
+                Some(Inbound::Closed(reason)) => {
+                    break End::Lost {
+                        reason,
+                        silent_for: liveness.silent_for(now),
+                    };
+                }
+                // The reader stopped without a word: the connection is unusable.
+                None => {
+                    break End::Lost {
+                        reason: Reason::ConnectionLost,
+                        silent_for: liveness.silent_for(now),
+                    };
+                }
+            };
+            if ctx.hub.send(to_hub).await.is_err() {
+                break End::HubGone;
+            }
+        }
+    };
+
+    if let End::AwaitHubClose = end {
+        end = match tokio::time::timeout(ctx.config.shutdown_grace, &mut killed).await {
+            Ok(Ok(())) => End::Killed,
+            Ok(Err(_)) => End::ClosedByHub,
+            Err(_) => End::HubGone,
+        };
+    }
+    match end {
+        End::Lost { reason, silent_for } => {
+            tracing::info!(
+                reason = reason_label(reason),
+                silent_for_ms = silent_for.as_millis() as u64,
+                "connection lost"
+            );
+            let _ = ctx
+                .hub
+                .send(HubInput::Lost {
+                    conn,
+                    reason,
+                    silent_for,
+                })
+                .await;
+            link.writer.abort();
+        }
+        End::ClosedByHub => {
+            // Let the writer deliver the last frames and the close, within the grace period.
+            if tokio::time::timeout(ctx.config.shutdown_grace, &mut link.writer)
+                .await
+                .is_err()
+            {
+                link.writer.abort();
+            }
+        }
+        End::Killed | End::HubGone | End::AwaitHubClose => link.writer.abort(),
+    }
+    link.reader.abort();
+}

@@ -1,0 +1,285 @@
+//! The TCP side: HTTPS (and optionally plain HTTP) with the WebSocket upgrade at `/ws`,
+//! `/healthz`, `/cert-hash`, `/endpoints` and the demo page at `/`.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+
+use super::{ServerContext, assets, connection};
+use crate::core::Transport;
+use crate::metrics;
+use crate::transport::websocket;
+
+type Body = Full<Bytes>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Https,
+    Http,
+}
+
+/// Accepts TCP connections until shutdown; TLS first when `tls` is given.
+pub async fn accept_loop(ctx: Arc<ServerContext>, listener: TcpListener, tls: Option<TlsAcceptor>) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = ctx.shutdown.cancelled() => return,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of descriptors, typically: back off instead of spinning.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        tune_socket(&tcp, ctx.config.hub.liveness.timeout());
+        let ctx2 = ctx.clone();
+        let tls = tls.clone();
+        ctx.tasks.spawn(async move {
+            match tls {
+                None => serve_http(ctx2, tcp, peer, Scheme::Http).await,
+                Some(acceptor) => {
+                    let deadline = ctx2.config.handshake_timeout;
+                    match tokio::time::timeout(deadline, acceptor.accept(tcp)).await {
+                        Ok(Ok(stream)) => serve_http(ctx2, stream, peer, Scheme::Https).await,
+                        Ok(Err(error)) => {
+                            tracing::debug!(%peer, %error, "TLS handshake failed");
+                            metrics::handshake_failed(Transport::WebSocket, "tls");
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            metrics::handshake_failed(Transport::WebSocket, "timeout");
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// The kernel's backstop for a vanished peer: without TCP_USER_TIMEOUT, unacknowledged data
+/// is retransmitted for ~15 minutes (tcp_retries2 = 15) before the socket errors out.
+fn tune_socket(tcp: &TcpStream, user_timeout: Duration) {
+    let _ = tcp.set_nodelay(true);
+    if let Err(error) = socket2::SockRef::from(tcp).set_tcp_user_timeout(Some(user_timeout)) {
+        tracing::warn!(%error, "cannot set TCP_USER_TIMEOUT");
+    }
+}
+
+async fn serve_http<S>(ctx: Arc<ServerContext>, stream: S, peer: SocketAddr, scheme: Scheme)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let ctx2 = ctx.clone();
+    let service = service_fn(move |req| {
+        let ctx = ctx2.clone();
+        async move { Ok::<_, Infallible>(route(ctx, peer, scheme, req)) }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(ctx.config.handshake_timeout)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        result = conn.as_mut() => {
+            if let Err(error) = result {
+                tracing::debug!(%peer, %error, "HTTP connection ended with an error");
+            }
+        }
+        () = ctx.shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(ctx.config.shutdown_grace, conn).await;
+        }
+    }
+}
+
+fn route(
+    ctx: Arc<ServerContext>,
+    peer: SocketAddr,
+    scheme: Scheme,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
+    }
+    match req.uri().path() {
+        "/ws" => websocket_upgrade(ctx, peer, req),
+        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/cert-hash" => json(format!(
+            r#"{{"algorithm":"sha-256","value":"{}"}}"#,
+            ctx.cert_sha256_hex
+        )),
+        "/endpoints" => json(endpoints_json(&ctx, scheme, &req)),
+        path => match assets::get(path) {
+            Some(asset) => Response::builder()
+                .header(header::CONTENT_TYPE, asset.content_type)
+                .header(header::CACHE_CONTROL, "no-cache")
+                .body(Full::new(Bytes::from_static(asset.bytes)))
+                .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "response\n")),
+            None => text(StatusCode::NOT_FOUND, "not found\n"),
+        },
+    }
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+fn json(body: String) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// The host name the client used (without port), if it is a plain host name or IP literal.
+fn request_host(req: &Request<Incoming>) -> Option<String> {
+    let host = req.headers().get(header::HOST)?.to_str().ok()?;
+    let name = match host.strip_prefix('[') {
+        Some(v6) => format!("[{}]", v6.split(']').next()?),
+        None => host.split(':').next()?.to_string(),
+    };
+    let plain = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'));
+    (plain && !name.is_empty()).then_some(name)
+}
+
+/// Where a page served by this gateway should connect. WebTransport uses 127.0.0.1 when
+/// the page came from `localhost`: Chromium resolves localhost to [::1] only for it.
+fn endpoints_json(ctx: &ServerContext, scheme: Scheme, req: &Request<Incoming>) -> String {
+    let listen = ctx.bound.listen;
+    let host = request_host(req).unwrap_or_else(|| listen.ip().to_string());
+    let request_authority = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| request_host(req).is_some() && !h.contains('/'))
+        .map(str::to_string);
+    let websocket = match (scheme, request_authority) {
+        (Scheme::Http, Some(authority)) => format!("ws://{authority}/ws"),
+        (Scheme::Https, Some(authority)) => format!("wss://{authority}/ws"),
+        (_, None) => format!("wss://{host}:{}/ws", listen.port()),
+    };
+    let webtransport = if ctx.bound.webtransport.is_empty() {
+        "null".to_string()
+    } else {
+        let wt_host = if host == "localhost" {
+            "127.0.0.1"
+        } else {
+            host.as_str()
+        };
+        format!(r#""https://{wt_host}:{}/wt""#, listen.port())
+    };
+    format!(
+        r#"{{"webtransport":{webtransport},"websocket":"{websocket}","websocket_tls":"wss://{host}:{port}/ws","cert_sha256":"{hash}"}}"#,
+        port = listen.port(),
+        hash = ctx.cert_sha256_hex,
+    )
+}
+
+fn websocket_upgrade(
+    ctx: Arc<ServerContext>,
+    peer: SocketAddr,
+    mut req: Request<Incoming>,
+) -> Response<Body> {
+    let headers = req.headers();
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|v| v.trim().eq_ignore_ascii_case(token))
+    };
+    if !has_token(header::CONNECTION, "upgrade") || !has_token(header::UPGRADE, "websocket") {
+        metrics::handshake_failed(Transport::WebSocket, "bad_request");
+        return text(
+            StatusCode::UPGRADE_REQUIRED,
+            "this endpoint speaks WebSocket only\n",
+        );
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(HeaderValue::as_bytes)
+        != Some(b"13")
+    {
+        metrics::handshake_failed(Transport::WebSocket, "bad_request");
+        return text(
+            StatusCode::BAD_REQUEST,
+            "Sec-WebSocket-Version must be 13\n",
+        );
+    }
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
+        metrics::handshake_failed(Transport::WebSocket, "bad_request");
+        return text(StatusCode::BAD_REQUEST, "Sec-WebSocket-Key is missing\n");
+    };
+    let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok());
+    if !ctx.config.origin_allowed(origin) {
+        tracing::info!(%peer, origin = origin.unwrap_or(""), "WebSocket origin refused");
+        metrics::handshake_failed(Transport::WebSocket, "origin");
+        return text(StatusCode::FORBIDDEN, "origin not allowed\n");
+    }
+    let accept = derive_accept_key(key.as_bytes());
+    let upgrade = hyper::upgrade::on(&mut req);
+    let ctx2 = ctx.clone();
+    ctx.tasks.spawn(async move {
+        match upgrade.await {
+            Ok(upgraded) => {
+                let limits = &ctx2.config.hub.limits;
+                let config = websocket::config(limits.max_frame_bytes);
+                let ws = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(config),
+                )
+                .await;
+                let link =
+                    websocket::spawn(ws, peer, limits.max_frame_bytes, ctx2.config.outbound_queue);
+                connection::drive(ctx2, link).await;
+            }
+            Err(error) => {
+                tracing::debug!(%peer, %error, "WebSocket upgrade failed");
+                metrics::handshake_failed(Transport::WebSocket, "io");
+            }
+        }
+    });
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(value) = HeaderValue::from_str(&accept) {
+        headers.insert(header::SEC_WEBSOCKET_ACCEPT, value);
+    }
+    response
+}

@@ -1,0 +1,131 @@
+//! The UDP side: HTTP/3 with WebTransport sessions at `/wt`.
+
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+
+use wtransport::endpoint::IncomingSession;
+use wtransport::endpoint::endpoint_side::Server;
+use wtransport::error::ConnectionError;
+use wtransport::{Endpoint, VarInt};
+
+use super::{ServerContext, ServerError, connection};
+use crate::config::Config;
+use crate::core::Transport;
+use crate::metrics;
+use crate::proto::Reason;
+use crate::tls::Identity;
+use crate::transport::{close_code, webtransport};
+
+/// The WebTransport path on the UDP port.
+pub const PATH: &str = "/wt";
+
+pub struct Listener {
+    endpoints: Vec<Endpoint<Server>>,
+}
+
+impl Listener {
+    /// Binds UDP on the port of `listen` (and on [::1] as well when `listen` is 127.0.0.1,
+    /// because Chromium resolves `localhost` to [::1] only for WebTransport).
+    pub fn bind(
+        listen: SocketAddr,
+        identity: &Identity,
+        config: &Config,
+    ) -> Result<Listener, ServerError> {
+        let mut endpoints = vec![bind_one(listen, identity, config)?];
+        if listen.ip() == IpAddr::from([127, 0, 0, 1]) {
+            let v6 = SocketAddr::new(Ipv6Addr::LOCALHOST.into(), listen.port());
+            match bind_one(v6, identity, config) {
+                Ok(endpoint) => endpoints.push(endpoint),
+                Err(error) => tracing::debug!(%error, "WebTransport not served on [::1]"),
+            }
+        }
+        Ok(Listener { endpoints })
+    }
+
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.endpoints
+            .iter()
+            .filter_map(|e| e.local_addr().ok())
+            .collect()
+    }
+
+    pub async fn accept_loop(self, ctx: Arc<ServerContext>) {
+        let loops = self
+            .endpoints
+            .into_iter()
+            .map(|endpoint| accept_on(ctx.clone(), endpoint));
+        futures_util::future::join_all(loops).await;
+    }
+}
+
+fn bind_one(
+    addr: SocketAddr,
+    identity: &Identity,
+    config: &Config,
+) -> Result<Endpoint<Server>, ServerError> {
+    let server_config = webtransport::server_config(addr, identity, &config.hub.liveness)?;
+    Endpoint::server(server_config).map_err(|source| ServerError::Bind {
+        addr,
+        what: "WebTransport (UDP)",
+        source,
+    })
+}
+
+async fn accept_on(ctx: Arc<ServerContext>, endpoint: Endpoint<Server>) {
+    loop {
+        let incoming = tokio::select! {
+            incoming = endpoint.accept() => incoming,
+            () = ctx.shutdown.cancelled() => break,
+        };
+        let ctx2 = ctx.clone();
+        ctx.tasks.spawn(accept_session(ctx2, incoming));
+    }
+    // Let GoAway and close frames of the sessions drain before the socket goes.
+    ctx.tasks.wait().await;
+    let code = VarInt::from_u32(u32::from(close_code(Reason::ServerShutdown)));
+    endpoint.close(code, b"server_shutdown");
+}
+
+async fn accept_session(ctx: Arc<ServerContext>, incoming: IncomingSession) {
+    let deadline = ctx.config.handshake_timeout;
+    let established = tokio::time::timeout(deadline, async {
+        let request = incoming.await?;
+        if request.path() != PATH {
+            tracing::debug!(
+                path = request.path(),
+                "WebTransport request for an unknown path"
+            );
+            metrics::handshake_failed(Transport::WebTransport, "bad_request");
+            request.not_found().await;
+            return Ok(None);
+        }
+        if !ctx.config.origin_allowed(request.origin()) {
+            tracing::info!(
+                origin = request.origin().unwrap_or(""),
+                "WebTransport origin refused"
+            );
+            metrics::handshake_failed(Transport::WebTransport, "origin");
+            request.forbidden().await;
+            return Ok(None);
+        }
+        let connection = request.accept().await?;
+        let (send, recv) = connection.accept_bi().await?;
+        Ok::<_, ConnectionError>(Some((connection, send, recv)))
+    })
+    .await;
+    let (connection, send, recv) = match established {
+        Ok(Ok(Some(session))) => session,
+        Ok(Ok(None)) => return,
+        Ok(Err(error)) => {
+            tracing::debug!(%error, "WebTransport session failed before its control stream");
+            metrics::handshake_failed(Transport::WebTransport, "io");
+            return;
+        }
+        Err(_) => {
+            metrics::handshake_failed(Transport::WebTransport, "timeout");
+            return;
+        }
+    };
+    let link = webtransport::spawn(connection, send, recv, &ctx.config);
+    connection::drive(ctx, link).await;
+}

@@ -1,0 +1,253 @@
+//! WebTransport adapter (HTTP/3 over QUIC, crate `wtransport`).
+//!
+//! The client opens one bidirectional stream right after the session is established; frames
+//! on it are varint-length-delimited protobuf. Liveness uses the same model as WebSocket:
+//! QUIC keep-alives (every `ping_interval` after the last packet received) are the probes
+//! the browser's network stack answers, and every datagram that arrives counts as life. The
+//! adapter samples quinn's receive counter and reports activity to the connection driver,
+//! which declares death after `liveness_timeout` of silence exactly as for WebSocket. QUIC's
+//! own idle timeout is set a little longer, as a backstop only.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use wtransport::error::{ConnectionError, StreamReadError};
+use wtransport::{Connection, RecvStream, SendStream, ServerConfig, VarInt};
+
+use super::{INBOUND_QUEUE, Inbound, Link, Outbound, close_code};
+use crate::config::Config;
+use crate::core::Transport;
+use crate::core::codec::{
+    FrameProblem, LengthDelimitedDecoder, decode_client_frame, encode_server_frame_length_delimited,
+};
+use crate::core::liveness::LivenessConfig;
+use crate::core::reason_label;
+use crate::metrics;
+use crate::proto::Reason;
+use crate::tls::{Identity, TlsError};
+
+/// Stream error code used to refuse a second stream.
+const REFUSED_STREAM: u32 = 0x5347_0001;
+
+/// How often quinn's receive counter is sampled: the precision of the silence measurement.
+pub fn activity_sampling(liveness: &LivenessConfig) -> Duration {
+    (liveness.timeout() / 40).clamp(Duration::from_millis(25), Duration::from_millis(250))
+}
+
+/// QUIC idle timeout: a backstop behind the liveness check, never before it.
+pub fn quic_idle_timeout(liveness: &LivenessConfig) -> Duration {
+    liveness.timeout() + liveness.ping_interval()
+}
+
+/// The QUIC server configuration: our identity with ALPN h3, keep-alives every
+/// `ping_interval`, the idle backstop, migration allowed.
+pub fn server_config(
+    addr: SocketAddr,
+    identity: &Identity,
+    liveness: &LivenessConfig,
+) -> Result<ServerConfig, TlsError> {
+    let tls = identity.quic_server_config(vec![b"h3".to_vec()])?;
+    let config = ServerConfig::builder()
+        .with_bind_address(addr)
+        .with_custom_tls(tls)
+        .max_idle_timeout(Some(quic_idle_timeout(liveness)))
+        .expect("the idle timeout is far below QUIC's 2^62 ms limit")
+        .keep_alive_interval(Some(liveness.ping_interval()))
+        .allow_migration(true)
+        .build();
+    Ok(config)
+}
+
+/// Starts the reader and writer tasks of an established session with its control stream.
+pub fn spawn(connection: Connection, send: SendStream, recv: RecvStream, config: &Config) -> Link {
+    let (inbound_tx, inbound) = mpsc::channel(INBOUND_QUEUE);
+    let (outbox, outbox_rx) = mpsc::channel(config.outbound_queue);
+    let liveness = config.hub.liveness;
+    let reader = Reader {
+        connection: connection.clone(),
+        recv,
+        tx: inbound_tx,
+        decoder: LengthDelimitedDecoder::new(config.hub.limits.max_frame_bytes),
+        max_frame_bytes: config.hub.limits.max_frame_bytes,
+        sample_every: activity_sampling(&liveness),
+        rtt_every: liveness.ping_interval(),
+    };
+    Link {
+        transport: Transport::WebTransport,
+        peer: connection.remote_address(),
+        inbound,
+        outbox,
+        reader: tokio::spawn(reader.run()),
+        writer: tokio::spawn(write_loop(connection, send, outbox_rx)),
+    }
+}
+
+struct Reader {
+    connection: Connection,
+    recv: RecvStream,
+    tx: mpsc::Sender<Inbound>,
+    decoder: LengthDelimitedDecoder,
+    max_frame_bytes: usize,
+    sample_every: Duration,
+    rtt_every: Duration,
+}
+
+/// How a peer-side end of the QUIC connection maps onto the core's reasons.
+fn loss_reason(error: &ConnectionError) -> Reason {
+    match error {
+        ConnectionError::ApplicationClosed(_) => Reason::ClientClosed,
+        // Only the backstop: the driver normally declares the peer dead first.
+        ConnectionError::TimedOut => Reason::LivenessTimeout,
+        _ => Reason::ConnectionLost,
+    }
+}
+
+impl Reader {
+    async fn run(mut self) {
+        let quic = self.connection.quic_connection().clone();
+        let mut received = quic.stats().udp_rx.datagrams;
+        let mut remote = quic.remote_address();
+        let mut last_rtt_report: Option<Instant> = None;
+        let mut sampling = tokio::time::interval(self.sample_every);
+        sampling.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut accepting_streams = true;
+        loop {
+            let event = tokio::select! {
+                read = self.recv.read(&mut buf) => match read {
+                    Ok(Some(n)) => {
+                        self.decoder.extend(&buf[..n]);
+                        if !self.forward_frames().await {
+                            return;
+                        }
+                        continue;
+                    }
+                    // The client finished its side of the control stream: it is leaving.
+                    Ok(None) => Inbound::Closed(Reason::ClientClosed),
+                    Err(StreamReadError::Reset(_)) => Inbound::Closed(Reason::ConnectionLost),
+                    Err(_) => Inbound::Closed(loss_reason(&self.connection.closed().await)),
+                },
+                _ = sampling.tick() => {
+                    let now = Instant::now();
+                    let stats = quic.stats();
+                    if quic.remote_address() != remote {
+                        let new = quic.remote_address();
+                        tracing::info!(from = %remote, to = %new, "client address changed (QUIC migration)");
+                        metrics::quic_migration();
+                        remote = new;
+                    }
+                    if stats.udp_rx.datagrams == received {
+                        continue;
+                    }
+                    received = stats.udp_rx.datagrams;
+                    let rtt_due = last_rtt_report.is_none_or(|at| now - at >= self.rtt_every);
+                    if rtt_due {
+                        last_rtt_report = Some(now);
+                    }
+                    Inbound::Activity { rtt: rtt_due.then_some(stats.path.rtt) }
+                }
+                stream = self.connection.accept_bi(), if accepting_streams => match stream {
+                    Ok((mut send, recv)) => {
+                        let _ = send.reset(VarInt::from_u32(REFUSED_STREAM));
+                        recv.stop(VarInt::from_u32(REFUSED_STREAM));
+                        Inbound::Rejected(FrameProblem::Unsupported {
+                            what: "a second bidirectional stream (one control stream per session)",
+                        })
+                    }
+                    Err(_) => {
+                        accepting_streams = false;
+                        continue;
+                    }
+                },
+                stream = self.connection.accept_uni(), if accepting_streams => match stream {
+                    Ok(recv) => {
+                        recv.stop(VarInt::from_u32(REFUSED_STREAM));
+                        Inbound::Rejected(FrameProblem::Unsupported {
+                            what: "a unidirectional stream (one bidirectional control stream per session)",
+                        })
+                    }
+                    Err(_) => {
+                        accepting_streams = false;
+                        continue;
+                    }
+                },
+            };
+            let last = matches!(event, Inbound::Closed(_));
+            if self.tx.send(event).await.is_err() || last {
+                return;
+            }
+        }
+    }
+
+    /// Sends every complete frame to the driver. `false` when reading must stop.
+    async fn forward_frames(&mut self) -> bool {
+        loop {
+            let event = match self.decoder.next_frame() {
+                Ok(Some(body)) => match decode_client_frame(body, self.max_frame_bytes) {
+                    Ok(frame) => Inbound::Frame(frame),
+                    Err(problem) => Inbound::Rejected(problem),
+                },
+                Ok(None) => return true,
+                Err(problem) => {
+                    let _ = self.tx.send(Inbound::Rejected(problem)).await;
+                    return false;
+                }
+            };
+            if self.tx.send(event).await.is_err() {
+                return false;
+            }
+        }
+    }
+}
+
+async fn write_loop(
+    connection: Connection,
+    mut send: SendStream,
+    mut rx: mpsc::Receiver<Outbound>,
+) {
+    while let Some(out) = rx.recv().await {
+        match out {
+            Outbound::Frame(frame) => {
+                if send
+                    .write_all(&encode_server_frame_length_delimited(&frame))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            // QUIC keep-alives probe the peer already.
+            Outbound::Probe => {}
+            Outbound::Close(reason) => {
+                let _ = send.finish().await;
+                let code = VarInt::from_u32(u32::from(close_code(reason)));
+                connection.close(code, reason_label(reason).as_bytes());
+                // Give the close frame a moment to leave before the handles drop.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn silence_is_measured_finely_enough_for_the_half_second_bound() {
+        for (timeout, ping) in [(10.0, 4.0), (2.0, 0.6), (1.0, 0.3), (60.0, 20.0)] {
+            let l = LivenessConfig::new(
+                Duration::from_secs_f64(timeout),
+                Duration::from_secs_f64(ping),
+            )
+            .expect("valid");
+            assert!(activity_sampling(&l) <= Duration::from_millis(250));
+            assert!(
+                quic_idle_timeout(&l) > l.timeout(),
+                "QUIC's idle timeout is only a backstop"
+            );
+        }
+    }
+}

@@ -1,0 +1,404 @@
+//! Test support: an in-process gateway on free ports, and faults between client and gateway
+//! (a TCP proxy and a UDP relay that can silently blackhole all traffic, like a phone whose
+//! network vanished, and a relay that changes its source port, like a rebinding client).
+#![allow(dead_code)] // Each test binary uses a different part.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use signalgate::client::{ClientError, ConnectOptions, Connection, Session, Trust};
+use signalgate::config::{Config, Listen, Settings};
+use signalgate::proto::{
+    IceCandidate, PeerLeft, PeerState, SdpType, ServerFrame, SessionDescription, Signal,
+    server_frame, signal,
+};
+use signalgate::server::{self, Running};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{Mutex, Notify};
+
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// A gateway running inside the test process on free ports.
+pub struct Gateway {
+    running: Running,
+    pub options: ConnectOptions,
+    _certs: tempfile::TempDir,
+}
+
+impl Gateway {
+    pub async fn start() -> Gateway {
+        Self::start_with(Settings::default()).await
+    }
+
+    /// Short liveness numbers for fault tests.
+    pub async fn with_liveness(
+        timeout: Duration,
+        ping: Duration,
+        resume_window: Duration,
+    ) -> Gateway {
+        Self::start_with(Settings {
+            liveness_timeout: Some(timeout),
+            ping_interval: Some(ping),
+            resume_window: Some(resume_window),
+            ..Settings::default()
+        })
+        .await
+    }
+
+    pub async fn start_with(settings: Settings) -> Gateway {
+        let certs = tempfile::tempdir().expect("temp dir");
+        // TCP binds port 0 and UDP then takes the same number; retry the rare clash.
+        let mut last_error = None;
+        for _ in 0..5 {
+            let settings = Settings {
+                listen: Some("127.0.0.1:0".parse().expect("addr")),
+                http_listen: Some(Listen::On("127.0.0.1:0".parse().expect("addr"))),
+                metrics_listen: Some(Listen::Off),
+                dev_cert_dir: Some(certs.path().to_owned()),
+                shutdown_grace: Some(Duration::from_secs(2)),
+                ..settings.clone()
+            };
+            let config = Config::try_from(settings).expect("valid test configuration");
+            match server::start(config).await {
+                Ok(running) => {
+                    let trust = Trust::CertificateSha256(running.identity().leaf_sha256());
+                    return Gateway {
+                        running,
+                        options: ConnectOptions::new(trust),
+                        _certs: certs,
+                    };
+                }
+                Err(error) => last_error = Some(error),
+            }
+        }
+        panic!("gateway did not start: {last_error:?}");
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.running.bound().listen
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.running.bound().http.expect("plain HTTP listener")
+    }
+
+    pub fn wss_url(&self) -> String {
+        format!("wss://{}/ws", self.addr())
+    }
+
+    pub fn wt_url(&self) -> String {
+        format!("https://{}/wt", self.addr())
+    }
+
+    pub fn cert_sha256_hex(&self) -> String {
+        self.running.identity().leaf_sha256_hex()
+    }
+
+    pub async fn ws(&self) -> Connection {
+        Connection::websocket(&self.wss_url(), &self.options)
+            .await
+            .expect("WebSocket connects")
+    }
+
+    pub async fn wt(&self) -> Connection {
+        Connection::webtransport(&self.wt_url(), &self.options)
+            .await
+            .expect("WebTransport connects")
+    }
+
+    pub async fn ws_session(&self) -> Session {
+        Session::start(self.ws().await)
+            .await
+            .expect("welcome over WebSocket")
+    }
+
+    pub async fn wt_session(&self) -> Session {
+        Session::start(self.wt().await)
+            .await
+            .expect("welcome over WebTransport")
+    }
+
+    pub async fn stop(self) {
+        self.running.stop().await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Signals
+// ---------------------------------------------------------------------------------------------
+
+pub fn offer(sdp: &str) -> signal::Payload {
+    signal::Payload::Description(SessionDescription {
+        r#type: SdpType::Offer.into(),
+        sdp: sdp.into(),
+    })
+}
+
+pub fn answer(sdp: &str) -> signal::Payload {
+    signal::Payload::Description(SessionDescription {
+        r#type: SdpType::Answer.into(),
+        sdp: sdp.into(),
+    })
+}
+
+pub fn candidate(text: &str) -> signal::Payload {
+    signal::Payload::Candidate(IceCandidate {
+        candidate: text.into(),
+        sdp_mid: Some("0".into()),
+        sdp_m_line_index: Some(0),
+        username_fragment: Some("ufrag".into()),
+    })
+}
+
+pub fn data(bytes: &'static [u8]) -> signal::Payload {
+    signal::Payload::Data(bytes::Bytes::from_static(bytes))
+}
+
+pub async fn next_signal(session: &mut Session) -> Result<Signal, ClientError> {
+    session
+        .wait_for(WAIT, "a Signal", |frame| match &frame.msg {
+            Some(server_frame::Msg::Signal(s)) => Some(s.clone()),
+            _ => None,
+        })
+        .await
+}
+
+pub async fn next_peer_state(
+    session: &mut Session,
+    timeout: Duration,
+) -> Result<PeerState, ClientError> {
+    session
+        .wait_for(timeout, "a PeerState", |frame| match &frame.msg {
+            Some(server_frame::Msg::PeerState(s)) => Some(s.clone()),
+            _ => None,
+        })
+        .await
+}
+
+pub async fn next_peer_left(
+    session: &mut Session,
+    timeout: Duration,
+) -> Result<PeerLeft, ClientError> {
+    session
+        .wait_for(timeout, "a PeerLeft", |frame| match &frame.msg {
+            Some(server_frame::Msg::PeerLeft(l)) => Some(l.clone()),
+            _ => None,
+        })
+        .await
+}
+
+pub fn error_of(frame: &ServerFrame) -> Option<signalgate::proto::Error> {
+    match &frame.msg {
+        Some(server_frame::Msg::Error(e)) => Some(e.clone()),
+        _ => None,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Faults
+// ---------------------------------------------------------------------------------------------
+
+/// A switch shared by a proxy and its pumps: once cut, nothing moves in either direction,
+/// and nothing is closed either (no FIN, no RST): the peer just vanished.
+#[derive(Clone, Default)]
+pub struct Blackhole {
+    cut: Arc<AtomicBool>,
+    changed: Arc<Notify>,
+}
+
+impl Blackhole {
+    pub fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        self.changed.notify_waiters();
+    }
+
+    pub fn is_cut(&self) -> bool {
+        self.cut.load(Ordering::SeqCst)
+    }
+
+    async fn wait_cut(&self) {
+        loop {
+            let notified = self.changed.notified();
+            if self.is_cut() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// A TCP proxy in front of the gateway. Cutting it stops forwarding both ways while both
+/// sockets stay open, so the gateway's writes keep "succeeding" into kernel buffers.
+pub struct TcpProxy {
+    pub addr: SocketAddr,
+    pub blackhole: Blackhole,
+}
+
+impl TcpProxy {
+    pub async fn start(upstream: SocketAddr) -> TcpProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let addr = listener.local_addr().expect("proxy addr");
+        let blackhole = Blackhole::default();
+        let switch = blackhole.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = TcpStream::connect(upstream).await else {
+                    continue;
+                };
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                tokio::spawn(pump(client_read, server_write, switch.clone()));
+                tokio::spawn(pump(server_read, client_write, switch.clone()));
+            }
+        });
+        TcpProxy { addr, blackhole }
+    }
+
+    pub fn wss_url(&self) -> String {
+        format!("wss://{}/ws", self.addr)
+    }
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    switch: Blackhole,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = tokio::select! {
+            read = from.read(&mut buf) => match read {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            },
+            () = switch.wait_cut() => break,
+        };
+        if switch.is_cut() || to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    if switch.is_cut() {
+        // Hold both sockets open forever: no FIN, no RST, no reads.
+        std::future::pending::<()>().await;
+    }
+    let _ = to.shutdown().await;
+}
+
+/// A UDP relay in front of the gateway's QUIC port. It can blackhole all datagrams, or move
+/// to a new source port (the gateway then sees the client's address change).
+pub struct UdpRelay {
+    pub addr: SocketAddr,
+    pub blackhole: Blackhole,
+    upstream: Arc<Mutex<Arc<UdpSocket>>>,
+    rebind: Arc<Notify>,
+}
+
+impl UdpRelay {
+    pub async fn start(gateway: SocketAddr) -> UdpRelay {
+        let downstream = Arc::new(UdpSocket::bind("127.0.0.1:0").await.expect("bind relay"));
+        let addr = downstream.local_addr().expect("relay addr");
+        let first = Arc::new(UdpSocket::bind("127.0.0.1:0").await.expect("bind upstream"));
+        let upstream = Arc::new(Mutex::new(first));
+        let blackhole = Blackhole::default();
+        let rebind = Arc::new(Notify::new());
+        let client_addr: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
+
+        // Client -> gateway, through the current upstream socket.
+        let (down, up, hole, who) = (
+            downstream.clone(),
+            upstream.clone(),
+            blackhole.clone(),
+            client_addr.clone(),
+        );
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 65536];
+            while let Ok((n, from)) = down.recv_from(&mut buf).await {
+                *who.lock().await = Some(from);
+                if hole.is_cut() {
+                    continue;
+                }
+                let socket = up.lock().await.clone();
+                let _ = socket.send_to(&buf[..n], gateway).await;
+            }
+        });
+        // Gateway -> client, from whichever upstream socket is current.
+        let (down, up, hole, who, rebound) = (
+            downstream,
+            upstream.clone(),
+            blackhole.clone(),
+            client_addr,
+            rebind.clone(),
+        );
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 65536];
+            loop {
+                let socket = up.lock().await.clone();
+                let received = tokio::select! {
+                    received = socket.recv_from(&mut buf) => received,
+                    () = rebound.notified() => continue,
+                };
+                let Ok((n, _)) = received else { break };
+                if hole.is_cut() {
+                    continue;
+                }
+                if let Some(client) = *who.lock().await {
+                    let _ = down.send_to(&buf[..n], client).await;
+                }
+            }
+        });
+        UdpRelay {
+            addr,
+            blackhole,
+            upstream,
+            rebind,
+        }
+    }
+
+    pub fn wt_url(&self) -> String {
+        format!("https://{}/wt", self.addr)
+    }
+
+    /// From now on, traffic to the gateway leaves from a new local port.
+    pub async fn rebind(&self) -> SocketAddr {
+        let fresh = Arc::new(
+            UdpSocket::bind("127.0.0.1:0")
+                .await
+                .expect("bind new upstream"),
+        );
+        let addr = fresh.local_addr().expect("addr");
+        *self.upstream.lock().await = fresh;
+        self.rebind.notify_waiters();
+        addr
+    }
+}
+
+/// A GET over plain HTTP/1.1; returns (status, body).
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: localhost:{}\r\nConnection: close\r\n\r\n",
+        addr.port()
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.expect("read");
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
