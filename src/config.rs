@@ -130,9 +130,11 @@ pub struct Settings {
     #[arg(long, env = "SIGNALGATE_MAX_FRAME_BYTES", value_name = "BYTES")]
     pub max_frame_bytes: Option<usize>,
 
+    /// Rooms one session may be in at once.
     #[arg(long, env = "SIGNALGATE_MAX_ROOMS_PER_SESSION", value_name = "N")]
     pub max_rooms_per_session: Option<usize>,
 
+    /// Peers one room may hold.
     #[arg(long, env = "SIGNALGATE_MAX_PEERS_PER_ROOM", value_name = "N")]
     pub max_peers_per_room: Option<usize>,
 

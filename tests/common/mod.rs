@@ -52,6 +52,11 @@ impl Gateway {
     }
 
     pub async fn start_with(settings: Settings) -> Gateway {
+        // Gateway logs in test output with RUST_LOG=signalgate=debug (and --nocapture).
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .try_init();
         let certs = tempfile::tempdir().expect("temp dir");
         // TCP binds port 0 and UDP then takes the same number; retry the rare clash.
         let mut last_error = None;
