@@ -17,12 +17,12 @@ use std::time::{Duration, Instant};
 use prost::Message;
 use ring::rand::SystemRandom;
 
-use super::Transport;
 use super::codec::FrameProblem;
 use super::ids;
 use super::liveness::LivenessConfig;
 use super::rate_limit::TokenBucket;
 use super::replay::ReplayBuffer;
+use super::{Transport, reason_label};
 use crate::proto::{
     self, ClientFrame, ErrorCode, GoAway, Hello, Joined, Left, Peer, PeerJoined, PeerLeft,
     PeerState, Pong, PresenceState, Reason, ServerFrame, Welcome, client_frame, server_frame,
@@ -613,6 +613,9 @@ impl Hub {
         self.by_resume_token.insert(resume_token, key);
         self.attach(conn, key);
         self.welcome(conn, id, key, false);
+        if let Some(session) = self.sessions.get(&key) {
+            tracing::debug!(%conn, peer = %session.peer_id, %transport, "session started");
+        }
         self.event(HubEvent::SessionStarted { transport });
     }
 
@@ -698,6 +701,16 @@ impl Hub {
         if outcome == ResumeOutcome::Resumed {
             self.broadcast_presence(key, PresenceState::Online, Reason::Resumed, Duration::ZERO);
         }
+        if let Some(session) = self.sessions.get(&key) {
+            tracing::info!(
+                %conn,
+                peer = %session.peer_id,
+                %transport,
+                outcome = outcome.label(),
+                last_seq = hello.last_seq,
+                "session resumed"
+            );
+        }
         self.event(HubEvent::Resume { transport, outcome });
     }
 
@@ -730,6 +743,7 @@ impl Hub {
     fn resume_refused(&mut self, conn: ConnId, outcome: ResumeOutcome) {
         if let Some(c) = self.connections.get(&conn) {
             let transport = c.transport;
+            tracing::info!(%conn, %transport, outcome = outcome.label(), "resume refused");
             self.event(HubEvent::Resume { transport, outcome });
         }
     }
@@ -928,6 +942,13 @@ impl Hub {
         session.presence = Presence::Unreachable { since: now };
         self.gauges.online[session.transport.index()] -= 1;
         self.gauges.unreachable += 1;
+        tracing::info!(
+            peer = %session.peer_id,
+            transport = %session.transport,
+            reason = reason_label(reason),
+            silent_for_ms = millis_u64(silent_for),
+            "peer unreachable"
+        );
         self.arm(
             now + self.config.resume_window,
             Timer::ResumeWindow {
@@ -981,6 +1002,7 @@ impl Hub {
         };
         self.by_peer_id.remove(&session.peer_id);
         self.by_resume_token.remove(&session.resume_token);
+        tracing::info!(peer = %session.peer_id, reason = reason_label(reason), "peer left");
         match session.presence {
             Presence::Online(conn) => {
                 self.gauges.online[session.transport.index()] -= 1;

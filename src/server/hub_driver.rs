@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::core::Transport;
 use crate::core::codec::FrameProblem;
-use crate::core::hub::{ConnId, Hub, HubEvent, Output};
+use crate::core::hub::{ConnId, Hub, Output};
 use crate::core::reason_label;
 use crate::metrics;
 use crate::proto::{ClientFrame, Reason};
@@ -126,33 +126,7 @@ fn dispatch(hub: &mut Hub, links: &mut HashMap<ConnId, LinkHandle>, now: Instant
                     let _ = link.kill.send(());
                 }
             }
-            Output::Event(event) => {
-                log(&event);
-                metrics::record(&event);
-            }
+            Output::Event(event) => metrics::record(&event),
         }
-    }
-}
-
-fn log(event: &HubEvent) {
-    match event {
-        HubEvent::SessionStarted { transport } => tracing::debug!(%transport, "session started"),
-        HubEvent::Resume { transport, outcome } => {
-            tracing::info!(%transport, outcome = outcome.label(), "resume")
-        }
-        HubEvent::ConnectionEnded {
-            transport,
-            reason,
-            silent_for,
-        } => tracing::info!(
-            %transport,
-            reason = reason_label(*reason),
-            silent_for_ms = silent_for.as_millis() as u64,
-            "session connection ended"
-        ),
-        HubEvent::SessionEnded { reason } => {
-            tracing::info!(reason = reason_label(*reason), "session left")
-        }
-        HubEvent::SignalRelayed { .. } | HubEvent::SignalRefused { .. } => {}
     }
 }
