@@ -7,12 +7,14 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ring::digest::{SHA256, digest};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 
 use crate::config::TlsSource;
 
@@ -98,7 +100,7 @@ impl Identity {
             not_after: None,
             generated: false,
         };
-        identity.server_config(vec![])?; // Fail now, naming the files, if they do not match.
+        identity.certified_key()?; // Fail now, naming the files, if they do not match.
         Ok(identity)
     }
 
@@ -162,27 +164,106 @@ impl Identity {
         self.chain[0].as_ref()
     }
 
-    /// A rustls server configuration offering these ALPN protocols.
-    pub fn server_config(&self, alpn: Vec<Vec<u8>>) -> Result<rustls::ServerConfig, TlsError> {
+    /// Checks that certificate and key belong together (and that rustls can use the key).
+    fn certified_key(&self) -> Result<CertifiedKey, TlsError> {
+        let provider = rustls::crypto::ring::default_provider();
+        Ok(CertifiedKey::from_der(
+            self.chain.clone(),
+            self.key.clone_key(),
+            &provider,
+        )?)
+    }
+}
+
+/// The certificate both listeners present. It can be replaced while the gateway runs (the
+/// development certificate is renewed before it expires) without dropping any session:
+/// every new handshake picks the current one.
+#[derive(Debug)]
+pub struct LiveCertificate {
+    current: RwLock<Current>,
+}
+
+#[derive(Debug, Clone)]
+struct Current {
+    key: Arc<CertifiedKey>,
+    sha256: [u8; 32],
+}
+
+impl LiveCertificate {
+    pub fn new(identity: &Identity) -> Result<Arc<LiveCertificate>, TlsError> {
+        Ok(Arc::new(LiveCertificate {
+            current: RwLock::new(Current {
+                key: Arc::new(identity.certified_key()?),
+                sha256: identity.leaf_sha256(),
+            }),
+        }))
+    }
+
+    pub fn replace(&self, identity: &Identity) -> Result<(), TlsError> {
+        let next = Current {
+            key: Arc::new(identity.certified_key()?),
+            sha256: identity.leaf_sha256(),
+        };
+        *self
+            .current
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = next;
+        Ok(())
+    }
+
+    fn current(&self) -> Current {
+        self.current
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// SHA-256 of the current leaf certificate (what `serverCertificateHashes` pins).
+    pub fn sha256(&self) -> [u8; 32] {
+        self.current().sha256
+    }
+
+    pub fn sha256_hex(&self) -> String {
+        hex(&self.sha256())
+    }
+
+    /// A rustls server configuration presenting this certificate and offering `alpn`.
+    pub fn server_config(
+        self: &Arc<Self>,
+        alpn: Vec<Vec<u8>>,
+    ) -> Result<rustls::ServerConfig, TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
             .with_no_client_auth()
-            .with_single_cert(self.chain.clone(), self.key.clone_key())?;
+            .with_cert_resolver(self.clone());
         config.alpn_protocols = alpn;
         Ok(config)
     }
 
     /// TLS 1.3 only, as QUIC requires.
-    pub fn quic_server_config(&self, alpn: Vec<Vec<u8>>) -> Result<rustls::ServerConfig, TlsError> {
+    pub fn quic_server_config(
+        self: &Arc<Self>,
+        alpn: Vec<Vec<u8>>,
+    ) -> Result<rustls::ServerConfig, TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_no_client_auth()
-            .with_single_cert(self.chain.clone(), self.key.clone_key())?;
+            .with_cert_resolver(self.clone());
         config.alpn_protocols = alpn;
         Ok(config)
     }
+}
+
+impl ResolvesServerCert for LiveCertificate {
+    fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current().key)
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn unix_secs(t: SystemTime) -> u64 {
@@ -254,9 +335,10 @@ mod tests {
         let der = first.leaf_der();
         let p256_oid = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
         assert!(der.windows(p256_oid.len()).any(|w| w == p256_oid));
-        first
-            .server_config(vec![b"http/1.1".to_vec()])
+        let live = LiveCertificate::new(&first).expect("usable");
+        live.server_config(vec![b"http/1.1".to_vec()])
             .expect("usable");
+        assert_eq!(live.sha256(), first.leaf_sha256());
 
         let again = Identity::development(&dir, now + Duration::from_secs(3600)).expect("loaded");
         assert!(!again.was_generated());
@@ -277,6 +359,10 @@ mod tests {
         let renewed = Identity::development(&dir, later).expect("renewed");
         assert!(renewed.was_generated());
         assert_ne!(renewed.leaf_sha256(), first.leaf_sha256());
+        // A running gateway swaps it in for new handshakes.
+        let live = LiveCertificate::new(&first).expect("usable");
+        live.replace(&renewed).expect("usable");
+        assert_eq!(live.sha256(), renewed.leaf_sha256());
         let _ = fs::remove_dir_all(&dir);
     }
 

@@ -492,3 +492,50 @@ async fn joining_reports_existing_members_and_their_state() {
     assert_eq!(left.reason(), Reason::LeftRoom);
     gw.stop().await;
 }
+
+/// A gateway left running renews its development certificate before it expires: sessions
+/// stay up, new connections get the new certificate, /cert-hash tells pages the new hash.
+#[tokio::test]
+async fn the_development_certificate_is_renewed_while_running_without_dropping_sessions() {
+    let gw = Gateway::start().await;
+    let mut ws = gw.ws_session().await;
+    let mut wt = gw.wt_session().await;
+    ws.join("r").await.expect("join");
+    wt.join("r").await.expect("join");
+    let old_hash = gw.cert_sha256_hex();
+    assert!(
+        !gw.renew_certificate_at(std::time::SystemTime::now()),
+        "fresh: nothing to renew"
+    );
+    let in_eleven_days = std::time::SystemTime::now() + Duration::from_secs(11 * 24 * 3600);
+    assert!(
+        gw.renew_certificate_at(in_eleven_days),
+        "renewed when less than 3 days remain"
+    );
+
+    let (_, body) = http_get(gw.http_addr(), "/cert-hash").await;
+    assert!(!body.contains(&old_hash), "{body}");
+    let new_options = gw.current_options();
+    let conn = Connection::websocket(&gw.wss_url(), &new_options)
+        .await
+        .expect("new certificate (TLS)");
+    Session::start(conn).await.expect("welcome");
+    let conn = Connection::webtransport(&gw.wt_url(), &new_options)
+        .await
+        .expect("new certificate (QUIC)");
+    Session::start(conn).await.expect("welcome");
+    assert!(
+        Connection::websocket(&gw.wss_url(), &gw.options)
+            .await
+            .is_err(),
+        "old pin no longer matches"
+    );
+
+    ws.signal("r", wt.peer_id(), data(b"still connected"))
+        .expect("send");
+    assert_eq!(
+        next_signal(&mut wt).await.expect("relay").from,
+        ws.peer_id()
+    );
+    gw.stop().await;
+}

@@ -126,7 +126,7 @@ fn route(
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/cert-hash" => json(format!(
             r#"{{"algorithm":"sha-256","value":"{}"}}"#,
-            ctx.cert_sha256_hex
+            ctx.certificate.sha256_hex()
         )),
         "/endpoints" => json(endpoints_json(&ctx, scheme, &req)),
         path => match assets::get(path) {
@@ -203,7 +203,7 @@ fn endpoints_json(ctx: &ServerContext, scheme: Scheme, req: &Request<Incoming>) 
     format!(
         r#"{{"webtransport":{webtransport},"websocket":"{websocket}","websocket_tls":"wss://{host}:{port}/ws","cert_sha256":"{hash}"}}"#,
         port = listen.port(),
-        hash = ctx.cert_sha256_hex,
+        hash = ctx.certificate.sha256_hex(),
     )
 }
 

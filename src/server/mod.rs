@@ -10,6 +10,7 @@ mod quic;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
 
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -19,9 +20,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+use crate::config::TlsSource;
 use crate::core::hub::Hub;
 use crate::metrics;
-use crate::tls::{Identity, TlsError};
+use crate::tls::{Identity, LiveCertificate, TlsError};
 use hub_driver::{HUB_QUEUE, HubInput};
 
 #[derive(Debug, thiserror::Error)]
@@ -53,7 +55,7 @@ pub struct Bound {
 /// What every task of the server shares.
 pub struct ServerContext {
     pub config: Config,
-    pub cert_sha256_hex: String,
+    pub certificate: Arc<LiveCertificate>,
     pub bound: Bound,
     hub: mpsc::Sender<HubInput>,
     shutdown: CancellationToken,
@@ -79,8 +81,20 @@ impl Running {
         &self.ctx.bound
     }
 
+    /// The identity the gateway started with (see [`Self::certificate`] for the current one).
     pub fn identity(&self) -> &Identity {
         &self.identity
+    }
+
+    /// The certificate presented now (the development certificate is renewed while running).
+    pub fn certificate(&self) -> &LiveCertificate {
+        &self.ctx.certificate
+    }
+
+    /// Renews the development certificate if it nears expiry at `now`; true if it changed.
+    /// Runs hourly by itself; public so that renewal can be tested without waiting days.
+    pub fn renew_certificate_at(&self, now: SystemTime) -> Result<bool, TlsError> {
+        renew_certificate(&self.ctx, now)
     }
 
     pub fn config(&self) -> &Config {
@@ -127,6 +141,8 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let identity = Identity::load(&config.tls)?;
 
+    let certificate = LiveCertificate::new(&identity)?;
+
     let tcp = bind_tcp(config.listen, "HTTPS/WebSocket").await?;
     let listen = tcp.local_addr().map_err(|source| ServerError::Bind {
         addr: config.listen,
@@ -134,7 +150,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         source,
     })?;
     let webtransport = if config.webtransport {
-        Some(quic::Listener::bind(listen, &identity, &config)?)
+        Some(quic::Listener::bind(listen, &certificate, &config)?)
     } else {
         None
     };
@@ -159,10 +175,10 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         metrics: metrics_addr,
     };
 
-    let tls_config = identity.server_config(vec![b"http/1.1".to_vec()])?;
+    let tls_config = certificate.server_config(vec![b"http/1.1".to_vec()])?;
     let (hub_tx, hub_rx) = mpsc::channel(HUB_QUEUE);
     let ctx = Arc::new(ServerContext {
-        cert_sha256_hex: identity.leaf_sha256_hex(),
+        certificate,
         bound,
         hub: hub_tx,
         shutdown: CancellationToken::new(),
@@ -179,9 +195,43 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     if let Some(listener) = webtransport {
         tokio::spawn(listener.accept_loop(ctx.clone()));
     }
+    if matches!(ctx.config.tls, TlsSource::Development { .. }) {
+        tokio::spawn(renew_certificate_hourly(ctx.clone()));
+    }
     Ok(Running {
         ctx,
         hub_task,
         identity,
     })
+}
+
+/// Development certificates live 13 days; a gateway left running renews its own in time.
+async fn renew_certificate_hourly(ctx: Arc<ServerContext>) {
+    let mut hourly = tokio::time::interval(Duration::from_secs(3600));
+    hourly.tick().await; // The first tick is immediate; start-up already checked.
+    loop {
+        tokio::select! {
+            _ = hourly.tick() => {}
+            () = ctx.shutdown.cancelled() => return,
+        }
+        if let Err(error) = renew_certificate(&ctx, SystemTime::now()) {
+            tracing::error!(%error, "cannot renew the development certificate");
+        }
+    }
+}
+
+fn renew_certificate(ctx: &ServerContext, now: SystemTime) -> Result<bool, TlsError> {
+    let TlsSource::Development { dir } = &ctx.config.tls else {
+        return Ok(false);
+    };
+    let identity = Identity::development(dir, now)?;
+    if identity.leaf_sha256() == ctx.certificate.sha256() {
+        return Ok(false);
+    }
+    ctx.certificate.replace(&identity)?;
+    tracing::info!(
+        sha256 = %identity.leaf_sha256_hex(),
+        "development certificate renewed; pages must fetch the new hash from /cert-hash"
+    );
+    Ok(true)
 }

@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::core::Transport;
 use crate::metrics;
 use crate::proto::Reason;
-use crate::tls::Identity;
+use crate::tls::LiveCertificate;
 use crate::transport::{close_code, webtransport};
 
 /// The WebTransport path on the UDP port.
@@ -28,13 +28,13 @@ impl Listener {
     /// because Chromium resolves `localhost` to [::1] only for WebTransport).
     pub fn bind(
         listen: SocketAddr,
-        identity: &Identity,
+        certificate: &Arc<LiveCertificate>,
         config: &Config,
     ) -> Result<Listener, ServerError> {
-        let mut endpoints = vec![bind_one(listen, identity, config)?];
+        let mut endpoints = vec![bind_one(listen, certificate, config)?];
         if listen.ip() == IpAddr::from([127, 0, 0, 1]) {
             let v6 = SocketAddr::new(Ipv6Addr::LOCALHOST.into(), listen.port());
-            match bind_one(v6, identity, config) {
+            match bind_one(v6, certificate, config) {
                 Ok(endpoint) => endpoints.push(endpoint),
                 Err(error) => tracing::debug!(%error, "WebTransport not served on [::1]"),
             }
@@ -60,10 +60,10 @@ impl Listener {
 
 fn bind_one(
     addr: SocketAddr,
-    identity: &Identity,
+    certificate: &Arc<LiveCertificate>,
     config: &Config,
 ) -> Result<Endpoint<Server>, ServerError> {
-    let server_config = webtransport::server_config(addr, identity, &config.hub.liveness)?;
+    let server_config = webtransport::server_config(addr, certificate, &config.hub.liveness)?;
     Endpoint::server(server_config).map_err(|source| ServerError::Bind {
         addr,
         what: "WebTransport (UDP)",

@@ -9,6 +9,7 @@
 //! own idle timeout is set a little longer, as a backstop only.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
@@ -25,7 +26,7 @@ use crate::core::liveness::LivenessConfig;
 use crate::core::reason_label;
 use crate::metrics;
 use crate::proto::Reason;
-use crate::tls::{Identity, TlsError};
+use crate::tls::{LiveCertificate, TlsError};
 
 /// Stream error code used to refuse a second stream.
 const REFUSED_STREAM: u32 = 0x5347_0001;
@@ -44,10 +45,10 @@ pub fn quic_idle_timeout(liveness: &LivenessConfig) -> Duration {
 /// `ping_interval`, the idle backstop, migration allowed.
 pub fn server_config(
     addr: SocketAddr,
-    identity: &Identity,
+    certificate: &Arc<LiveCertificate>,
     liveness: &LivenessConfig,
 ) -> Result<ServerConfig, TlsError> {
-    let tls = identity.quic_server_config(vec![b"h3".to_vec()])?;
+    let tls = certificate.quic_server_config(vec![b"h3".to_vec()])?;
     let config = ServerConfig::builder()
         .with_bind_address(addr)
         .with_custom_tls(tls)

@@ -129,6 +129,18 @@ impl Gateway {
             .expect("welcome over WebTransport")
     }
 
+    /// Renews the development certificate as if `now` were the time (see Running).
+    pub fn renew_certificate_at(&self, now: std::time::SystemTime) -> bool {
+        self.running.renew_certificate_at(now).expect("renewal")
+    }
+
+    /// Connect options trusting the certificate presented now.
+    pub fn current_options(&self) -> ConnectOptions {
+        ConnectOptions::new(Trust::CertificateSha256(
+            self.running.certificate().sha256(),
+        ))
+    }
+
     pub async fn stop(self) {
         self.running.stop().await;
     }
