@@ -232,13 +232,7 @@ impl LiveCertificate {
         self: &Arc<Self>,
         alpn: Vec<Vec<u8>>,
     ) -> Result<rustls::ServerConfig, TlsError> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_no_client_auth()
-            .with_cert_resolver(self.clone());
-        config.alpn_protocols = alpn;
-        Ok(config)
+        self.config_for(rustls::DEFAULT_VERSIONS, alpn)
     }
 
     /// TLS 1.3 only, as QUIC requires.
@@ -246,9 +240,17 @@ impl LiveCertificate {
         self: &Arc<Self>,
         alpn: Vec<Vec<u8>>,
     ) -> Result<rustls::ServerConfig, TlsError> {
+        self.config_for(&[&rustls::version::TLS13], alpn)
+    }
+
+    fn config_for(
+        self: &Arc<Self>,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+        alpn: Vec<Vec<u8>>,
+    ) -> Result<rustls::ServerConfig, TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_protocol_versions(versions)?
             .with_no_client_auth()
             .with_cert_resolver(self.clone());
         config.alpn_protocols = alpn;

@@ -42,13 +42,9 @@ async fn resume_across_transports(cut_over: Transport) {
         _ => Connection::webtransport(&udp.wt_url(), &gw.options).await,
     }
     .expect("connect through the faulty path");
-    let mut phone = Session::start(conn).await.expect("welcome");
-    let mut observer = gw.ws_session().await;
-    phone.join("call").await.expect("join");
-    observer.join("call").await.expect("join");
+    let (phone, mut observer) = phone_and_observer(&gw, conn, "call").await;
     let peer_id = phone.peer_id().to_string();
     // The phone processed everything so far (Joined, PeerJoined).
-    let _ = phone.next_event(ms(500)).await;
     let state = phone.resume_state();
 
     tcp.blackhole.cut();
@@ -138,11 +134,7 @@ async fn a_reconnect_while_the_old_tcp_connection_still_looks_alive_takes_over_a
     let conn = Connection::websocket(&proxy.wss_url(), &gw.options)
         .await
         .expect("via proxy");
-    let mut phone = Session::start(conn).await.expect("welcome");
-    let mut observer = gw.ws_session().await;
-    phone.join("r").await.expect("join");
-    observer.join("r").await.expect("join");
-    let _ = phone.next_event(ms(500)).await;
+    let (phone, mut observer) = phone_and_observer(&gw, conn, "r").await;
     let state = phone.resume_state();
     proxy.blackhole.cut();
     observer
@@ -183,10 +175,7 @@ async fn after_the_resume_window_the_token_is_expired_and_a_fresh_session_starts
     let conn = Connection::websocket(&proxy.wss_url(), &gw.options)
         .await
         .expect("via proxy");
-    let mut phone = Session::start(conn).await.expect("welcome");
-    let mut observer = gw.ws_session().await;
-    phone.join("r").await.expect("join");
-    observer.join("r").await.expect("join");
+    let (phone, mut observer) = phone_and_observer(&gw, conn, "r").await;
     let state = phone.resume_state();
     proxy.blackhole.cut();
     let left = next_peer_left(&mut observer, ms(5000))
@@ -255,11 +244,7 @@ async fn the_hold_is_bounded_and_the_sender_is_told_what_was_not_accepted() {
     let conn = Connection::websocket(&proxy.wss_url(), &gw.options)
         .await
         .expect("via proxy");
-    let mut phone = Session::start(conn).await.expect("welcome");
-    let mut observer = gw.ws_session().await;
-    phone.join("r").await.expect("join");
-    observer.join("r").await.expect("join");
-    let _ = phone.next_event(ms(500)).await;
+    let (mut phone, mut observer) = phone_and_observer(&gw, conn, "r").await;
     phone.ack().expect("ack");
     phone
         .ping()

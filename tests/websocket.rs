@@ -108,10 +108,7 @@ async fn a_blackholed_peer_is_unreachable_within_the_liveness_timeout_then_left(
     let conn = Connection::websocket(&proxy.wss_url(), &gw.options)
         .await
         .expect("via proxy");
-    let mut phone = Session::start(conn).await.expect("welcome");
-    let mut observer = gw.ws_session().await;
-    phone.join("r").await.expect("join");
-    observer.join("r").await.expect("join");
+    let (phone, mut observer) = phone_and_observer(&gw, conn, "r").await;
 
     let cut_at = Instant::now();
     proxy.blackhole.cut();
@@ -157,10 +154,7 @@ async fn the_same_cut_goes_unnoticed_without_reply_based_liveness() {
     let conn = Connection::websocket(&proxy.wss_url(), &gw.options)
         .await
         .expect("via proxy");
-    let mut phone = Session::start(conn).await.expect("welcome");
-    let mut observer = gw.ws_session().await;
-    phone.join("r").await.expect("join");
-    observer.join("r").await.expect("join");
+    let (phone, mut observer) = phone_and_observer(&gw, conn, "r").await;
     proxy.blackhole.cut();
     for _ in 0..20 {
         observer
@@ -362,10 +356,7 @@ async fn a_slow_consumer_is_closed_without_blocking_others() {
     let conn = Connection::websocket(&proxy.wss_url(), &gw.options)
         .await
         .expect("via proxy");
-    let mut slow = Session::start(conn).await.expect("welcome");
-    let mut sender = gw.ws_session().await;
-    slow.join("r").await.expect("join");
-    sender.join("r").await.expect("join");
+    let (slow, mut sender) = phone_and_observer(&gw, conn, "r").await;
     proxy.blackhole.cut(); // Stops reading: kernel buffers fill, then the queue.
     static CHUNK: [u8; 60_000] = [7; 60_000];
     let started = Instant::now();

@@ -66,10 +66,7 @@ async fn a_blackholed_webtransport_peer_is_unreachable_within_the_liveness_timeo
     let conn = Connection::webtransport(&relay.wt_url(), &gw.options)
         .await
         .expect("via relay");
-    let mut phone = Session::start(conn).await.expect("welcome");
-    let mut observer = gw.ws_session().await;
-    phone.join("r").await.expect("join");
-    observer.join("r").await.expect("join");
+    let (phone, mut observer) = phone_and_observer(&gw, conn, "r").await;
 
     let cut_at = Instant::now();
     relay.blackhole.cut();
@@ -103,10 +100,7 @@ async fn a_client_that_changes_its_udp_port_keeps_its_session() {
     let conn = Connection::webtransport(&relay.wt_url(), &gw.options)
         .await
         .expect("via relay");
-    let mut mobile = Session::start(conn).await.expect("welcome");
-    let mut other = gw.ws_session().await;
-    mobile.join("r").await.expect("join");
-    other.join("r").await.expect("join");
+    let (mut mobile, mut other) = phone_and_observer(&gw, conn, "r").await;
     let peer_id = mobile.peer_id().to_string();
 
     for round in 0..3 {

@@ -146,6 +146,23 @@ impl Gateway {
     }
 }
 
+/// A session over `conn` (typically through a fault injector) and an observer connected
+/// directly, both in `room`. The news of each other's join is consumed, so the next events
+/// either sees are the test's.
+pub async fn phone_and_observer(gw: &Gateway, conn: Connection, room: &str) -> (Session, Session) {
+    let mut phone = Session::start(conn).await.expect("welcome");
+    let mut observer = gw.ws_session().await;
+    phone.join(room).await.expect("phone joins");
+    observer.join(room).await.expect("observer joins");
+    phone
+        .wait_for(WAIT, "PeerJoined", |f| {
+            matches!(f.msg, Some(server_frame::Msg::PeerJoined(_))).then_some(())
+        })
+        .await
+        .expect("the phone hears of the observer");
+    (phone, observer)
+}
+
 // ---------------------------------------------------------------------------------------------
 // Signals
 // ---------------------------------------------------------------------------------------------
