@@ -104,6 +104,14 @@ const CLOSE_REASONS: &[Reason] = &[
     Reason::ProtocolError,
     Reason::ServerShutdown,
 ];
+/// Reasons whose connection ends have a detection latency: those where the peer's silence or
+/// its own close is what ended it. Gateway-initiated closes (superseded, slow consumer, ...)
+/// have none.
+const DETECTION_REASONS: &[Reason] = &[
+    Reason::LivenessTimeout,
+    Reason::ConnectionLost,
+    Reason::ClientClosed,
+];
 /// Reasons a session can be gone for good with.
 const LEFT_REASONS: &[Reason] = &[
     Reason::ClientClosed,
@@ -320,6 +328,13 @@ fn register_zeroes() {
             counter!(SESSIONS_CLOSED, "transport" => t, "reason" => reason_label(*reason))
                 .absolute(0);
         }
+        // Histograms too: a series that first appears with its first observation already
+        // counted hides that observation from rate() and increase(), so the first dead
+        // peer after a restart would never show on the dashboard.
+        for reason in DETECTION_REASONS {
+            let _ = histogram!(DISCONNECT_DETECTION, "transport" => t, "reason" => reason_label(*reason));
+        }
+        let _ = histogram!(RTT, "transport" => t);
         for outcome in ResumeOutcome::ALL {
             counter!(RESUMES, "transport" => t, "outcome" => outcome.label()).absolute(0);
         }
@@ -356,12 +371,7 @@ pub fn record(event: &HubEvent) {
         } => {
             let (t, r) = (transport.label(), reason_label(*reason));
             counter!(SESSIONS_CLOSED, "transport" => t, "reason" => r).increment(1);
-            // Only where the peer's silence is what ended it: gateway-initiated closes
-            // (superseded, slow consumer, ...) have no detection latency.
-            if matches!(
-                reason,
-                Reason::LivenessTimeout | Reason::ConnectionLost | Reason::ClientClosed
-            ) {
+            if DETECTION_REASONS.contains(reason) {
                 histogram!(DISCONNECT_DETECTION, "transport" => t, "reason" => r)
                     .record(silent_for.as_secs_f64());
             }
