@@ -3,8 +3,12 @@
 //! Labels are bounded: `transport` ∈ {websocket, webtransport}, `reason` ∈ the lower-case names
 //! of `signalgate.v1.Reason` (see [`crate::core::reason_label`]), `kind` ∈ {description,
 //! candidate, data}, `outcome` ∈ [`ResumeOutcome`] labels, refusal `reason` ∈ the lower-case
-//! names of `signalgate.v1.ErrorCode`. Every combination is registered at start with zero so
-//! that rates and ratios exist before the first event.
+//! names of `signalgate.v1.ErrorCode`, handshake-failure `reason` ∈ [`HANDSHAKE_REASONS`],
+//! `version` (build info) = the crate version. Every combination, histograms included, is
+//! registered at start with zero so that rates and ratios exist before the first event.
+//!
+//! The grafana/ dashboard queries these names; `tests/dashboard.rs` checks it against [`ALL`]
+//! and [`LABELS`].
 //!
 //! `/metrics` is served here (plain HTTP/1.1, hyper): what the metrics-exporter-prometheus
 //! recorder renders, followed by the standard `process_*` figures read from /proc at scrape
@@ -23,7 +27,9 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
 
 use crate::core::Transport;
 use crate::core::hub::{Gauges, HubConfig, HubEvent, ResumeOutcome, SignalKind};
@@ -157,13 +163,7 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Installs the global recorder and serves `/metrics` on `addr`; returns the address bound
 /// (port 0 resolved). Call inside a tokio runtime, once per process.
 pub fn serve(addr: SocketAddr) -> Result<SocketAddr, MetricsError> {
-    let recorder = PrometheusBuilder::new()
-        .set_buckets_for_metric(
-            Matcher::Full(DISCONNECT_DETECTION.into()),
-            DETECTION_BUCKETS,
-        )?
-        .set_buckets_for_metric(Matcher::Full(RTT.into()), RTT_BUCKETS)?
-        .build_recorder();
+    let recorder = recorder()?;
     let handle = recorder.handle();
     let listen_error = |source| MetricsError::Listener { addr, source };
     let listener = std::net::TcpListener::bind(addr).map_err(listen_error)?;
@@ -183,6 +183,16 @@ pub fn serve(addr: SocketAddr) -> Result<SocketAddr, MetricsError> {
     });
     tokio::spawn(accept_loop(listener, handle));
     Ok(bound)
+}
+
+fn recorder() -> Result<PrometheusRecorder, MetricsError> {
+    Ok(PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full(DISCONNECT_DETECTION.into()),
+            DETECTION_BUCKETS,
+        )?
+        .set_buckets_for_metric(Matcher::Full(RTT.into()), RTT_BUCKETS)?
+        .build_recorder())
 }
 
 /// The configured liveness numbers, exported so that dashboards can draw the detection
@@ -563,6 +573,34 @@ mod tests {
             error_code_label(ErrorCode::RecipientBufferFull),
             "recipient_buffer_full"
         );
+    }
+
+    /// Every name in [`ALL`] is on /metrics from the start, before any event: the dashboards
+    /// have series to show and rates have a zero to start from.
+    #[test]
+    fn every_metric_is_exported_from_the_start() {
+        let recorder = recorder().expect("valid buckets");
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            describe_all();
+            register_zeroes();
+            configured(&HubConfig::default());
+        });
+        let mut text = handle.render();
+        process::render(&mut text);
+        for name in ALL {
+            assert!(
+                text.contains(&format!("# TYPE {name} ")),
+                "{name} is not exported:\n{text}"
+            );
+        }
+        for transport in Transport::ALL {
+            let series = format!(
+                "{DISCONNECT_DETECTION}_count{{transport=\"{}\",reason=\"liveness_timeout\"}} 0",
+                transport.label()
+            );
+            assert!(text.contains(&series), "{series} in\n{text}");
+        }
     }
 
     #[test]
