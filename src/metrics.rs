@@ -3,17 +3,36 @@
 //! Labels are bounded: `transport` ∈ {websocket, webtransport}, `reason` ∈ the lower-case names
 //! of `signalgate.v1.Reason` (see [`crate::core::reason_label`]), `kind` ∈ {description,
 //! candidate, data}, `outcome` ∈ [`ResumeOutcome`] labels, refusal `reason` ∈ the lower-case
-//! names of `signalgate.v1.ErrorCode`. Every combination is registered at start with zero so
-//! that rates and ratios exist before the first event.
+//! names of `signalgate.v1.ErrorCode`, handshake-failure `reason` ∈ [`HANDSHAKE_REASONS`],
+//! `version` (build info) = the crate version. Every combination, histograms included, is
+//! registered at start with zero so that rates and ratios exist before the first event.
+//!
+//! The grafana/ dashboard queries these names; `tests/dashboard.rs` checks it against [`ALL`]
+//! and [`LABELS`].
+//!
+//! `/metrics` is served here (plain HTTP/1.1, hyper): what the metrics-exporter-prometheus
+//! recorder renders, followed by the standard `process_*` figures read from /proc at scrape
+//! time (fresh, and CPU seconds as a float counter, which the `metrics` crate's integer
+//! counters cannot carry).
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{self, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
 
 use crate::core::Transport;
-use crate::core::hub::{Gauges, HubEvent, ResumeOutcome, SignalKind};
+use crate::core::hub::{Gauges, HubConfig, HubEvent, ResumeOutcome, SignalKind};
 use crate::core::reason_label;
 use crate::proto::{ErrorCode, Reason};
 
@@ -32,6 +51,9 @@ pub const CONNECTIONS_ACCEPTED: &str = "signalgate_connections_accepted_total";
 pub const HANDSHAKE_FAILURES: &str = "signalgate_handshake_failures_total";
 pub const QUIC_MIGRATIONS: &str = "signalgate_quic_migrations_total";
 pub const BUILD_INFO: &str = "signalgate_build_info";
+pub const LIVENESS_TIMEOUT: &str = "signalgate_liveness_timeout_seconds";
+pub const PING_INTERVAL: &str = "signalgate_ping_interval_seconds";
+pub const RESUME_WINDOW: &str = "signalgate_resume_window_seconds";
 pub const PROCESS_RESIDENT_MEMORY: &str = "process_resident_memory_bytes";
 pub const PROCESS_CPU_SECONDS: &str = "process_cpu_seconds_total";
 pub const PROCESS_OPEN_FDS: &str = "process_open_fds";
@@ -55,12 +77,18 @@ pub const ALL: &[&str] = &[
     HANDSHAKE_FAILURES,
     QUIC_MIGRATIONS,
     BUILD_INFO,
+    LIVENESS_TIMEOUT,
+    PING_INTERVAL,
+    RESUME_WINDOW,
     PROCESS_RESIDENT_MEMORY,
     PROCESS_CPU_SECONDS,
     PROCESS_OPEN_FDS,
     PROCESS_MAX_FDS,
     PROCESS_START_TIME,
 ];
+
+/// Every label name used, for checks against the dashboards. Values: see the module docs.
+pub const LABELS: &[&str] = &["transport", "reason", "kind", "outcome", "version"];
 
 /// Resolves 0.1 s to 60 s, finely around the usual liveness timeouts (2 s, 10 s) so that a
 /// p99 against `liveness_timeout + 0.5 s` can be read off.
@@ -81,6 +109,14 @@ const CLOSE_REASONS: &[Reason] = &[
     Reason::SlowConsumer,
     Reason::ProtocolError,
     Reason::ServerShutdown,
+];
+/// Reasons whose connection ends have a detection latency: those where the peer's silence or
+/// its own close is what ended it. Gateway-initiated closes (superseded, slow consumer, ...)
+/// have none.
+const DETECTION_REASONS: &[Reason] = &[
+    Reason::LivenessTimeout,
+    Reason::ConnectionLost,
+    Reason::ClientClosed,
 ];
 /// Reasons a session can be gone for good with.
 const LEFT_REASONS: &[Reason] = &[
@@ -108,39 +144,114 @@ pub fn error_code_label(code: ErrorCode) -> String {
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
-    #[error("cannot start the metrics listener on {addr}: {source}")]
+    #[error("cannot listen on {addr} (metrics): {source}")]
     Listener {
         addr: SocketAddr,
-        source: metrics_exporter_prometheus::BuildError,
+        source: std::io::Error,
     },
+    #[error("invalid histogram buckets: {0}")]
+    Buckets(#[from] metrics_exporter_prometheus::BuildError),
     #[error("a metrics recorder is already installed in this process")]
     AlreadyInstalled,
 }
 
-/// Installs the global recorder and serves `/metrics` on `addr`. Call inside a tokio runtime.
-pub fn serve(addr: SocketAddr) -> Result<(), MetricsError> {
-    let error = |source| MetricsError::Listener { addr, source };
-    let (recorder, exporter) = PrometheusBuilder::new()
-        .with_http_listener(addr)
+/// How often the recorder's histogram data is drained (it is on every scrape too).
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+/// A scraper that has not sent its request headers by then is dropped.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Installs the global recorder and serves `/metrics` on `addr`; returns the address bound
+/// (port 0 resolved). Call inside a tokio runtime, once per process.
+pub fn serve(addr: SocketAddr) -> Result<SocketAddr, MetricsError> {
+    let recorder = recorder()?;
+    let handle = recorder.handle();
+    let listen_error = |source| MetricsError::Listener { addr, source };
+    let listener = std::net::TcpListener::bind(addr).map_err(listen_error)?;
+    listener.set_nonblocking(true).map_err(listen_error)?;
+    let bound = listener.local_addr().map_err(listen_error)?;
+    let listener = tokio::net::TcpListener::from_std(listener).map_err(listen_error)?;
+    metrics::set_global_recorder(recorder).map_err(|_| MetricsError::AlreadyInstalled)?;
+    describe_all();
+    register_zeroes();
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(UPKEEP_EVERY);
+        loop {
+            every.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    tokio::spawn(accept_loop(listener, handle));
+    Ok(bound)
+}
+
+fn recorder() -> Result<PrometheusRecorder, MetricsError> {
+    Ok(PrometheusBuilder::new()
         .set_buckets_for_metric(
             Matcher::Full(DISCONNECT_DETECTION.into()),
             DETECTION_BUCKETS,
-        )
-        .map_err(error)?
-        .set_buckets_for_metric(Matcher::Full(RTT.into()), RTT_BUCKETS)
-        .map_err(error)?
-        .build()
-        .map_err(error)?;
-    metrics::set_global_recorder(recorder).map_err(|_| MetricsError::AlreadyInstalled)?;
-    tokio::spawn(async move {
-        if exporter.await.is_err() {
-            tracing::error!("the metrics listener stopped");
-        }
-    });
-    describe_all();
-    register_zeroes();
-    tokio::spawn(process::sample_forever(Duration::from_secs(5)));
-    Ok(())
+        )?
+        .set_buckets_for_metric(Matcher::Full(RTT.into()), RTT_BUCKETS)?
+        .build_recorder())
+}
+
+/// The configured liveness numbers, exported so that dashboards can draw the detection
+/// latency against the timeout it should stay close to.
+pub fn configured(hub: &HubConfig) {
+    gauge!(LIVENESS_TIMEOUT).set(hub.liveness.timeout().as_secs_f64());
+    gauge!(PING_INTERVAL).set(hub.liveness.ping_interval().as_secs_f64());
+    gauge!(RESUME_WINDOW).set(hub.resume_window.as_secs_f64());
+}
+
+async fn accept_loop(listener: tokio::net::TcpListener, handle: PrometheusHandle) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                // Out of descriptors, typically: back off instead of spinning.
+                tracing::warn!(%error, "metrics: accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request| {
+                let response = respond(&handle, &request);
+                async move { Ok::<_, Infallible>(response) }
+            });
+            let served = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+            if let Err(error) = served {
+                tracing::debug!(%error, "metrics: connection failed");
+            }
+        });
+    }
+}
+
+fn respond<B>(handle: &PrometheusHandle, request: &Request<B>) -> Response<Full<Bytes>> {
+    let plain = |status: StatusCode, body: &'static str| {
+        let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+        *response.status_mut() = status;
+        response
+    };
+    if request.uri().path() != "/metrics" {
+        return plain(StatusCode::NOT_FOUND, "metrics are at /metrics\n");
+    }
+    if !matches!(*request.method(), Method::GET | Method::HEAD) {
+        return plain(StatusCode::METHOD_NOT_ALLOWED, "GET /metrics\n");
+    }
+    let mut body = handle.render();
+    process::render(&mut body);
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
 }
 
 fn describe_all() {
@@ -198,21 +309,19 @@ fn describe_all() {
     );
     describe_gauge!(BUILD_INFO, "Always 1; labels carry the version.");
     describe_gauge!(
-        PROCESS_RESIDENT_MEMORY,
-        metrics::Unit::Bytes,
-        "Resident memory of the gateway process."
-    );
-    describe_counter!(
-        PROCESS_CPU_SECONDS,
+        LIVENESS_TIMEOUT,
         metrics::Unit::Seconds,
-        "CPU time (user + system) used by the gateway."
+        "Configured liveness timeout: silence after which a connection is declared dead."
     );
-    describe_gauge!(PROCESS_OPEN_FDS, "Open file descriptors.");
-    describe_gauge!(PROCESS_MAX_FDS, "File descriptor limit.");
     describe_gauge!(
-        PROCESS_START_TIME,
+        PING_INTERVAL,
         metrics::Unit::Seconds,
-        "Start time of the process, Unix seconds."
+        "Configured interval of liveness probes on a quiet connection."
+    );
+    describe_gauge!(
+        RESUME_WINDOW,
+        metrics::Unit::Seconds,
+        "Configured time an unreachable session may be resumed before it is gone."
     );
 }
 
@@ -229,6 +338,13 @@ fn register_zeroes() {
             counter!(SESSIONS_CLOSED, "transport" => t, "reason" => reason_label(*reason))
                 .absolute(0);
         }
+        // Histograms too: a series that first appears with its first observation already
+        // counted hides that observation from rate() and increase(), so the first dead
+        // peer after a restart would never show on the dashboard.
+        for reason in DETECTION_REASONS {
+            let _ = histogram!(DISCONNECT_DETECTION, "transport" => t, "reason" => reason_label(*reason));
+        }
+        let _ = histogram!(RTT, "transport" => t);
         for outcome in ResumeOutcome::ALL {
             counter!(RESUMES, "transport" => t, "outcome" => outcome.label()).absolute(0);
         }
@@ -265,12 +381,7 @@ pub fn record(event: &HubEvent) {
         } => {
             let (t, r) = (transport.label(), reason_label(*reason));
             counter!(SESSIONS_CLOSED, "transport" => t, "reason" => r).increment(1);
-            // Only where the peer's silence is what ended it: gateway-initiated closes
-            // (superseded, slow consumer, ...) have no detection latency.
-            if matches!(
-                reason,
-                Reason::LivenessTimeout | Reason::ConnectionLost | Reason::ClientClosed
-            ) {
+            if DETECTION_REASONS.contains(reason) {
                 histogram!(DISCONNECT_DETECTION, "transport" => t, "reason" => r)
                     .record(silent_for.as_secs_f64());
             }
@@ -313,38 +424,67 @@ pub fn quic_migration() {
     counter!(QUIC_MIGRATIONS).increment(1);
 }
 
-/// Process health from /proc (Linux), the figures operators expect next to any service.
+/// Process health from /proc (Linux), the figures operators expect next to any service,
+/// under the names and help texts of the Prometheus client libraries' process collector.
+/// Read at scrape time.
 mod process {
-    use super::*;
+    use std::fmt::Write;
 
-    pub async fn sample_forever(every: Duration) {
-        let ticks_per_sec = 100.0; // USER_HZ on every Linux we target.
-        let page_size = 4096.0;
-        if let Some(start) = start_time_seconds(ticks_per_sec) {
-            gauge!(PROCESS_START_TIME).set(start);
-        }
-        if let Some(max) = max_fds() {
-            gauge!(PROCESS_MAX_FDS).set(max);
-        }
-        let mut interval = tokio::time::interval(every);
-        loop {
-            interval.tick().await;
-            if let Some(stat) = self_stat() {
-                counter!(PROCESS_CPU_SECONDS)
-                    .absolute(((stat.utime + stat.stime) / ticks_per_sec) as u64);
-                gauge!(PROCESS_RESIDENT_MEMORY).set(stat.rss_pages * page_size);
+    use super::{
+        PROCESS_CPU_SECONDS, PROCESS_MAX_FDS, PROCESS_OPEN_FDS, PROCESS_RESIDENT_MEMORY,
+        PROCESS_START_TIME,
+    };
+
+    /// USER_HZ: the unit of /proc/*/stat times on every Linux ABI.
+    const TICKS_PER_SEC: f64 = 100.0;
+
+    /// Appends the process metrics in the Prometheus text format.
+    pub fn render(out: &mut String) {
+        let stat = self_stat();
+        let mut metric = |name: &str, kind: &str, help: &str, value: Option<f64>| {
+            if let Some(value) = value {
+                let _ = write!(
+                    out,
+                    "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n\n"
+                );
             }
-            if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
-                gauge!(PROCESS_OPEN_FDS).set(dir.count() as f64);
-            }
-        }
+        };
+        metric(
+            PROCESS_CPU_SECONDS,
+            "counter",
+            "Total user and system CPU time spent in seconds.",
+            stat.as_ref().map(|s| (s.utime + s.stime) / TICKS_PER_SEC),
+        );
+        metric(
+            PROCESS_RESIDENT_MEMORY,
+            "gauge",
+            "Resident memory size in bytes.",
+            resident_bytes(),
+        );
+        metric(
+            PROCESS_OPEN_FDS,
+            "gauge",
+            "Number of open file descriptors.",
+            open_fds(),
+        );
+        metric(
+            PROCESS_MAX_FDS,
+            "gauge",
+            "Maximum number of open file descriptors.",
+            max_fds(),
+        );
+        metric(
+            PROCESS_START_TIME,
+            "gauge",
+            "Start time of the process since unix epoch in seconds.",
+            stat.as_ref().and_then(|s| start_time_seconds(s.starttime)),
+        );
     }
 
     struct Stat {
         utime: f64,
         stime: f64,
         starttime: f64,
-        rss_pages: f64,
     }
 
     fn self_stat() -> Option<Stat> {
@@ -357,11 +497,29 @@ mod process {
             utime: field(14)?,
             stime: field(15)?,
             starttime: field(22)?,
-            rss_pages: field(24)?,
         })
     }
 
-    fn start_time_seconds(ticks_per_sec: f64) -> Option<f64> {
+    /// From /proc/self/status (in kB there), which needs no page size.
+    fn resident_bytes() -> Option<f64> {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let kb: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()?;
+        Some(kb * 1024.0)
+    }
+
+    fn open_fds() -> Option<f64> {
+        // The directory handle itself is one of the entries while it is read.
+        let count = std::fs::read_dir("/proc/self/fd").ok()?.count();
+        Some(count.saturating_sub(1) as f64)
+    }
+
+    fn start_time_seconds(starttime_ticks: f64) -> Option<f64> {
         let stat = std::fs::read_to_string("/proc/stat").ok()?;
         let boot: f64 = stat
             .lines()
@@ -369,7 +527,7 @@ mod process {
             .trim()
             .parse()
             .ok()?;
-        Some(boot + self_stat()?.starttime / ticks_per_sec)
+        Some(boot + starttime_ticks / TICKS_PER_SEC)
     }
 
     fn max_fds() -> Option<f64> {
@@ -383,11 +541,24 @@ mod process {
         use super::*;
 
         #[test]
-        fn proc_figures_are_read() {
+        fn proc_figures_are_read_and_rendered() {
             let stat = self_stat().expect("/proc/self/stat");
-            assert!(stat.rss_pages > 0.0);
+            assert!(resident_bytes().expect("VmRSS") > 0.0);
             assert!(max_fds().expect("limits") >= 64.0);
-            assert!(start_time_seconds(100.0).expect("start") > 1.0e9);
+            assert!(open_fds().expect("fds") >= 3.0);
+            assert!(start_time_seconds(stat.starttime).expect("start") > 1.0e9);
+            let mut text = String::new();
+            render(&mut text);
+            for name in [
+                PROCESS_CPU_SECONDS,
+                PROCESS_RESIDENT_MEMORY,
+                PROCESS_OPEN_FDS,
+                PROCESS_MAX_FDS,
+                PROCESS_START_TIME,
+            ] {
+                assert!(text.contains(&format!("\n{name} ")), "{name} in {text}");
+            }
+            assert!(text.contains("# TYPE process_cpu_seconds_total counter\n"));
         }
     }
 }
@@ -402,6 +573,34 @@ mod tests {
             error_code_label(ErrorCode::RecipientBufferFull),
             "recipient_buffer_full"
         );
+    }
+
+    /// Every name in [`ALL`] is on /metrics from the start, before any event: the dashboards
+    /// have series to show and rates have a zero to start from.
+    #[test]
+    fn every_metric_is_exported_from_the_start() {
+        let recorder = recorder().expect("valid buckets");
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            describe_all();
+            register_zeroes();
+            configured(&HubConfig::default());
+        });
+        let mut text = handle.render();
+        process::render(&mut text);
+        for name in ALL {
+            assert!(
+                text.contains(&format!("# TYPE {name} ")),
+                "{name} is not exported:\n{text}"
+            );
+        }
+        for transport in Transport::ALL {
+            let series = format!(
+                "{DISCONNECT_DETECTION}_count{{transport=\"{}\",reason=\"liveness_timeout\"}} 0",
+                transport.label()
+            );
+            assert!(text.contains(&series), "{series} in\n{text}");
+        }
     }
 
     #[test]

@@ -160,8 +160,9 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     };
     let metrics_addr = match config.metrics_listen {
         Some(addr) => {
-            metrics::serve(addr)?;
-            Some(addr)
+            let bound = metrics::serve(addr)?;
+            metrics::configured(&config.hub);
+            Some(bound)
         }
         None => None,
     };
