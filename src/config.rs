@@ -117,7 +117,7 @@ pub struct Settings {
     pub dev_cert_dir: Option<PathBuf>,
 
     /// Origins allowed to open WebSocket/WebTransport sessions (comma separated, e.g.
-    /// https://app.example.com). Empty: any origin.
+    /// `https://app.example.com`). Empty: any origin.
     #[arg(
         long,
         env = "SIGNALGATE_ALLOWED_ORIGINS",

@@ -258,7 +258,7 @@ fn describe_all() {
     describe_gauge!(SESSIONS, "Sessions with a live connection, by transport.");
     describe_gauge!(
         SESSIONS_UNREACHABLE,
-        "Sessions whose connection is lost and that may still resume."
+        "Sessions whose connection is lost and that may still resume, by the transport they had."
     );
     describe_counter!(
         SESSIONS_OPENED,
@@ -328,9 +328,9 @@ fn describe_all() {
 fn register_zeroes() {
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     gauge!(ROOMS).set(0.0);
-    gauge!(SESSIONS_UNREACHABLE).set(0.0);
     for transport in Transport::ALL {
         let t = transport.label();
+        gauge!(SESSIONS_UNREACHABLE, "transport" => t).set(0.0);
         gauge!(SESSIONS, "transport" => t).set(0.0);
         counter!(SESSIONS_OPENED, "transport" => t).absolute(0);
         counter!(CONNECTIONS_ACCEPTED, "transport" => t).absolute(0);
@@ -402,7 +402,10 @@ pub fn set_gauges(gauges: &Gauges) {
     for transport in Transport::ALL {
         gauge!(SESSIONS, "transport" => transport.label()).set(gauges.online(transport) as f64);
     }
-    gauge!(SESSIONS_UNREACHABLE).set(gauges.unreachable as f64);
+    for transport in Transport::ALL {
+        gauge!(SESSIONS_UNREACHABLE, "transport" => transport.label())
+            .set(gauges.unreachable(transport) as f64);
+    }
     gauge!(ROOMS).set(gauges.rooms as f64);
 }
 

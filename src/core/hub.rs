@@ -203,13 +203,18 @@ impl SignalKind {
 pub struct Gauges {
     /// Sessions with a live connection, by [`Transport`] index.
     pub online: [usize; 2],
-    pub unreachable: usize,
+    /// Sessions waiting for a resume, by the [`Transport`] index of their last connection.
+    pub unreachable: [usize; 2],
     pub rooms: usize,
 }
 
 impl Gauges {
     pub fn online(&self, transport: Transport) -> usize {
         self.online[transport.index()]
+    }
+
+    pub fn unreachable(&self, transport: Transport) -> usize {
+        self.unreachable[transport.index()]
     }
 }
 
@@ -678,7 +683,7 @@ impl Hub {
                 ResumeOutcome::TookOver
             }
             Presence::Unreachable { .. } => {
-                self.gauges.unreachable -= 1;
+                self.gauges.unreachable[session.transport.index()] -= 1;
                 ResumeOutcome::Resumed
             }
         };
@@ -941,7 +946,7 @@ impl Hub {
         }
         session.presence = Presence::Unreachable { since: now };
         self.gauges.online[session.transport.index()] -= 1;
-        self.gauges.unreachable += 1;
+        self.gauges.unreachable[session.transport.index()] += 1;
         tracing::info!(
             peer = %session.peer_id,
             transport = %session.transport,
@@ -1010,7 +1015,9 @@ impl Hub {
                     self.outputs.push_back(Output::Close { conn, reason });
                 }
             }
-            Presence::Unreachable { .. } => self.gauges.unreachable -= 1,
+            Presence::Unreachable { .. } => {
+                self.gauges.unreachable[session.transport.index()] -= 1;
+            }
         }
         self.event(HubEvent::SessionEnded { reason });
     }

@@ -724,7 +724,7 @@ fn a_silent_peer_is_unreachable_at_once_then_left_exactly_after_the_resume_windo
         reason: Reason::LivenessTimeout,
         silent_for: secs(10.0),
     }));
-    assert_eq!(f.hub.gauges().unreachable, 1);
+    assert_eq!(f.hub.gauges().unreachable(Transport::WebSocket), 1);
     assert_eq!(f.hub.gauges().online(Transport::WebSocket), 1);
 
     // Someone joining meanwhile sees the peer as UNREACHABLE.
@@ -749,7 +749,7 @@ fn a_silent_peer_is_unreachable_at_once_then_left_exactly_after_the_resume_windo
     assert!(events(&out).contains(&HubEvent::SessionEnded {
         reason: Reason::ResumeWindowExpired
     }));
-    assert_eq!(f.hub.gauges().unreachable, 0);
+    assert_eq!(f.hub.gauges().unreachable, [0, 0]);
     // The token is dead now.
     let (conn, out) = f.resume(f.at(43.0), &a, 0, 1, Transport::WebSocket);
     assert_eq!(error_code(&out, conn), ErrorCode::ResumeExpired);
@@ -771,7 +771,7 @@ fn a_close_handshake_means_left_at_once() {
         f.hub.gauges(),
         &Gauges {
             online: [1, 0],
-            unreachable: 0,
+            unreachable: [0, 0],
             rooms: 1
         }
     );
@@ -879,7 +879,7 @@ fn signals_to_an_unreachable_peer_are_held_and_replayed_in_order_after_resume() 
         outcome: ResumeOutcome::Resumed
     }));
     assert_eq!(f.hub.gauges().online(Transport::WebTransport), 1);
-    assert_eq!(f.hub.gauges().unreachable, 0);
+    assert_eq!(f.hub.gauges().unreachable, [0, 0]);
 
     // New frames continue the same numbering, nothing twice.
     f.signal(f.at(6.0), &b, "r", &a.peer_id, b"after");
@@ -1197,7 +1197,7 @@ fn gauges_follow_every_transition() {
         f.hub.gauges(),
         &Gauges {
             online: [1, 1],
-            unreachable: 0,
+            unreachable: [0, 0],
             rooms: 2
         }
     );
@@ -1207,7 +1207,7 @@ fn gauges_follow_every_transition() {
         f.hub.gauges(),
         &Gauges {
             online: [1, 0],
-            unreachable: 1,
+            unreachable: [0, 1],
             rooms: 2
         }
     );
@@ -1216,7 +1216,7 @@ fn gauges_follow_every_transition() {
         f.hub.gauges(),
         &Gauges {
             online: [2, 0],
-            unreachable: 0,
+            unreachable: [0, 0],
             rooms: 2
         }
     );
@@ -1226,7 +1226,7 @@ fn gauges_follow_every_transition() {
         f.hub.gauges(),
         &Gauges {
             online: [1, 0],
-            unreachable: 0,
+            unreachable: [0, 0],
             rooms: 1
         }
     );

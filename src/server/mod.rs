@@ -45,7 +45,7 @@ pub enum ServerError {
 pub struct Bound {
     /// TCP: HTTPS and WebSocket over TLS.
     pub listen: SocketAddr,
-    /// UDP: WebTransport (same port as `listen`; [::1] too when listening on 127.0.0.1).
+    /// UDP: WebTransport (same port as `listen`; `[::1]` too when listening on 127.0.0.1).
     pub webtransport: Vec<SocketAddr>,
     /// Plain HTTP: demo page and WebSocket without TLS.
     pub http: Option<SocketAddr>,
