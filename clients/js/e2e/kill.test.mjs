@@ -87,3 +87,56 @@ for (const [transport, reason] of [
     }
   });
 }
+
+// For contrast, a page that leaves: the application calls client.close(), or the tab is closed.
+for (const transport of ["webtransport", "websocket"]) {
+  for (const how of ["client.close()", "tab closed"]) {
+    // Over WebTransport a closed tab cannot be told from a frozen one: Chromium closes the
+    // session the same way (code 0, no reason) in both cases, and a frozen page must stay
+    // resumable. So the gateway reports it UNREACHABLE at once, and LEFT after the resume window.
+    const atOnce = how === "client.close()" || transport === "websocket";
+    test(`${how} on ${transport}: the other page shows the peer ${atOnce ? "LEFT at once" : "UNREACHABLE at once, then LEFT"}`, async (t) => {
+      const [cs, cv] = [await survivorBrowser.newContext(), await survivorBrowser.newContext()];
+      try {
+        const { pa: survivor, pb: leaving } = await connectPair(t, gw, {
+          room: `leave-${transport}-${how === "tab closed" ? "tab" : "close"}`,
+          a: { name: `leave-${transport}-survivor`, context: cs },
+          b: { name: `leave-${transport}-leaving`, context: cv, query: { transport } },
+        });
+        assert.equal(leaving.transport, transport);
+        const leftAt = Date.now();
+        if (how === "tab closed") await leaving.page.close();
+        else await leaving.page.evaluate(() => window.signalgateDemo.client.close());
+        const gone = await survivor.waitFor(
+          `${leaving.peerId} gone`,
+          (id) => window.__e2e.events.find((e) => (e.type === "peerLeft" || e.type === "peerState") && e.peerId === id),
+          leaving.peerId,
+          gw.liveness + 5000,
+        );
+        const shown = gone.type === "peerLeft" ? "LEFT" : gone.state.toUpperCase();
+        measure(t, `${how} (${transport}) -> ${shown} shown`, `${gone.t - leftAt} ms (reason ${gone.reason})`);
+        assert.ok(gone.t - leftAt < 1000, `${shown} only after ${gone.t - leftAt} ms`);
+        if (atOnce) {
+          assert.equal(gone.type, "peerLeft", `expected LEFT, got ${JSON.stringify(gone)}`);
+          assert.equal(gone.reason, "client_closed");
+        } else {
+          assert.equal(gone.type, "peerState", `expected UNREACHABLE, got ${JSON.stringify(gone)}`);
+          assert.equal(gone.state, "unreachable");
+          assert.equal(gone.reason, "connection_lost");
+          const left = await survivor.waitFor(
+            `${leaving.peerId} LEFT`,
+            (id) => window.__e2e.events.find((e) => e.type === "peerLeft" && e.peerId === id),
+            leaving.peerId,
+            gw.resumeWindow + 5000,
+          );
+          measure(t, `${how} (${transport}) -> LEFT shown`, `${left.t - leftAt} ms (reason ${left.reason})`);
+          assert.equal(left.reason, "resume_window_expired");
+        }
+        await assertClean(survivor);
+      } finally {
+        await cs.close();
+        await cv.close();
+      }
+    });
+  }
+}

@@ -174,3 +174,44 @@ test("auto: UDP stops working mid-session; the page resumes the same session ove
     await relay.close();
   }
 });
+
+// One-way failures: only the gateway -> page direction vanishes. The page's SDK stops hearing
+// the gateway and gives its connection up, but what it sends still arrives: it must not tell
+// the gateway it is leaving (which ends the session: peers see LEFT, and the resume is refused).
+test("WebSocket: only the gateway -> page direction vanishes; the page resumes the same session", async (t) => {
+  const proxy = await startTcpProxy(gw.httpPort);
+  try {
+    await outageAndResume(t, {
+      label: "resume-websocket-oneway",
+      room: "resume-ws-oneway",
+      receiverSpec: {
+        query: { transport: "websocket" },
+        rewriteEndpoints: (e) => ({ ...e, websocket: `ws://localhost:${proxy.port}/ws` }),
+      },
+      cut: () => proxy.cutDownstream(),
+      restore: () => proxy.restore(),
+      outageMs: 3500,
+    });
+  } finally {
+    await proxy.close();
+  }
+});
+
+test("WebTransport: only the gateway -> page direction vanishes; the page resumes the same session", async (t) => {
+  const relay = await startUdpRelay(gw.port);
+  try {
+    await outageAndResume(t, {
+      label: "resume-webtransport-oneway",
+      room: "resume-wt-oneway",
+      receiverSpec: {
+        query: { transport: "webtransport" },
+        rewriteEndpoints: (e) => ({ ...e, webtransport: `https://127.0.0.1:${relay.port}/wt` }),
+      },
+      cut: () => relay.cutDownstream(),
+      restore: () => relay.restore(),
+      outageMs: 3500,
+    });
+  } finally {
+    await relay.close();
+  }
+});

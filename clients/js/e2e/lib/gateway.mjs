@@ -4,7 +4,7 @@
 // $SIGNALGATE_E2E_OUT/<name>-gateway.log; the tail is printed when start-up fails.
 import { spawn } from "node:child_process";
 import { createSocket } from "node:dgram";
-import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync } from "node:fs";
+import { createWriteStream, existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -60,34 +60,8 @@ export function gatewayBinary() {
   return bin;
 }
 
-/**
- * @param {object} o
- * @param {string} o.name           used for the log file name
- * @param {string} [o.liveness]     --liveness-timeout (default 2s)
- * @param {string} [o.ping]         --ping-interval (default 600ms)
- * @param {string} [o.resumeWindow] --resume-window (default 5s)
- * @param {string[]} [o.extraArgs]
- */
-export async function startGateway({ name, liveness = "2s", ping = "600ms", resumeWindow = "5s", extraArgs = [] }) {
-  const bin = gatewayBinary();
-  const port = await freePort({ udpToo: true });
-  const httpPort = await freePort();
-  const certDir = mkdtempSync(join(tmpdir(), `sg-e2e-cert-${name}-`));
-  mkdirSync(outDir(), { recursive: true });
-  const logPath = join(outDir(), `${name}-gateway.log`);
-  const log = createWriteStream(logPath, { flags: "a" });
-  const args = [
-    "serve",
-    "--listen", `127.0.0.1:${port}`,
-    "--http-listen", `127.0.0.1:${httpPort}`,
-    "--metrics-listen", "off",
-    "--dev-cert-dir", certDir,
-    "--liveness-timeout", liveness,
-    "--ping-interval", ping,
-    "--resume-window", resumeWindow,
-    "--log", process.env.SIGNALGATE_E2E_GATEWAY_LOG ?? "info,signalgate=debug",
-    ...extraArgs,
-  ];
+/** Starts the binary and waits for /healthz; returns {child, exit, stop()}. */
+async function spawnGateway(bin, args, log, logPath, httpBase) {
   log.write(`$ ${bin} ${args.join(" ")}\n`);
   const child = spawn(bin, args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, NO_COLOR: "1" } });
   running.add(child);
@@ -101,8 +75,6 @@ export async function startGateway({ name, liveness = "2s", ping = "600ms", resu
       resolve(exited);
     });
   });
-
-  const httpBase = `http://127.0.0.1:${httpPort}`;
   try {
     await withTimeout(
       (async () => {
@@ -131,6 +103,48 @@ export async function startGateway({ name, liveness = "2s", ping = "600ms", resu
     }
     throw new Error(`${err.message}\n--- ${logPath} (tail) ---\n${tail}`);
   }
+  return {
+    /** SIGTERM (GoAway to every session, then close), SIGKILL after 5 s. */
+    async stop() {
+      if (exited) return exited;
+      child.kill("SIGTERM");
+      const done = await Promise.race([exit, sleep(5000).then(() => null)]);
+      if (done) return done;
+      child.kill("SIGKILL");
+      return exit;
+    },
+  };
+}
+
+/**
+ * @param {object} o
+ * @param {string} o.name           used for the log file name
+ * @param {string} [o.liveness]     --liveness-timeout (default 2s)
+ * @param {string} [o.ping]         --ping-interval (default 600ms)
+ * @param {string} [o.resumeWindow] --resume-window (default 5s)
+ * @param {string[]} [o.extraArgs]
+ */
+export async function startGateway({ name, liveness = "2s", ping = "600ms", resumeWindow = "5s", extraArgs = [] }) {
+  const bin = gatewayBinary();
+  const port = await freePort({ udpToo: true });
+  const httpPort = await freePort();
+  const certDir = mkdtempSync(join(tmpdir(), `sg-e2e-cert-${name}-`));
+  const logPath = join(outDir(), `${name}-gateway.log`);
+  const log = createWriteStream(logPath, { flags: "a" });
+  const args = [
+    "serve",
+    "--listen", `127.0.0.1:${port}`,
+    "--http-listen", `127.0.0.1:${httpPort}`,
+    "--metrics-listen", "off",
+    "--dev-cert-dir", certDir,
+    "--liveness-timeout", liveness,
+    "--ping-interval", ping,
+    "--resume-window", resumeWindow,
+    "--log", process.env.SIGNALGATE_E2E_GATEWAY_LOG ?? "info,signalgate=debug",
+    ...extraArgs,
+  ];
+  const httpBase = `http://127.0.0.1:${httpPort}`;
+  let proc = await spawnGateway(bin, args, log, logPath, httpBase);
   const endpoints = await (await fetch(`${httpBase}/endpoints`)).json();
 
   return {
@@ -147,15 +161,17 @@ export async function startGateway({ name, liveness = "2s", ping = "600ms", resu
       const q = new URLSearchParams(query).toString();
       return `http://localhost:${httpPort}/${q ? `?${q}` : ""}`;
     },
+    /** A new gateway process on the same ports with the same certificate (so the pages' hash still fits). */
+    async restart({ downMs = 0 } = {}) {
+      const exited = await proc.stop();
+      await sleep(downMs);
+      proc = await spawnGateway(bin, args, log, logPath, httpBase);
+      return exited;
+    },
     async stop() {
-      if (exited) return;
-      child.kill("SIGTERM");
-      const done = await Promise.race([exit, sleep(3000).then(() => null)]);
-      if (!done) {
-        child.kill("SIGKILL");
-        await exit;
-      }
+      await proc.stop();
       log.end();
+      rmSync(certDir, { recursive: true, force: true });
     },
   };
 }

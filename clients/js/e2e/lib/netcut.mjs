@@ -9,10 +9,13 @@ import { connect, createServer } from "node:net";
  * `cut()`: existing connections stay open but every byte in either direction is dropped, and
  * new connections are closed at once (as a connect attempt that fails). `restore()`: existing
  * connections are destroyed (their path is gone for good) and new ones are forwarded again.
+ * `cutDownstream()`: only the bytes from the target to the client are dropped (a one-way
+ * failure); new connections are still refused.
  */
 export async function startTcpProxy(target) {
   const pairs = new Set();
   let cut = false;
+  let downOnly = false;
   let accepted = 0;
   const server = createServer((down) => {
     if (cut) {
@@ -25,7 +28,7 @@ export async function startTcpProxy(target) {
     pairs.add(pair);
     const forward = (from, to) => {
       from.on("data", (chunk) => {
-        if (!pair.dead) to.write(chunk);
+        if (!pair.dead || (downOnly && from === down)) to.write(chunk);
       });
       from.on("end", () => {
         if (!pair.dead) to.end();
@@ -49,6 +52,10 @@ export async function startTcpProxy(target) {
       cut = true;
       for (const p of pairs) p.dead = true;
     },
+    cutDownstream() {
+      downOnly = true;
+      this.cut();
+    },
     restore() {
       for (const p of pairs) {
         p.down.destroy();
@@ -56,6 +63,7 @@ export async function startTcpProxy(target) {
       }
       pairs.clear();
       cut = false;
+      downOnly = false;
     },
     close() {
       this.restore();
@@ -67,15 +75,17 @@ export async function startTcpProxy(target) {
 /**
  * UDP relay 127.0.0.1:<port> -> 127.0.0.1:<target>, one upstream socket per client address
  * (so a QUIC server sees one stable peer per client). `cut()` drops every datagram in both
- * directions, for existing and new flows; `restore()` forwards again.
+ * directions, for existing and new flows; `cutDownstream()` only those from the target to
+ * the client; `restore()` forwards again.
  */
 export async function startUdpRelay(target) {
   const front = createSocket("udp4");
   const flows = new Map();
   let cut = false;
+  let downOnly = false;
   let dropped = 0;
   front.on("message", (msg, rinfo) => {
-    if (cut) {
+    if (cut && !downOnly) {
       dropped++;
       return;
     }
@@ -109,8 +119,13 @@ export async function startUdpRelay(target) {
     cut() {
       cut = true;
     },
+    cutDownstream() {
+      downOnly = true;
+      cut = true;
+    },
     restore() {
       cut = false;
+      downOnly = false;
     },
     close() {
       for (const up of flows.values()) up.close();
