@@ -204,9 +204,10 @@ function recorderScript(opts) {
 }
 
 /**
- * Opens the demo page in a fresh context of `b` (a launchBrowser() result, or a context-sharing
- * helper). Options: `query` (room, transport, video), `noWebTransport`, `endpoints` (a function
- * that may rewrite the /endpoints JSON, e.g. to point the page at a proxy).
+ * Opens the demo page of `gateway` in a new page of `context`. Options: `name` (for logs),
+ * `query` (room, transport, video), `noWebTransport` (delete window.WebTransport before the
+ * page's scripts run), `rewriteEndpoints` (a function that rewrites the /endpoints JSON, e.g.
+ * to point the page at a proxy).
  */
 export async function openDemo(context, gateway, { name, query = {}, noWebTransport = false, rewriteEndpoints } = {}) {
   const page = await context.newPage();
