@@ -146,6 +146,8 @@ export class SignalgateClient extends Emitter<SignalgateEvents> {
   private ackTimer: Timer | undefined;
   private reconnectTimer: Timer | undefined;
   private goAwayDelayMs: number | undefined;
+  /** Connections given up while the gateway may still hear them: see `abandonLink`. */
+  private abandoned: Connection[] = [];
   private connectWaiters: { resolve: () => void; reject: (e: SignalgateError) => void }[] = [];
 
   constructor(options: SignalgateClientOptions, deps: Partial<ClientDeps> = {}) {
@@ -289,6 +291,7 @@ export class SignalgateClient extends Emitter<SignalgateEvents> {
     const link = this.link;
     this.link = undefined;
     if (link) this.killLink(link, "client closed");
+    this.closeAbandoned("client closed");
     const err = new SignalgateError("CLOSED", "client closed");
     this.failAllPending(() => true, err);
     this.dropOutbox(err);
@@ -378,7 +381,9 @@ export class SignalgateClient extends Emitter<SignalgateEvents> {
   /** An attempt failed before Welcome: try the next transport of this round. */
   private linkFailed(link: Link, why: string): void {
     if (this.link !== link || (link.phase !== "opening" && link.phase !== "hello")) return;
-    this.killLink(link, "failed");
+    // A resume Hello may have reached the gateway and moved the session onto this link.
+    if (link.phase === "hello" && link.resuming) this.abandonLink(link);
+    else this.killLink(link, "failed");
     this.emit("transportFailed", { transport: link.kind, error: why });
     this.tryTransport(link.order, link.index + 1);
   }
@@ -388,6 +393,31 @@ export class SignalgateClient extends Emitter<SignalgateEvents> {
     clearTimeout(link.timer);
     link.abort.abort();
     link.conn?.close(reason);
+  }
+
+  /**
+   * Gives up a link that carries (or may carry) the session, without closing it. Closing is
+   * how a client tells the gateway that it is leaving (WebSocket close frame, FIN on the
+   * WebTransport stream): the gateway then ends the session at once, peers see the peer LEFT
+   * and the resume is refused. When only the gateway-to-client direction failed, what the
+   * client sends still arrives, so a close would do exactly that. The link is ignored from
+   * now on and closed after the next Welcome (the resume has moved the session away from it
+   * by then), or by `close()`.
+   */
+  private abandonLink(link: Link): void {
+    link.phase = "dead";
+    clearTimeout(link.timer);
+    link.abort.abort();
+    if (!link.conn) return;
+    this.abandoned.push(link.conn);
+    // Bounded: the oldest goes first.
+    while (this.abandoned.length > 4) this.abandoned.shift()?.close("abandoned");
+  }
+
+  private closeAbandoned(reason: string): void {
+    const abandoned = this.abandoned;
+    this.abandoned = [];
+    for (const conn of abandoned) conn.close(reason);
   }
 
   private sendHello(link: Link): void {
@@ -503,6 +533,7 @@ export class SignalgateClient extends Emitter<SignalgateEvents> {
     this.maxFrameBytes = w.maxFrameBytes;
     this.startLiveness(w);
     this.setState("connected");
+    this.closeAbandoned("replaced");
 
     if (resumed) {
       this._rooms.clear();
@@ -659,7 +690,9 @@ export class SignalgateClient extends Emitter<SignalgateEvents> {
   private connectionLost(reason: DisconnectReason): void {
     const link = this.link;
     if (!link || link.phase !== "open") return;
-    this.killLink(link, reason);
+    // Not closed: it may still reach the gateway (see abandonLink). A connection that has
+    // really ended is not harmed by that.
+    this.abandonLink(link);
     this.stopConnectionTimers();
     this.replay = undefined;
     this.setState("reconnecting");
@@ -672,6 +705,7 @@ export class SignalgateClient extends Emitter<SignalgateEvents> {
     const link = this.link;
     this.link = undefined;
     if (link) this.killLink(link, reason);
+    this.closeAbandoned(reason);
     this.stopConnectionTimers();
     clearTimeout(this.reconnectTimer);
     const wasActive = this._state !== "idle";

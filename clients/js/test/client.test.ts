@@ -259,7 +259,6 @@ describe("resume", () => {
     conn.drop();
     expect(h.client.state).toBe("reconnecting");
     expect(h.of("disconnected")).toEqual([{ reason: "connection_lost", willReconnect: true }]);
-    expect(conn.closedByClient).toBeDefined();
     await h.nextAttempt();
     expect(h.net.last().kind).toBe("webtransport"); // same preference order
     const second = h.net.last().open();
@@ -528,9 +527,46 @@ describe("liveness of the gateway", () => {
     expect(h.of("disconnected")).toEqual([]);
     await h.tick(1);
     expect(h.of("disconnected")).toEqual([{ reason: "liveness_timeout", willReconnect: true }]);
-    expect(conn.closedByClient).toBeDefined();
     await h.nextAttempt();
     expect(h.net.attempts.length).toBe(2);
+    expect(conn.sentOf("hello")).toHaveLength(1); // nothing more goes out on the old connection
+  });
+
+  it("does not close a connection it gives up (the gateway would end the session) until the next Welcome", async () => {
+    // Only the gateway -> client direction failed: a close from us would still arrive and
+    // read as "leaving". The old connection stays open, ignored, until the resume is done.
+    const h = harness();
+    const conn = await h.connected({ ...fast, resumeToken: "tok-1" });
+    await h.tick(1000);
+    expect(h.of("disconnected")).toEqual([{ reason: "liveness_timeout", willReconnect: true }]);
+    expect(conn.closedByClient).toBeUndefined();
+    // Frames still arriving on it are ignored.
+    conn.deliver(peerJoined(1));
+    expect(h.of("peerJoined")).toEqual([]);
+    await h.nextAttempt();
+    const next = h.net.last().open();
+    await h.tick();
+    expect(next.hello()).toMatchObject({ resumeToken: "tok-1" });
+    expect(conn.closedByClient).toBeUndefined();
+    next.welcome({ ...fast, resumed: true });
+    expect(conn.closedByClient).toBeDefined();
+    expect(next.closedByClient).toBeUndefined();
+  });
+
+  it("a resume Hello that gets no Welcome: that connection is not closed either", async () => {
+    const h = harness({ helloTimeoutMs: 2000 }, { wtAvailable: false });
+    const conn = await h.connected({ ...fast, resumeToken: "tok-1" });
+    conn.drop();
+    await h.nextAttempt();
+    const silent = h.net.last().open();
+    await h.tick();
+    expect(silent.hello()).toMatchObject({ resumeToken: "tok-1" });
+    await h.tick(2000); // no Welcome
+    expect(h.of("transportFailed")).toHaveLength(1);
+    expect(silent.closedByClient).toBeUndefined();
+    // close() ends everything, the abandoned connections too.
+    h.client.close();
+    expect(silent.closedByClient).toBeDefined();
   });
 
   it("any frame (not only Pong) keeps the connection alive", async () => {

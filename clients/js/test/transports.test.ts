@@ -1,9 +1,9 @@
 import { create, toBinary } from "@bufbuild/protobuf";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { encodeFrame, FrameDecoder } from "../src/framing.js";
 import { ServerFrameSchema } from "../src/gen/signalgate/v1/signalgate_pb.js";
 import { webSocketConnector, type WebSocketConstructor } from "../src/transport/websocket.js";
-import { webTransportConnector, type WebTransportConstructor } from "../src/transport/webtransport.js";
+import { LEAVE_GRACE_MS, webTransportConnector, type WebTransportConstructor } from "../src/transport/webtransport.js";
 import type { CloseInfo, ConnectionHandlers } from "../src/transport/types.js";
 
 function recorder() {
@@ -160,10 +160,18 @@ class FakeWebTransport {
     this.closed = new Promise((res) => (this.closedResolve = res));
   }
 
+  /** The client ended its side of the stream (FIN). */
+  finSent = false;
+
   async createBidirectionalStream() {
     this.streamsCreated++;
     const readable = new ReadableStream<Uint8Array>({ start: (c) => void (this.toClient = c) });
-    const writable = new WritableStream<Uint8Array>({ write: (chunk) => void this.written.push(chunk) });
+    const writable = new WritableStream<Uint8Array>({
+      write: (chunk) => void this.written.push(chunk),
+      close: () => {
+        this.finSent = true;
+      },
+    });
     return { readable, writable };
   }
 
@@ -282,13 +290,35 @@ describe("WebTransport adapter", () => {
     expect(wt.closeCalls.length).toBeGreaterThanOrEqual(1);
   });
 
-  it("close() closes the session and reports nothing afterwards", async () => {
+  it("close() sends FIN first (the gateway reads it as leaving) and closes the session once the gateway has", async () => {
     const { wt, conn, r } = await openWt();
+    conn.send(Uint8Array.of(1, 2));
     conn.close();
-    expect(wt.closeCalls).toHaveLength(1);
+    await settle();
+    // Pending frames first, then FIN; the session is not closed by us yet (that would reset
+    // the stream, which reads as a lost connection).
+    expect(wt.written).toEqual([Uint8Array.of(2, 1, 2)]);
+    expect(wt.finSent).toBe(true);
+    expect(wt.closeCalls).toHaveLength(0);
     wt.serverCloseSession(0, "");
     await settle();
+    expect(wt.closeCalls).toHaveLength(1);
     expect(r.closes).toEqual([]);
+  });
+
+  it("close(): if the gateway does not close the session within LEAVE_GRACE_MS, the client does", async () => {
+    vi.useFakeTimers();
+    try {
+      const { wt, conn } = await openWt();
+      conn.close("bye");
+      await vi.advanceTimersByTimeAsync(LEAVE_GRACE_MS - 1);
+      expect(wt.finSent).toBe(true);
+      expect(wt.closeCalls).toHaveLength(0);
+      await vi.advanceTimersByTimeAsync(1);
+      expect(wt.closeCalls).toEqual([{ closeCode: 0, reason: "bye" }]);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it("rejects at once when WebTransport does not exist", async () => {

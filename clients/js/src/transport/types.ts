@@ -28,7 +28,10 @@ export interface Connection {
   readonly kind: TransportKind;
   /** Sends one frame. Errors surface as `onClose`, never as a throw. */
   send(frame: Uint8Array): void;
-  /** Closes cleanly (WebSocket 1000 / WebTransport close). `onClose` is not called after it. */
+  /**
+   * Closes as a client that is leaving: the gateway ends the session (WebSocket close 1000;
+   * WebTransport FIN on the stream, then the session closes). `onClose` is not called after it.
+   */
   close(reason?: string): void;
 }
 

@@ -1,6 +1,12 @@
 import { encodeFrame, FrameDecoder, FramingError } from "../framing.js";
 import type { CloseInfo, Connection, ConnectionHandlers, ConnectOptions, Connector } from "./types.js";
 
+/**
+ * After `close()` has sent FIN on the stream, how long the gateway gets to close the session
+ * before the client closes it.
+ */
+export const LEAVE_GRACE_MS = 1000;
+
 /** The part of the WebTransport constructor the adapter uses (injectable for tests). */
 export type WebTransportConstructor = new (url: string, options?: WebTransportOptions) => WebTransport;
 
@@ -102,8 +108,17 @@ export function webTransportConnector(
       close(reason = "bye") {
         if (finished) return;
         finished = true;
-        reader.cancel().catch(() => undefined);
-        safeClose(wt, reason);
+        // Leaving: end our side of the stream first. The gateway reads that FIN as "the client
+        // is leaving" and then closes the session itself. Closing the session right away would
+        // reset the stream, which the gateway cannot tell apart from a lost connection.
+        const fallback = setTimeout(() => safeClose(wt, reason), LEAVE_GRACE_MS);
+        const done = () => {
+          clearTimeout(fallback);
+          reader.cancel().catch(() => undefined);
+          safeClose(wt, reason);
+        };
+        writer.close().catch(() => undefined);
+        wt.closed.then(done, done);
       },
     };
   };

@@ -1,0 +1,183 @@
+// Starts a signalgate gateway on free loopback ports for one test file, and stops it.
+//
+// The binary comes from SIGNALGATE_BIN (run.sh always sets it). Logs go to
+// $SIGNALGATE_E2E_OUT/<name>-gateway.log; the tail is printed when start-up fails.
+import { spawn } from "node:child_process";
+import { createSocket } from "node:dgram";
+import { createWriteStream, existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { outDir, sleep, withTimeout } from "./util.mjs";
+
+/** Every gateway started by this process, so that an unexpected exit still stops them. */
+const running = new Set();
+function killAll() {
+  for (const child of running) {
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // already gone
+    }
+  }
+}
+process.on("exit", killAll);
+// run.sh's `timeout` sends SIGTERM to the whole process group. playwright's own handler closes
+// the browsers and exits; make sure the gateways go too, and that the process does exit.
+for (const signal of ["SIGTERM", "SIGINT"]) {
+  process.on(signal, () => {
+    killAll();
+    setTimeout(() => process.exit(128 + (signal === "SIGTERM" ? 15 : 2)), 5000).unref();
+  });
+}
+
+/** A TCP port that is free on 127.0.0.1; with `udpToo`, the same UDP port is free as well. */
+export async function freePort({ udpToo = false } = {}) {
+  for (let i = 0; i < 50; i++) {
+    const port = await new Promise((resolve, reject) => {
+      const srv = createServer();
+      srv.once("error", reject);
+      srv.listen(0, "127.0.0.1", () => {
+        const { port } = srv.address();
+        srv.close(() => resolve(port));
+      });
+    });
+    if (!udpToo) return port;
+    const ok = await new Promise((resolve) => {
+      const sock = createSocket("udp4");
+      sock.once("error", () => resolve(false));
+      sock.bind(port, "127.0.0.1", () => sock.close(() => resolve(true)));
+    });
+    if (ok) return port;
+  }
+  throw new Error("no free port found in 50 tries");
+}
+
+export function gatewayBinary() {
+  const bin = process.env.SIGNALGATE_BIN;
+  if (!bin) throw new Error("SIGNALGATE_BIN is not set (run the suite with e2e/run.sh)");
+  if (!existsSync(bin)) throw new Error(`SIGNALGATE_BIN=${bin} does not exist (cargo build --release)`);
+  return bin;
+}
+
+/** Starts the binary and waits for /healthz; returns {child, exit, stop()}. */
+async function spawnGateway(bin, args, log, logPath, httpBase) {
+  log.write(`$ ${bin} ${args.join(" ")}\n`);
+  const child = spawn(bin, args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, NO_COLOR: "1" } });
+  running.add(child);
+  child.stdout.pipe(log, { end: false });
+  child.stderr.pipe(log, { end: false });
+  let exited = null;
+  const exit = new Promise((resolve) => {
+    child.once("exit", (code, signal) => {
+      exited = { code, signal };
+      running.delete(child);
+      resolve(exited);
+    });
+  });
+  try {
+    await withTimeout(
+      (async () => {
+        for (;;) {
+          if (exited) throw new Error(`gateway exited during start-up (${JSON.stringify(exited)})`);
+          try {
+            const res = await fetch(`${httpBase}/healthz`);
+            if (res.ok) return;
+          } catch {
+            // not listening yet
+          }
+          await sleep(100);
+        }
+      })(),
+      20_000,
+      "gateway /healthz",
+    );
+  } catch (err) {
+    child.kill("SIGKILL");
+    await exit;
+    let tail = "";
+    try {
+      tail = readFileSync(logPath, "utf8").split("\n").slice(-30).join("\n");
+    } catch {
+      // no log
+    }
+    throw new Error(`${err.message}\n--- ${logPath} (tail) ---\n${tail}`);
+  }
+  return {
+    /** SIGTERM (GoAway to every session, then close), SIGKILL after 5 s. */
+    async stop() {
+      if (exited) return exited;
+      child.kill("SIGTERM");
+      const done = await Promise.race([exit, sleep(5000).then(() => null)]);
+      if (done) return done;
+      child.kill("SIGKILL");
+      return exit;
+    },
+  };
+}
+
+/**
+ * @param {object} o
+ * @param {string} o.name           used for the log file name
+ * @param {string} [o.liveness]     --liveness-timeout (default 2s)
+ * @param {string} [o.ping]         --ping-interval (default 600ms)
+ * @param {string} [o.resumeWindow] --resume-window (default 5s)
+ * @param {string[]} [o.extraArgs]
+ */
+export async function startGateway({ name, liveness = "2s", ping = "600ms", resumeWindow = "5s", extraArgs = [] }) {
+  const bin = gatewayBinary();
+  const port = await freePort({ udpToo: true });
+  const httpPort = await freePort();
+  const certDir = mkdtempSync(join(tmpdir(), `sg-e2e-cert-${name}-`));
+  const logPath = join(outDir(), `${name}-gateway.log`);
+  const log = createWriteStream(logPath, { flags: "a" });
+  const args = [
+    "serve",
+    "--listen", `127.0.0.1:${port}`,
+    "--http-listen", `127.0.0.1:${httpPort}`,
+    "--metrics-listen", "off",
+    "--dev-cert-dir", certDir,
+    "--liveness-timeout", liveness,
+    "--ping-interval", ping,
+    "--resume-window", resumeWindow,
+    "--log", process.env.SIGNALGATE_E2E_GATEWAY_LOG ?? "info,signalgate=debug",
+    ...extraArgs,
+  ];
+  const httpBase = `http://127.0.0.1:${httpPort}`;
+  let proc = await spawnGateway(bin, args, log, logPath, httpBase);
+  const endpoints = await (await fetch(`${httpBase}/endpoints`)).json();
+
+  return {
+    name,
+    port,
+    httpPort,
+    logPath,
+    endpoints,
+    liveness: parseDurationMs(liveness),
+    ping: parseDurationMs(ping),
+    resumeWindow: parseDurationMs(resumeWindow),
+    /** The demo page, as a secure context (http://localhost). */
+    pageUrl(query = {}) {
+      const q = new URLSearchParams(query).toString();
+      return `http://localhost:${httpPort}/${q ? `?${q}` : ""}`;
+    },
+    /** A new gateway process on the same ports with the same certificate (so the pages' hash still fits). */
+    async restart({ downMs = 0 } = {}) {
+      const exited = await proc.stop();
+      await sleep(downMs);
+      proc = await spawnGateway(bin, args, log, logPath, httpBase);
+      return exited;
+    },
+    async stop() {
+      await proc.stop();
+      log.end();
+      rmSync(certDir, { recursive: true, force: true });
+    },
+  };
+}
+
+export function parseDurationMs(s) {
+  const m = /^(\d+(?:\.\d+)?)(ms|s)$/.exec(s);
+  if (!m) throw new Error(`cannot parse duration ${s}`);
+  return Number(m[1]) * (m[2] === "s" ? 1000 : 1);
+}

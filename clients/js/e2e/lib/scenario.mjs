@@ -1,0 +1,54 @@
+// Steps shared by the test files.
+import assert from "node:assert/strict";
+import { openDemo } from "./browser.mjs";
+import { measure } from "./util.mjs";
+
+/**
+ * Opens two demo pages (in the given contexts) in one room, waits until both are connected
+ * to the gateway and their RTCPeerConnections are `connected` with the data channel open, and
+ * checks that offer, answer and candidates went through the gateway. Returns both pages.
+ */
+export async function connectPair(t, gw, { room, a, b }) {
+  const pa = await openDemo(a.context, gw, { name: a.name, query: { room, ...a.query }, noWebTransport: a.noWebTransport, rewriteEndpoints: a.rewriteEndpoints });
+  const ra = await pa.ready();
+  const pb = await openDemo(b.context, gw, { name: b.name, query: { room, ...b.query }, noWebTransport: b.noWebTransport, rewriteEndpoints: b.rewriteEndpoints });
+  const rb = await pb.ready();
+  pa.peerId = ra.peerId;
+  pb.peerId = rb.peerId;
+  pa.transport = ra.transport;
+  pb.transport = rb.transport;
+  assert.notEqual(ra.peerId, rb.peerId);
+  for (const [p, r] of [[pa, ra], [pb, rb]]) {
+    const connected = (await p.events("connected"))[0];
+    assert.ok(connected, `${p.name}: no connected event`);
+    measure(t, `${p.name}: page open -> gateway Welcome over ${r.transport}`, `${connected.t - p.openedAt} ms`);
+  }
+  const [ta, tb] = await Promise.all([pa.callConnected(), pb.callConnected()]);
+  measure(t, `${room}: second page open -> both RTCPeerConnections connected`, `${Math.max(ta, tb) - pb.openedAt} ms`);
+
+  // The offer went from the smaller peer id to the larger one, the answer back, and both
+  // sides received ICE candidates: all through the gateway, with `from` set by it.
+  const [offerer, answerer] = ra.peerId < rb.peerId ? [pa, pb] : [pb, pa];
+  const atAnswerer = await answerer.events("signal");
+  const atOfferer = await offerer.events("signal");
+  assert.ok(atAnswerer.some((e) => e.description === "offer" && e.from === offerer.peerId), `${answerer.name} got no offer from ${offerer.peerId}`);
+  assert.ok(atOfferer.some((e) => e.description === "answer" && e.from === answerer.peerId), `${offerer.name} got no answer from ${answerer.peerId}`);
+  assert.ok(atAnswerer.some((e) => e.candidate && e.from === offerer.peerId), `${answerer.name} got no ICE candidate`);
+  assert.ok(atOfferer.some((e) => e.candidate && e.from === answerer.peerId), `${offerer.name} got no ICE candidate`);
+  return { pa, pb };
+}
+
+/** A message each way over the WebRTC data channel. */
+export async function exchangeChat(pa, pb, tag) {
+  const ab = `${tag}: hello from ${pa.name}`;
+  const ba = `${tag}: hello from ${pb.name}`;
+  assert.equal(await pa.send(ab), true, `${pa.name}: data channel not open`);
+  await pb.waitReceived(ab);
+  assert.equal(await pb.send(ba), true, `${pb.name}: data channel not open`);
+  await pa.waitReceived(ba);
+}
+
+/** See DemoPage.assertClean. */
+export async function assertClean(...pages) {
+  for (const p of pages) await p.assertClean();
+}
