@@ -103,8 +103,13 @@ pub enum Outgoing {
     /// Opens another bidirectional stream and writes these bytes on it (WebTransport only;
     /// for testing: the contract allows one stream).
     ExtraStream(Bytes),
-    /// Close handshake (WebSocket Close / WebTransport close).
+    /// Close handshake: WebSocket Close frame; WebTransport FIN on the control stream, then
+    /// the gateway closes the session. The gateway tells peers the client LEFT.
     Close,
+    /// Drop the connection without a close handshake (TCP closed without a Close frame; a
+    /// WebTransport session closed without FIN, as Chromium does when a page is frozen or a
+    /// tab closes). The gateway tells peers the client is UNREACHABLE; it may resume.
+    Abort,
 }
 
 /// What the client receives.

@@ -82,6 +82,10 @@ pub async fn connect(url: &str, options: &ConnectOptions) -> Result<Connection, 
                         Some(Outgoing::Raw(bytes)) => Message::Binary(bytes),
                         Some(Outgoing::Text(text)) => Message::Text(text.into()),
                         Some(Outgoing::ExtraStream(_)) => continue, // No streams on WebSocket.
+                        Some(Outgoing::Abort) => {
+                            let _ = in_tx.send(Incoming::Closed { code: None, reason: "aborted by the client".into() });
+                            return; // Drops the socket: FIN without a WebSocket Close frame.
+                        }
                         Some(Outgoing::Close) | None => {
                             let _ = sink.send(Message::Close(None)).await;
                             // Wait for the gateway's close reply (or give up after a while).

@@ -63,6 +63,11 @@ pub async fn connect(url: &str, options: &ConnectOptions) -> Result<Connection, 
                         Some(Outgoing::Frame(frame)) => frame.encode_length_delimited_to_vec(),
                         Some(Outgoing::Raw(bytes)) => bytes.to_vec(),
                         Some(Outgoing::Text(_)) => continue, // No text on WebTransport.
+                        Some(Outgoing::Abort) => {
+                            connection.close(VarInt::from_u32(0), b"");
+                            let _ = in_tx.send(Incoming::Closed { code: Some(0), reason: "aborted by the client".into() });
+                            return;
+                        }
                         Some(Outgoing::ExtraStream(bytes)) => {
                             if let Ok(opening) = connection.open_bi().await
                                 && let Ok((mut extra_send, extra_recv)) = opening.await
@@ -73,9 +78,11 @@ pub async fn connect(url: &str, options: &ConnectOptions) -> Result<Connection, 
                             continue;
                         }
                         Some(Outgoing::Close) | None => {
+                            // Leaving = FIN on the control stream; the gateway then closes the
+                            // session. A bare session close would count as a lost connection.
                             let _ = send.finish().await;
+                            let _ = tokio::time::timeout(Duration::from_secs(1), connection.closed()).await;
                             connection.close(VarInt::from_u32(0), b"client closed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
                             let _ = in_tx.send(Incoming::Closed { code: Some(0), reason: "closed by the client".into() });
                             return;
                         }

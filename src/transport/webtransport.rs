@@ -94,10 +94,12 @@ struct Reader {
     rtt_every: Duration,
 }
 
-/// How a peer-side end of the QUIC connection maps onto the core's reasons.
+/// How an end of the QUIC connection without a FIN on the control stream maps onto the
+/// core's reasons. A session closed without that FIN is *lost*, not left: Chromium closes a
+/// page's WebTransport sessions the same way whether the tab closed or the page was frozen,
+/// and a frozen page must stay resumable.
 fn loss_reason(error: &ConnectionError) -> Reason {
     match error {
-        ConnectionError::ApplicationClosed(_) => Reason::ClientClosed,
         // Only the backstop: the driver normally declares the peer dead first.
         ConnectionError::TimedOut => Reason::LivenessTimeout,
         _ => Reason::ConnectionLost,
@@ -124,8 +126,13 @@ impl Reader {
                         }
                         continue;
                     }
-                    // The client finished its side of the control stream: it is leaving.
-                    Ok(None) => Inbound::Closed(Reason::ClientClosed),
+                    // The client finished its side of the control stream: that is how a
+                    // WebTransport client leaves (the close handshake). Close the session.
+                    Ok(None) => {
+                        let code = VarInt::from_u32(u32::from(close_code(Reason::ClientClosed)));
+                        self.connection.close(code, reason_label(Reason::ClientClosed).as_bytes());
+                        Inbound::Closed(Reason::ClientClosed)
+                    }
                     Err(StreamReadError::Reset(_)) => Inbound::Closed(Reason::ConnectionLost),
                     Err(_) => Inbound::Closed(loss_reason(&self.connection.closed().await)),
                 },

@@ -7,6 +7,13 @@
 //                 as a protobuf varint (prost `encode_length_delimited`, protobuf-es
 //                 `sizeDelimitedEncode`). A second stream is refused.
 //
+// Leaving
+//   A client leaves with a close handshake: a WebSocket Close frame, or over WebTransport a
+//   FIN on its side of the control stream (the gateway then closes the session). Peers are
+//   told PeerLeft at once. A connection that ends without it (EOF, reset, a WebTransport
+//   session closed without FIN — which is what Chromium does when a page is frozen or a tab
+//   closes) makes the peer UNREACHABLE: it may still resume.
+//
 // Conversation
 //   1. The client sends Hello first. Anything else before Hello gets Error HELLO_REQUIRED.
 //      The gateway answers Welcome (with `in_reply_to` = the Hello's id).
