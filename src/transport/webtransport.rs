@@ -2,8 +2,9 @@
 //!
 //! The client opens one bidirectional stream right after the session is established; frames
 //! on it are varint-length-delimited protobuf. Liveness uses the same model as WebSocket:
-//! QUIC keep-alives (every `ping_interval` after the last packet received) are the probes
-//! the browser's network stack answers, and every datagram that arrives counts as life. The
+//! QUIC keep-alives (every `ping_interval` after the last packet received) and the driver's
+//! probes (an empty WebTransport datagram) are what the browser's network stack answers (with
+//! ACKs), and every UDP datagram that arrives counts as life. The
 //! adapter samples quinn's receive counter and reports activity to the connection driver,
 //! which declares death after `liveness_timeout` of silence exactly as for WebSocket. QUIC's
 //! own idle timeout is set a little longer, as a backstop only.
@@ -225,8 +226,13 @@ async fn write_loop(
                     return;
                 }
             }
-            // QUIC keep-alives probe the peer already.
-            Outbound::Probe => {}
+            // An empty datagram: an extra ack-eliciting packet the peer's QUIC stack answers
+            // with an ACK, independent of the keep-alive and its retransmission back-off (one
+            // more chance per probe interval on a lossy path). Peers without datagram support
+            // still get QUIC keep-alives.
+            Outbound::Probe => {
+                let _ = connection.send_datagram([]);
+            }
             Outbound::Close(reason) => {
                 let _ = send.finish().await;
                 let code = VarInt::from_u32(u32::from(close_code(reason)));
