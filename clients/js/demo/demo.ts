@@ -7,8 +7,8 @@
  * ?video=1.
  *
  * For automated tests: `window.signalgateDemo = { client, state, send(text) }`, and
- * `document.body.dataset` mirrors state (transport, peerId, clientState, pcState, peers,
- * received).
+ * `document.body.dataset` mirrors state (transport, parked, peerId, clientState, pcState,
+ * peers, received).
  */
 import { SignalgateClient, type SignalgateClientOptions, type TransportPreference } from "../src/index.js";
 
@@ -24,6 +24,8 @@ interface DemoState {
   room: string;
   clientState: string;
   transport: string | null;
+  /** On WebSocket while the page is hidden; back to WebTransport when visible (SDK parkWhenHidden). */
+  parked: boolean;
   peerId: string | null;
   /** Other peers of the room: peer id → online | unreachable | left. */
   peers: Record<string, DemoPeerState>;
@@ -56,6 +58,7 @@ const state: DemoState = {
   room,
   clientState: "idle",
   transport: null,
+  parked: false,
   peerId: null,
   peers: {},
   remotePeer: null,
@@ -89,7 +92,7 @@ function log(text: string): void {
 
 function render(): void {
   $("client-state").textContent = state.clientState;
-  $("transport").textContent = state.transport ?? "–";
+  $("transport").textContent = (state.transport ?? "–") + (state.parked ? " (parked while the page is hidden)" : "");
   $("peer-id").textContent = state.peerId ?? "–";
   $("pc-state").textContent = state.pcState + (state.remotePeer ? ` (with ${state.remotePeer})` : "");
   const rtt = client?.rttMs;
@@ -121,6 +124,7 @@ function render(): void {
   const ds = document.body.dataset;
   ds.clientState = state.clientState;
   ds.transport = state.transport ?? "";
+  ds.parked = String(state.parked);
   ds.peerId = state.peerId ?? "";
   ds.pcState = state.pcState;
   ds.peers = JSON.stringify(state.peers);
@@ -317,6 +321,7 @@ function syncClientState(): void {
   if (!client) return;
   state.clientState = client.state;
   state.transport = client.transport ?? null;
+  state.parked = client.parked;
   state.peerId = client.peerId ?? null;
   render();
 }
@@ -365,6 +370,14 @@ async function main(): Promise<void> {
     syncClientState();
   });
   c.on("transportFailed", (e) => log(`${e.transport} failed: ${e.error}`));
+  c.on("transportChanged", (e) => {
+    log(`session moved from ${e.from} to ${e.to} in ${e.tookMs} ms (page ${e.reason}); same peer id, nothing lost`);
+    syncClientState();
+  });
+  document.addEventListener("visibilitychange", () => {
+    log(`page ${document.visibilityState}`);
+    syncClientState();
+  });
   c.on("reconnecting", (e) => {
     log(`next attempt in ${e.delayMs} ms (failure #${e.attempt})`);
     syncClientState();
