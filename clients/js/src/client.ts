@@ -169,6 +169,8 @@ export class SignalgateClient extends Emitter<SignalgateEvents> {
   private draining = false;
   /** The session is on WebSocket because the page was hidden: move back when visible. */
   private returnToWebTransport = false;
+  /** Between `pagehide` and `pageshow`: the page is being unloaded (or cached); no moves. */
+  private pageGone = false;
   /** Counts visibility changes; a move is tried at most once per change. */
   private visibilityEpoch = 0;
   private moveTriedInEpoch = -1;
@@ -807,6 +809,19 @@ export class SignalgateClient extends Emitter<SignalgateEvents> {
       case "freeze":
         // Too late to do anything: nothing sent now would leave before the page freezes.
         return;
+      case "pagehide":
+        // The page is closing, navigating away or entering the back/forward cache (and is
+        // about to be frozen there): the `visibilitychange` to hidden that follows must not
+        // open a WebSocket for a session about to end or be frozen. A move under way goes
+        // on: cancelling it could close a connection that already holds the session.
+        this.pageGone = true;
+        return;
+      case "pageshow":
+        // Shown again (e.g. restored from the back/forward cache).
+        this.pageGone = false;
+        this.visibilityEpoch++;
+        this.reconsiderTransport();
+        return;
     }
   }
 
@@ -836,7 +851,7 @@ export class SignalgateClient extends Emitter<SignalgateEvents> {
    * where it is until the next change.
    */
   private reconsiderTransport(): void {
-    if (!this.parkingEnabled()) return;
+    if (!this.parkingEnabled() || this.pageGone) return;
     const link = this.link;
     if (this._state !== "connected" || this.moving || this.replay || !link || link.phase !== "open" || link.goAway) {
       return;

@@ -6,6 +6,7 @@
  */
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { ErrorCode } from "../src/gen/signalgate/v1/signalgate_pb.js";
+import { documentLifecycle, type LifecycleEvent } from "../src/lifecycle.js";
 import { FakeLifecycle, harness, peerJoined, type FakeConn, type Harness } from "./helpers.js";
 
 beforeEach(() => {
@@ -436,6 +437,47 @@ describe("parking while hidden", () => {
     page2.setHidden(false);
     await h2.tick(10_000);
     expect(h2.net.kinds()).toEqual(["websocket"]);
+  });
+});
+
+describe("page lifecycle: unload and back/forward cache", () => {
+  it("pagehide (tab closing, navigating away): the visibilitychange that follows opens no WebSocket", async () => {
+    const { h, page } = await onWebTransport();
+    page.fire("pagehide");
+    page.setHidden(true);
+    await h.tick(1000);
+    expect(h.net.attempts).toHaveLength(1);
+  });
+
+  it("pageshow (restored from the back/forward cache): parks again when hidden", async () => {
+    const { h, page } = await onWebTransport();
+    page.fire("pagehide");
+    page.setHidden(true);
+    page.fire("freeze");
+    page.fire("resume");
+    page.fire("pageshow");
+    await h.tick();
+    expect(h.net.kinds()).toEqual(["webtransport", "websocket"]);
+  });
+
+  it("documentLifecycle: visibility from document; events from document and window; unsubscribe", () => {
+    const doc = Object.assign(new EventTarget(), { visibilityState: "visible" as DocumentVisibilityState });
+    const win = new EventTarget();
+    const lc = documentLifecycle(doc, win);
+    const seen: LifecycleEvent[] = [];
+    const stop = lc.subscribe((e) => seen.push(e));
+    expect(lc.hidden()).toBe(false);
+    doc.visibilityState = "hidden";
+    expect(lc.hidden()).toBe(true);
+    for (const type of ["visibilitychange", "freeze", "resume"]) doc.dispatchEvent(new Event(type));
+    for (const type of ["pagehide", "pageshow"]) win.dispatchEvent(new Event(type));
+    expect(seen).toEqual(["visibilitychange", "freeze", "resume", "pagehide", "pageshow"]);
+    stop();
+    doc.dispatchEvent(new Event("visibilitychange"));
+    win.dispatchEvent(new Event("pagehide"));
+    expect(seen).toHaveLength(5);
+    // No document (workers, Node): always visible.
+    expect(documentLifecycle(undefined).hidden()).toBe(false);
   });
 });
 
