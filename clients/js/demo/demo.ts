@@ -4,7 +4,7 @@
  * the gateway.
  *
  * Query parameters: ?room=NAME (default "demo"), ?transport=auto|webtransport|websocket,
- * ?video=1.
+ * ?video=1, ?park=0 (auto mode: stay on WebTransport while the page is hidden).
  *
  * For automated tests: `window.signalgateDemo = { client, state, send(text) }`, and
  * `document.body.dataset` mirrors state (transport, parked, peerId, clientState, pcState,
@@ -53,6 +53,7 @@ const transportParam = params.get("transport");
 const transportPref: TransportPreference =
   transportParam === "webtransport" || transportParam === "websocket" ? transportParam : "auto";
 const withVideo = params.get("video") === "1";
+const parkWhenHidden = params.get("park") !== "0";
 
 const state: DemoState = {
   room,
@@ -159,6 +160,10 @@ const videoToggle = $<HTMLInputElement>("video-toggle");
 videoToggle.checked = withVideo;
 videoToggle.addEventListener("change", () => reloadWith("video", videoToggle.checked ? "1" : null));
 $("videos").hidden = !withVideo;
+const parkToggle = $<HTMLInputElement>("park-toggle");
+parkToggle.checked = parkWhenHidden && transportPref === "auto";
+parkToggle.disabled = transportPref !== "auto";
+parkToggle.addEventListener("change", () => reloadWith("park", parkToggle.checked ? null : "0"));
 
 $<HTMLFormElement>("chat-form").addEventListener("submit", (ev) => {
   ev.preventDefault();
@@ -334,6 +339,7 @@ async function main(): Promise<void> {
 
   const options: SignalgateClientOptions = {
     transport: transportPref,
+    parkWhenHidden,
     client: "signalgate-demo",
     webSocketUrl: endpoints.websocket ?? `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`,
   };
