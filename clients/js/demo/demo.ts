@@ -4,11 +4,11 @@
  * the gateway.
  *
  * Query parameters: ?room=NAME (default "demo"), ?transport=auto|webtransport|websocket,
- * ?video=1.
+ * ?video=1, ?park=0 (auto mode: stay on WebTransport while the page is hidden).
  *
  * For automated tests: `window.signalgateDemo = { client, state, send(text) }`, and
- * `document.body.dataset` mirrors state (transport, peerId, clientState, pcState, peers,
- * received).
+ * `document.body.dataset` mirrors state (transport, parked, peerId, clientState, pcState,
+ * peers, received).
  */
 import { SignalgateClient, type SignalgateClientOptions, type TransportPreference } from "../src/index.js";
 
@@ -24,6 +24,8 @@ interface DemoState {
   room: string;
   clientState: string;
   transport: string | null;
+  /** On WebSocket while the page is hidden; back to WebTransport when visible (SDK parkWhenHidden). */
+  parked: boolean;
   peerId: string | null;
   /** Other peers of the room: peer id → online | unreachable | left. */
   peers: Record<string, DemoPeerState>;
@@ -51,11 +53,13 @@ const transportParam = params.get("transport");
 const transportPref: TransportPreference =
   transportParam === "webtransport" || transportParam === "websocket" ? transportParam : "auto";
 const withVideo = params.get("video") === "1";
+const parkWhenHidden = params.get("park") !== "0";
 
 const state: DemoState = {
   room,
   clientState: "idle",
   transport: null,
+  parked: false,
   peerId: null,
   peers: {},
   remotePeer: null,
@@ -89,7 +93,7 @@ function log(text: string): void {
 
 function render(): void {
   $("client-state").textContent = state.clientState;
-  $("transport").textContent = state.transport ?? "–";
+  $("transport").textContent = (state.transport ?? "–") + (state.parked ? " (parked while the page is hidden)" : "");
   $("peer-id").textContent = state.peerId ?? "–";
   $("pc-state").textContent = state.pcState + (state.remotePeer ? ` (with ${state.remotePeer})` : "");
   const rtt = client?.rttMs;
@@ -121,6 +125,7 @@ function render(): void {
   const ds = document.body.dataset;
   ds.clientState = state.clientState;
   ds.transport = state.transport ?? "";
+  ds.parked = String(state.parked);
   ds.peerId = state.peerId ?? "";
   ds.pcState = state.pcState;
   ds.peers = JSON.stringify(state.peers);
@@ -155,6 +160,10 @@ const videoToggle = $<HTMLInputElement>("video-toggle");
 videoToggle.checked = withVideo;
 videoToggle.addEventListener("change", () => reloadWith("video", videoToggle.checked ? "1" : null));
 $("videos").hidden = !withVideo;
+const parkToggle = $<HTMLInputElement>("park-toggle");
+parkToggle.checked = parkWhenHidden && transportPref === "auto";
+parkToggle.disabled = transportPref !== "auto";
+parkToggle.addEventListener("change", () => reloadWith("park", parkToggle.checked ? null : "0"));
 
 $<HTMLFormElement>("chat-form").addEventListener("submit", (ev) => {
   ev.preventDefault();
@@ -317,6 +326,7 @@ function syncClientState(): void {
   if (!client) return;
   state.clientState = client.state;
   state.transport = client.transport ?? null;
+  state.parked = client.parked;
   state.peerId = client.peerId ?? null;
   render();
 }
@@ -329,6 +339,7 @@ async function main(): Promise<void> {
 
   const options: SignalgateClientOptions = {
     transport: transportPref,
+    parkWhenHidden,
     client: "signalgate-demo",
     webSocketUrl: endpoints.websocket ?? `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`,
   };
@@ -365,6 +376,14 @@ async function main(): Promise<void> {
     syncClientState();
   });
   c.on("transportFailed", (e) => log(`${e.transport} failed: ${e.error}`));
+  c.on("transportChanged", (e) => {
+    log(`session moved from ${e.from} to ${e.to} in ${e.tookMs} ms (page ${e.reason}); same peer id, nothing lost`);
+    syncClientState();
+  });
+  document.addEventListener("visibilitychange", () => {
+    log(`page ${document.visibilityState}`);
+    syncClientState();
+  });
   c.on("reconnecting", (e) => {
     log(`next attempt in ${e.delayMs} ms (failure #${e.attempt})`);
     syncClientState();

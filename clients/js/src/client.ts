@@ -1,8 +1,9 @@
 /**
  * The signalgate session: connect (WebTransport first, WebSocket fallback), Hello/Welcome,
  * ordered frames with seq, coalesced Acks, liveness of the gateway, reconnect with jittered
- * back-off, resume (or a fresh session and automatic re-join when resume is refused), and
- * request/reply correlation (ClientFrame.id <-> ServerFrame.in_reply_to).
+ * back-off, resume (or a fresh session and automatic re-join when resume is refused),
+ * request/reply correlation (ClientFrame.id <-> ServerFrame.in_reply_to), and moving a live
+ * session to another transport while the page is hidden ("parking", see `startMove`).
  */
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { Backoff } from "./backoff.js";
@@ -33,6 +34,7 @@ import {
   type Signal,
   type Welcome,
 } from "./gen/signalgate/v1/signalgate_pb.js";
+import { documentLifecycle, type LifecycleEvent, type PageLifecycle } from "./lifecycle.js";
 import { Liveness } from "./liveness.js";
 import { webSocketConnector } from "./transport/websocket.js";
 import { webTransportAvailable, webTransportConnector } from "./transport/webtransport.js";
@@ -45,6 +47,7 @@ import type {
   SignalgateClientOptions,
   SignalgateEvents,
   SignalPayload,
+  TransportChangeReason,
 } from "./types.js";
 
 export const SDK_VERSION = "0.1.0";
@@ -64,6 +67,8 @@ export interface ClientDeps {
   now: () => number;
   /** In [0, 1). Default `Math.random`. */
   random: () => number;
+  /** Page visibility and freeze/resume. Default: this page's `document` (always visible without one). */
+  lifecycle: PageLifecycle;
 }
 
 type Timer = ReturnType<typeof setTimeout>;
@@ -85,6 +90,22 @@ class Link {
     readonly order: readonly TransportKind[],
     readonly index: number,
   ) {}
+}
+
+/** A live session moving to another connection (see `startMove`). */
+interface Move {
+  /** The new connection. */
+  link: Link;
+  /** The connection the session moves away from (`this.link` until the move ends). */
+  from: Link;
+  reason: TransportChangeReason;
+  startedAt: number;
+  /** The Ping on the old connection whose Pong proves the gateway has read all sent on it. */
+  drainPingId: number | undefined;
+  /** `last_seq` of the move's Hello, which the gateway takes as an Ack. */
+  helloLastSeq: bigint;
+  /** The old connection ended, or was given up, while the Hello was on its way. */
+  fromLost: DisconnectReason | undefined;
 }
 
 interface Pending {
@@ -138,7 +159,23 @@ export class SignalgateClient extends Emitter<SignalgateEvents> {
   private readonly joinsInFlight = new Map<string, Promise<JoinResult>>();
   private outbox: Queued[] = [];
   private readonly pings = new Map<number, number>();
-  private replay: { pingId: number; count: number } | undefined;
+  /** Until the end of a resume's replay. `moved`: the resume was a move (no `resumed` event). */
+  private replay: { pingId: number; count: number; moved: boolean } | undefined;
+
+  private readonly lifecycle: PageLifecycle;
+  private unsubscribeLifecycle: (() => void) | undefined;
+  private moving: Move | undefined;
+  /** While set, requests and signals are queued instead of written (a move is draining). */
+  private draining = false;
+  /** The session is on WebSocket because the page was hidden: move back when visible. */
+  private returnToWebTransport = false;
+  /** Between `pagehide` and `pageshow`: the page is being unloaded (or cached); no moves. */
+  private pageGone = false;
+  /** Counts visibility changes; a move is tried at most once per change. */
+  private visibilityEpoch = 0;
+  private moveTriedInEpoch = -1;
+  /** The pending reconnect waits for a GoAway's reconnect_after_ms (not skipped on resume). */
+  private reconnectAfterGoAway = false;
 
   private liveness: Liveness | undefined;
   private livenessTimer: Timer | undefined;
@@ -175,6 +212,7 @@ export class SignalgateClient extends Emitter<SignalgateEvents> {
       ackEveryFrames: Math.max(1, options.ackEveryFrames ?? 16),
       ackDelayMs: options.ackDelayMs ?? 500,
       maxQueuedFrames: options.maxQueuedFrames ?? 256,
+      parkWhenHidden: options.parkWhenHidden ?? transport === "auto",
     };
     this.deps = {
       connectors: {
@@ -184,7 +222,9 @@ export class SignalgateClient extends Emitter<SignalgateEvents> {
       webTransportAvailable: deps.webTransportAvailable ?? webTransportAvailable,
       now: deps.now ?? (() => performance.now()),
       random: deps.random ?? Math.random,
+      lifecycle: deps.lifecycle ?? documentLifecycle(),
     };
+    this.lifecycle = this.deps.lifecycle;
     this.backoff = new Backoff(options.backoff, this.deps.random);
   }
 
@@ -227,6 +267,14 @@ export class SignalgateClient extends Emitter<SignalgateEvents> {
   }
 
   /**
+   * The session is on WebSocket only because the page is hidden (`parkWhenHidden`); it moves
+   * back to WebTransport when the page is visible again.
+   */
+  get parked(): boolean {
+    return this.transport === "websocket" && this.returnToWebTransport && this.lifecycle.hidden();
+  }
+
+  /**
    * Starts connecting (if not already) and resolves at the next Welcome. Failed attempts are
    * retried with back-off until it succeeds or `close()` is called (which rejects it).
    */
@@ -236,6 +284,7 @@ export class SignalgateClient extends Emitter<SignalgateEvents> {
     const promise = new Promise<void>((resolve, reject) => this.connectWaiters.push({ resolve, reject }));
     if (this._state === "idle") {
       this.setState("connecting");
+      this.unsubscribeLifecycle = this.lifecycle.subscribe((event) => this.onLifecycle(event));
       this.beginAttempt();
     }
     return promise;
@@ -288,9 +337,12 @@ export class SignalgateClient extends Emitter<SignalgateEvents> {
     this.setState("closed");
     clearTimeout(this.reconnectTimer);
     this.stopConnectionTimers();
+    this.stopLifecycle();
     const link = this.link;
     this.link = undefined;
     if (link) this.killLink(link, "client closed");
+    // A connection the session is moving to may hold it already: closing it leaves as well.
+    this.cancelMove("client closed");
     this.closeAbandoned("client closed");
     const err = new SignalgateError("CLOSED", "client closed");
     this.failAllPending(() => true, err);
@@ -313,6 +365,8 @@ export class SignalgateClient extends Emitter<SignalgateEvents> {
         const order: TransportKind[] = [];
         if (this.opts.webTransportUrl && this.deps.webTransportAvailable()) order.push("webtransport");
         if (this.opts.webSocketUrl) order.push("websocket");
+        // A hidden page may be frozen at any time (see startMove): connect where that is harmless.
+        if (this.parkingEnabled() && this.lifecycle.hidden()) order.reverse();
         return order;
       }
     }
@@ -335,6 +389,23 @@ export class SignalgateClient extends Emitter<SignalgateEvents> {
     const link = new Link(kind, order, index);
     this.link = link;
     this.pings.clear();
+    this.openLink(link, () => {
+      link.timer = setTimeout(
+        () => this.linkFailed(link, `no Welcome within ${this.opts.helloTimeoutMs} ms`),
+        this.opts.helloTimeoutMs,
+      );
+      this.sendHello(link);
+    });
+  }
+
+  /** The current attempt, or the connection a move is opening. */
+  private isLive(link: Link): boolean {
+    return this.link === link || this.moving?.link === link;
+  }
+
+  /** Opens `link`'s connection; `opened` runs once it can carry frames (phase "hello"). */
+  private openLink(link: Link, opened: () => void): void {
+    const kind = link.kind;
     const url = (kind === "webtransport" ? this.opts.webTransportUrl : this.opts.webSocketUrl) ?? "";
     const connector = this.deps.connectors[kind];
     const openTimeout = kind === "webtransport" ? this.opts.webTransportTimeoutMs : this.opts.helloTimeoutMs;
@@ -361,18 +432,14 @@ export class SignalgateClient extends Emitter<SignalgateEvents> {
     }
     opening.then(
       (conn) => {
-        if (this.link !== link || link.phase !== "opening") {
+        if (!this.isLive(link) || link.phase !== "opening") {
           conn.close("obsolete attempt");
           return;
         }
         link.conn = conn;
         link.phase = "hello";
         clearTimeout(link.timer);
-        link.timer = setTimeout(
-          () => this.linkFailed(link, `no Welcome within ${this.opts.helloTimeoutMs} ms`),
-          this.opts.helloTimeoutMs,
-        );
-        this.sendHello(link);
+        opened();
       },
       (err: unknown) => this.linkFailed(link, err instanceof Error ? err.message : String(err)),
     );
@@ -380,6 +447,10 @@ export class SignalgateClient extends Emitter<SignalgateEvents> {
 
   /** An attempt failed before Welcome: try the next transport of this round. */
   private linkFailed(link: Link, why: string): void {
+    if (this.moving?.link === link) {
+      this.moveFailed(why);
+      return;
+    }
     if (this.link !== link || (link.phase !== "opening" && link.phase !== "hello")) return;
     // A resume Hello may have reached the gateway and moved the session onto this link.
     if (link.phase === "hello" && link.resuming) this.abandonLink(link);
@@ -437,6 +508,7 @@ export class SignalgateClient extends Emitter<SignalgateEvents> {
   private scheduleReconnect(): void {
     if (this._state === "closed") return;
     let delay = this.backoff.next();
+    this.reconnectAfterGoAway = this.goAwayDelayMs !== undefined;
     if (this.goAwayDelayMs !== undefined) {
       delay += this.goAwayDelayMs;
       this.goAwayDelayMs = undefined;
@@ -451,6 +523,12 @@ export class SignalgateClient extends Emitter<SignalgateEvents> {
   // ---------------------------------------------------------------------------------------
 
   private onLinkClose(link: Link, info: CloseInfo): void {
+    if (this.moving?.link === link) {
+      this.moveFailed(`closed before Welcome: ${info.reason}`);
+      return;
+    }
+    // Connections given up (abandoned, or moved away from: the gateway closes those with
+    // 4001 SUPERSEDED) are no longer this.link: their end means nothing.
     if (this.link !== link) return;
     if (link.phase === "opening" || link.phase === "hello") {
       this.linkFailed(link, info.reason);
@@ -460,7 +538,7 @@ export class SignalgateClient extends Emitter<SignalgateEvents> {
   }
 
   private onLinkFrame(link: Link, bytes: Uint8Array): void {
-    if (this.link !== link || link.phase === "dead" || link.phase === "opening") return;
+    if (!this.isLive(link) || link.phase === "dead" || link.phase === "opening") return;
     let frame: ServerFrame;
     try {
       frame = fromBinary(ServerFrameSchema, bytes);
@@ -470,7 +548,8 @@ export class SignalgateClient extends Emitter<SignalgateEvents> {
       return;
     }
     if (link.phase === "hello") {
-      this.onHandshakeFrame(link, frame);
+      if (this.moving?.link === link) this.onMoveHandshakeFrame(link, frame);
+      else this.onHandshakeFrame(link, frame);
       return;
     }
     this.liveness?.onInbound(this.deps.now());
@@ -516,7 +595,7 @@ export class SignalgateClient extends Emitter<SignalgateEvents> {
     }
   }
 
-  private onWelcome(link: Link, w: Welcome): void {
+  private onWelcome(link: Link, w: Welcome, moved = false): void {
     clearTimeout(link.timer);
     link.phase = "open";
     this._transport = link.kind;
@@ -534,13 +613,18 @@ export class SignalgateClient extends Emitter<SignalgateEvents> {
     this.startLiveness(w);
     this.setState("connected");
     this.closeAbandoned("replaced");
+    if (!moved) {
+      // On WebSocket although WebTransport comes first when visible: the page was hidden.
+      this.returnToWebTransport =
+        link.kind === "websocket" && link.order[0] === "websocket" && link.order.includes("webtransport");
+    }
 
     if (resumed) {
       this._rooms.clear();
       for (const room of w.rooms) this._rooms.add(room);
       // The gateway replays everything after last_seq before anything new, so the Pong to a
       // Ping sent now marks the end of the replay.
-      this.replay = { pingId: this.sendPing(), count: 0 };
+      this.replay = { pingId: this.sendPing(), count: 0, moved: moved };
       this.flushOutbox();
       return;
     }
@@ -559,6 +643,7 @@ export class SignalgateClient extends Emitter<SignalgateEvents> {
     const waiters = this.connectWaiters;
     this.connectWaiters = [];
     for (const w of waiters) w.resolve();
+    this.reconsiderTransport();
   }
 
   /** The session is gone: forget it, and remember its rooms for the fresh session. */
@@ -637,6 +722,7 @@ export class SignalgateClient extends Emitter<SignalgateEvents> {
           this._rttMs = this.deps.now() - sentAt;
         }
         if (this.replay && this.replay.pingId === id) this.finishReplay(link);
+        if (this.moving && this.moving.drainPingId === id && this.moving.from === link) this.sendMoveHello();
         return;
       }
       case "error":
@@ -666,6 +752,7 @@ export class SignalgateClient extends Emitter<SignalgateEvents> {
 
   private finishReplay(link: Link): void {
     const replayed = this.replay?.count ?? 0;
+    const moved = this.replay?.moved ?? false;
     this.replay = undefined;
     // Requests written to an earlier connection and still unanswered after the replay never
     // reached the gateway: send them again (same id).
@@ -675,12 +762,290 @@ export class SignalgateClient extends Emitter<SignalgateEvents> {
         link.conn?.send(p.bytes);
       }
     }
-    this.emit("resumed", {
-      transport: link.kind,
-      peerId: this._peerId ?? "",
-      sessionId: this._sessionId ?? "",
-      replayed,
+    // A move is not a reconnect: `transportChanged` said it all.
+    if (!moved) {
+      this.emit("resumed", {
+        transport: link.kind,
+        peerId: this._peerId ?? "",
+        sessionId: this._sessionId ?? "",
+        replayed,
+      });
+    }
+    this.reconsiderTransport();
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Parking: moving a live session between transports while the page is hidden
+  // ---------------------------------------------------------------------------------------
+
+  /**
+   * Browsers freeze hidden pages (background tabs), and Chromium then closes the page's
+   * WebTransport sessions ("Page entered back/forward cache"), so the gateway must report the
+   * peer as lost. A frozen page's WebSocket stays open, and the browser's network stack keeps
+   * answering the gateway's probes. So while the page is hidden (its JavaScript still runs,
+   * there is time to move; once frozen, nothing can be sent) the session moves to WebSocket,
+   * and back to WebTransport when the page is visible again.
+   */
+  private parkingEnabled(): boolean {
+    return (
+      this.opts.parkWhenHidden &&
+      this.opts.transport === "auto" &&
+      !!this.opts.webTransportUrl &&
+      !!this.opts.webSocketUrl &&
+      this.deps.webTransportAvailable()
+    );
+  }
+
+  private onLifecycle(event: LifecycleEvent): void {
+    if (this._state === "closed") return;
+    switch (event) {
+      case "visibilitychange":
+        this.visibilityEpoch++;
+        this.reconsiderTransport();
+        return;
+      case "resume":
+        this.checkAfterFreeze();
+        return;
+      case "freeze":
+        // Too late to do anything: nothing sent now would leave before the page freezes.
+        return;
+      case "pagehide":
+        // The page is closing, navigating away or entering the back/forward cache (and is
+        // about to be frozen there): the `visibilitychange` to hidden that follows must not
+        // open a WebSocket for a session about to end or be frozen. A move under way goes
+        // on: cancelling it could close a connection that already holds the session.
+        this.pageGone = true;
+        return;
+      case "pageshow":
+        // Shown again (e.g. restored from the back/forward cache).
+        this.pageGone = false;
+        this.visibilityEpoch++;
+        this.reconsiderTransport();
+        return;
+    }
+  }
+
+  private stopLifecycle(): void {
+    this.unsubscribeLifecycle?.();
+    this.unsubscribeLifecycle = undefined;
+  }
+
+  /**
+   * The page was frozen and runs again: its timers ran late or not at all. Don't let a
+   * reconnect back-off (not one asked for by GoAway) run out first; and prove the connection
+   * alive with a Ping at once, so a dead one is noticed within the liveness timeout from now.
+   */
+  private checkAfterFreeze(): void {
+    if (this._state === "reconnecting" && this.reconnectTimer !== undefined && !this.reconnectAfterGoAway) {
+      clearTimeout(this.reconnectTimer);
+      this.beginAttempt();
+      return;
+    }
+    if (this._state === "connected" && !this.moving && this.link?.phase === "open") this.sendPing();
+  }
+
+  /**
+   * Starts a move if the session is not on the transport the page's visibility asks for:
+   * WebSocket while hidden; WebTransport when visible, if the session was parked. At most one
+   * try per visibility change: a failed move (e.g. WebTransport blocked) leaves the session
+   * where it is until the next change.
+   */
+  private reconsiderTransport(): void {
+    if (!this.parkingEnabled() || this.pageGone) return;
+    const link = this.link;
+    if (this._state !== "connected" || this.moving || this.replay || !link || link.phase !== "open" || link.goAway) {
+      return;
+    }
+    // Only a resume can hand a live session over.
+    if (this.resumeToken === undefined) return;
+    const hidden = this.lifecycle.hidden();
+    const target: TransportKind | undefined = hidden
+      ? "websocket"
+      : this.returnToWebTransport
+        ? "webtransport"
+        : undefined;
+    if (target === undefined || target === link.kind) return;
+    if (this.moveTriedInEpoch === this.visibilityEpoch) return;
+    this.moveTriedInEpoch = this.visibilityEpoch;
+    this.startMove(link, target, hidden ? "hidden" : "visible");
+  }
+
+  /**
+   * Moves the session from `from` to a new connection over `to`, as a resume that the gateway
+   * lets take over the live session (Hello with resume_token, last_seq and attempt + 1; the
+   * gateway closes the old connection with 4001 SUPERSEDED and tells the other peers nothing).
+   *
+   * 1. Open the new connection. Meanwhile the old one carries everything as usual.
+   * 2. Drain: from now on requests and signals are queued. A Ping goes out on the old
+   *    connection; the gateway reads a connection's frames in order, so its Pong proves that
+   *    everything sent before it was processed (frames still in flight on the old connection
+   *    when the gateway takes over would be dropped: the client->gateway direction has no
+   *    replay).
+   * 3. Hello on the new connection. Frames still arriving on the old one are processed (seq
+   *    drops what the replay repeats); the old one's end is expected and ignored.
+   * 4. Welcome (resumed): the new connection is the session's; the gateway replays every frame
+   *    after last_seq, the queue is sent, `transportChanged` fires.
+   * If the new connection fails, the session stays on the old one and the queue goes there.
+   */
+  private startMove(from: Link, to: TransportKind, reason: TransportChangeReason): void {
+    const link = new Link(to, [to], 0);
+    this.moving = {
+      link,
+      from,
+      reason,
+      startedAt: this.deps.now(),
+      drainPingId: undefined,
+      helloLastSeq: 0n,
+      fromLost: undefined,
+    };
+    this.openLink(link, () => this.drainForMove());
+  }
+
+  private drainForMove(): void {
+    const m = this.moving;
+    if (!m) return;
+    if (m.fromLost !== undefined) {
+      this.sendMoveHello();
+      return;
+    }
+    this.draining = true;
+    m.drainPingId = this.sendPing();
+    // Bounded: an old connection that does not answer within a ping interval is probably
+    // dead, and its liveness deadline will say so; the Hello goes anyway.
+    const wait = this.liveness?.pingIntervalMs ?? DEFAULT_PING_INTERVAL_MS;
+    m.link.timer = setTimeout(() => this.sendMoveHello(), wait);
+  }
+
+  private sendMoveHello(): void {
+    const m = this.moving;
+    if (!m || m.link.phase !== "hello" || m.link.resuming) return;
+    clearTimeout(m.link.timer);
+    m.drainPingId = undefined;
+    this.draining = true;
+    m.helloLastSeq = this._lastSeq;
+    this.sendHello(m.link);
+    m.link.timer = setTimeout(
+      () => this.moveFailed(`no Welcome within ${this.opts.helloTimeoutMs} ms`),
+      this.opts.helloTimeoutMs,
+    );
+  }
+
+  private onMoveHandshakeFrame(link: Link, frame: ServerFrame): void {
+    switch (frame.msg.case) {
+      case "welcome":
+        this.completeMove(link, frame.msg.value);
+        return;
+      case "error": {
+        const err = frame.msg.value;
+        const code = errorCodeName(err.code);
+        if (link.resuming && (code === "RESUME_EXPIRED" || code === "RESUME_GAP" || code === "STALE_ATTEMPT")) {
+          // About the session, not this move: it is gone (the gateway ends it on RESUME_GAP)
+          // or held by someone else. The new connection takes the old one's place, and the
+          // ordinary rules apply (a fresh session, or stop).
+          this.promoteMove(link);
+          this.onHandshakeFrame(link, frame);
+          return;
+        }
+        this.emit("error", { code, message: err.message, inReplyTo: Number(frame.inReplyTo) });
+        this.moveFailed(`${code}: ${err.message}`);
+        return;
+      }
+      default:
+        return;
+    }
+  }
+
+  /** The move's connection becomes `this.link`; the old one is given up (not closed). */
+  private takeOverFrom(m: Move): void {
+    this.moving = undefined;
+    this.draining = false;
+    if (this.link === m.from && m.from.phase !== "dead") this.abandonLink(m.from);
+    this.stopConnectionTimers();
+    this.replay = undefined;
+    this.link = m.link;
+    this.pings.clear();
+  }
+
+  private promoteMove(link: Link): void {
+    const m = this.moving;
+    if (!m || m.link !== link) return;
+    this.takeOverFrom(m);
+    this.setState("reconnecting");
+  }
+
+  private completeMove(link: Link, w: Welcome): void {
+    const m = this.moving;
+    if (!m || m.link !== link) return;
+    this.takeOverFrom(m);
+    // Acks written to the old connection after the Hello may never have been read.
+    this.lastAcked = m.helloLastSeq;
+    // The old connection is closed by onWelcome (abandoned ones are): harmless now that the
+    // gateway has handed the session to this one; it has closed the old one itself.
+    this.onWelcome(link, w, true);
+    if (this._lastSeq > this.lastAcked) this.flushAck();
+    if (link.phase !== "open") return;
+    this.returnToWebTransport = link.kind === "websocket";
+    this.emit("transportChanged", {
+      from: m.from.kind,
+      to: link.kind,
+      reason: m.reason,
+      tookMs: Math.max(0, Math.round(this.deps.now() - m.startedAt)),
     });
+  }
+
+  /** The move's connection failed: the session stays on the old one (unless that is gone too). */
+  private moveFailed(why: string): void {
+    const m = this.moving;
+    if (!m) return;
+    this.moving = undefined;
+    this.draining = false;
+    // After its Hello the new connection may hold the session: given up, never closed (see
+    // abandonLink). If the gateway did hand it over, it closes the old one, which then
+    // resumes the ordinary way.
+    if (m.link.phase === "hello" && m.link.resuming) this.abandonLink(m.link);
+    else this.killLink(m.link, "failed");
+    this.emit("transportFailed", { transport: m.link.kind, error: why });
+    if (this._state === "closed") return;
+    if (m.fromLost !== undefined) {
+      // The old connection is gone as well: an ordinary loss.
+      this.replay = undefined;
+      this.setState("reconnecting");
+      this.emit("disconnected", { reason: m.fromLost, willReconnect: true });
+      if (this._state === "reconnecting") this.scheduleReconnect();
+      return;
+    }
+    this.flushOutbox();
+  }
+
+  /** close() / shutDown(): the move's connection is closed (a Hello may have moved the session there). */
+  private cancelMove(reason: string): void {
+    const m = this.moving;
+    if (!m) return;
+    this.moving = undefined;
+    this.draining = false;
+    this.killLink(m.link, reason);
+  }
+
+  /**
+   * The old connection ended (or its liveness ran out) during a move. Before the Hello is
+   * out, the move is dropped and the loss handled as usual. After it, this is expected: the
+   * gateway closes the old connection as it hands the session over (4001 SUPERSEDED, possibly
+   * before the Welcome arrives on the new one). Wait for the Welcome; `disconnected` only if
+   * the move fails. Returns true when the move goes on.
+   */
+  private moveOutlivesLoss(from: Link, reason: DisconnectReason): boolean {
+    const m = this.moving;
+    if (!m || m.from !== from) return false;
+    if (m.link.phase !== "hello") {
+      this.cancelMove("old connection lost");
+      return false;
+    }
+    m.fromLost = reason;
+    this.abandonLink(from);
+    this.stopConnectionTimers();
+    // Still draining: there is nothing left to wait for.
+    if (!m.link.resuming) this.sendMoveHello();
+    return true;
   }
 
   // ---------------------------------------------------------------------------------------
@@ -690,6 +1055,7 @@ export class SignalgateClient extends Emitter<SignalgateEvents> {
   private connectionLost(reason: DisconnectReason): void {
     const link = this.link;
     if (!link || link.phase !== "open") return;
+    if (this.moveOutlivesLoss(link, reason)) return;
     // Not closed: it may still reach the gateway (see abandonLink). A connection that has
     // really ended is not harmed by that.
     this.abandonLink(link);
@@ -705,6 +1071,8 @@ export class SignalgateClient extends Emitter<SignalgateEvents> {
     const link = this.link;
     this.link = undefined;
     if (link) this.killLink(link, reason);
+    this.cancelMove(reason);
+    this.stopLifecycle();
     this.closeAbandoned(reason);
     this.stopConnectionTimers();
     clearTimeout(this.reconnectTimer);
@@ -819,7 +1187,7 @@ export class SignalgateClient extends Emitter<SignalgateEvents> {
   /** Sends now, or queues until the next Welcome. */
   private transmit(entry: Queued): void {
     const link = this.link;
-    if (link && link.phase === "open" && link.conn) {
+    if (!this.draining && link && link.phase === "open" && link.conn) {
       link.conn.send(entry.bytes);
       if (entry.pending) entry.pending.sentOn = link;
       entry.onSent?.();

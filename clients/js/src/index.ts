@@ -3,6 +3,7 @@ export { SignalgateError, errorCodeName } from "./errors.js";
 export type { ClientErrorCode, ServerErrorCode, SignalgateErrorCode } from "./errors.js";
 export { Backoff, type BackoffOptions } from "./backoff.js";
 export { Liveness, type LivenessAction, type LivenessConfig } from "./liveness.js";
+export { documentLifecycle, type LifecycleEvent, type PageLifecycle } from "./lifecycle.js";
 export { encodeFrame, FrameDecoder, FramingError, DEFAULT_MAX_FRAME_BYTES } from "./framing.js";
 export { webSocketConnector, type WebSocketConstructor } from "./transport/websocket.js";
 export { webTransportConnector, webTransportAvailable, type WebTransportConstructor } from "./transport/webtransport.js";
@@ -17,6 +18,7 @@ export type {
   SignalgateClientOptions,
   SignalgateEvents,
   SignalPayload,
+  TransportChangeReason,
   TransportKind,
   TransportPreference,
   WebTransportHashInit,

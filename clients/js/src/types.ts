@@ -17,6 +17,14 @@ export interface SignalgateClientOptions {
   serverCertificateHashes?: WebTransportHashInit[];
   /** `auto` (default): WebTransport first, WebSocket when it is missing, fails or is slow. */
   transport?: TransportPreference;
+  /**
+   * `auto` mode only (ignored when a transport is forced): while the page is hidden, keep the
+   * session on WebSocket, and move it back to WebTransport when the page is visible again.
+   * Browsers freeze hidden pages, and Chromium closes a frozen page's WebTransport sessions,
+   * which the gateway must report as lost; a frozen page's WebSocket stays open and its
+   * network stack keeps answering the gateway's probes. Default `true` in `auto` mode.
+   */
+  parkWhenHidden?: boolean;
   /** How long WebTransport may take to open before WebSocket is tried. Default 3000. */
   webTransportTimeoutMs?: number;
   /** How long an opened connection may take to answer Hello with Welcome. Default 10 000. */
@@ -64,6 +72,13 @@ export type DisconnectReason =
   /** `close()` was called. */
   | "closed";
 
+/** Why the session moved to another transport. */
+export type TransportChangeReason =
+  /** The page became hidden: the session moved to WebSocket ("parked"). */
+  | "hidden"
+  /** The page became visible again: the session moved back to WebTransport. */
+  | "visible";
+
 export interface SignalPayload {
   description?: RTCSessionDescriptionInit;
   candidate?: RTCIceCandidateInit;
@@ -81,7 +96,16 @@ export interface SignalgateEvents {
   /** The old session could not be resumed; a fresh one follows (`connected`, then re-joins). */
   sessionLost: { previousPeerId: string; code: "RESUME_EXPIRED" | "RESUME_GAP"; message: string };
   disconnected: { reason: DisconnectReason; willReconnect: boolean };
-  /** One transport failed before Welcome (the next one of the round is tried, if any). */
+  /**
+   * The session moved to another connection without being interrupted (see `parkWhenHidden`):
+   * the gateway handed it over (same peer id, no presence change for the other peers, nothing
+   * lost or repeated). `tookMs`: from the decision to the new connection's Welcome.
+   */
+  transportChanged: { from: TransportKind; to: TransportKind; reason: TransportChangeReason; tookMs: number };
+  /**
+   * One transport failed before Welcome (the next one of the round is tried, if any); or a
+   * move to `transport` failed, and the session stays where it is.
+   */
   transportFailed: { transport: TransportKind; error: string };
   /** The next connection attempt starts in `delayMs` (attempt counts failures since success). */
   reconnecting: { attempt: number; delayMs: number };

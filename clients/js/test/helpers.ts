@@ -8,6 +8,7 @@ import {
   WelcomeSchema,
   type ClientFrame,
 } from "../src/gen/signalgate/v1/signalgate_pb.js";
+import type { LifecycleEvent, PageLifecycle } from "../src/lifecycle.js";
 import type { CloseInfo, Connection, ConnectionHandlers, ConnectOptions, TransportKind } from "../src/transport/types.js";
 import type { SignalgateClientOptions, SignalgateEvents } from "../src/types.js";
 
@@ -130,6 +131,39 @@ export class FakeNetwork {
   }
 }
 
+/** A page whose visibility the test sets. */
+export class FakeLifecycle implements PageLifecycle {
+  private isHidden: boolean;
+  private readonly listeners = new Set<(event: LifecycleEvent) => void>();
+
+  constructor(hidden = false) {
+    this.isHidden = hidden;
+  }
+
+  hidden(): boolean {
+    return this.isHidden;
+  }
+
+  subscribe(listener: (event: LifecycleEvent) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  get subscribers(): number {
+    return this.listeners.size;
+  }
+
+  /** Changes the visibility and fires `visibilitychange`. */
+  setHidden(hidden: boolean): void {
+    this.isHidden = hidden;
+    this.fire("visibilitychange");
+  }
+
+  fire(event: LifecycleEvent): void {
+    for (const l of [...this.listeners]) l(event);
+  }
+}
+
 export interface Harness {
   client: SignalgateClient;
   net: FakeNetwork;
@@ -158,6 +192,7 @@ const EVENT_TYPES: (keyof SignalgateEvents)[] = [
   "signal",
   "error",
   "goAway",
+  "transportChanged",
 ];
 
 export function harness(

@@ -76,11 +76,16 @@ export async function launchBrowser(name) {
 
 /**
  * A browser whose default context runs without playwright's per-page overrides (playwright's
- * connectOverCDP option `noDefaults`). Needed to freeze a page: playwright turns on focus
- * emulation for every page it sets up, which keeps the page "captured", hence visible, and a
- * visible page cannot be frozen (CDP Page.setWebLifecycleState frozen then does nothing at
- * all). We start Chromium ourselves (own process group) and attach over CDP.
- * `defaultContext()` gives that context; grant camera with the --use-fake-ui flag.
+ * connectOverCDP option `noDefaults`). Needed to hide and freeze a page: playwright turns on
+ * focus emulation for every page it sets up, which keeps the page visible whatever happens,
+ * and CDP Page.setWebLifecycleState frozen then does nothing at all. Without it, the active
+ * tab is visible and the others hidden, as in a real browser: `hidePage(page)` activates
+ * another tab, `showPage(page)` activates the page's own (both wait for
+ * `document.visibilityState` to follow). Note: freezing a visible page with CDP first fires
+ * `visibilitychange` (hidden) and freezes right after, leaving the page no time to act on
+ * it; real browsers freeze only tabs that have been hidden for a while, so hide first.
+ * We start Chromium ourselves (own process group) and attach over CDP. `defaultContext()`
+ * gives that context; grant camera with the --use-fake-ui flag.
  */
 export async function launchBrowserOverCdp(name) {
   assertChromium();
@@ -117,12 +122,41 @@ export async function launchBrowserOverCdp(name) {
   );
   child.stderr.resume();
   const browser = await chromium.connectOverCDP(wsUrl, { noDefaults: true, timeout: 15_000 });
+  let browserCdp;
+  let otherTab;
+  const targetIdOf = async (page) => {
+    const session = await page.context().newCDPSession(page);
+    try {
+      return (await session.send("Target.getTargetInfo")).targetInfo.targetId;
+    } finally {
+      await session.detach().catch(() => undefined);
+    }
+  };
+  const waitVisibility = (page, state) =>
+    page
+      .waitForFunction((state) => document.visibilityState === state, state, { timeout: 5000, polling: 20 })
+      .catch((err) => {
+        throw new Error(`${name}: the page did not become ${state}: ${err.message.split("\n")[0]}`);
+      });
   return {
     name,
     browser,
     pid: child.pid,
     defaultContext() {
       return browser.contexts()[0];
+    },
+    /** Activates another tab (a blank one, opened once), so `page` becomes hidden. */
+    async hidePage(page) {
+      browserCdp ??= await browser.newBrowserCDPSession();
+      otherTab ??= (await browserCdp.send("Target.createTarget", { url: "about:blank" })).targetId;
+      await browserCdp.send("Target.activateTarget", { targetId: otherTab });
+      await waitVisibility(page, "hidden");
+    },
+    /** Activates `page`'s tab, so it becomes visible. */
+    async showPage(page) {
+      browserCdp ??= await browser.newBrowserCDPSession();
+      await browserCdp.send("Target.activateTarget", { targetId: await targetIdOf(page) });
+      await waitVisibility(page, "visible");
     },
     kill: killGroup,
     async close() {
@@ -137,6 +171,7 @@ export async function launchBrowserOverCdp(name) {
 
 const SDK_EVENTS = [
   "connected",
+  "transportChanged",
   "resumed",
   "sessionLost",
   "disconnected",
