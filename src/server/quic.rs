@@ -14,13 +14,15 @@ use crate::core::Transport;
 use crate::metrics;
 use crate::proto::Reason;
 use crate::tls::LiveCertificate;
-use crate::transport::{close_code, webtransport};
+use crate::transport::close_code;
+use crate::transport::webtransport::{self, ActivitySampler};
 
 /// The WebTransport path on the UDP port.
 pub const PATH: &str = "/wt";
 
 pub struct Listener {
     endpoints: Vec<Endpoint<Server>>,
+    sampler: ActivitySampler,
 }
 
 impl Listener {
@@ -39,7 +41,8 @@ impl Listener {
                 Err(error) => tracing::debug!(%error, "WebTransport not served on [::1]"),
             }
         }
-        Ok(Listener { endpoints })
+        let sampler = ActivitySampler::spawn(&config.hub.liveness);
+        Ok(Listener { endpoints, sampler })
     }
 
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
@@ -50,10 +53,11 @@ impl Listener {
     }
 
     pub async fn accept_loop(self, ctx: Arc<ServerContext>) {
+        let sampler = self.sampler;
         let loops = self
             .endpoints
             .into_iter()
-            .map(|endpoint| accept_on(ctx.clone(), endpoint));
+            .map(|endpoint| accept_on(ctx.clone(), endpoint, sampler.clone()));
         futures_util::future::join_all(loops).await;
     }
 }
@@ -71,14 +75,15 @@ fn bind_one(
     })
 }
 
-async fn accept_on(ctx: Arc<ServerContext>, endpoint: Endpoint<Server>) {
+async fn accept_on(ctx: Arc<ServerContext>, endpoint: Endpoint<Server>, sampler: ActivitySampler) {
     loop {
         let incoming = tokio::select! {
             incoming = endpoint.accept() => incoming,
             () = ctx.shutdown.cancelled() => break,
         };
         let ctx2 = ctx.clone();
-        ctx.tasks.spawn(accept_session(ctx2, incoming));
+        ctx.tasks
+            .spawn(accept_session(ctx2, incoming, sampler.clone()));
     }
     // Let GoAway and close frames of the sessions drain before the socket goes.
     ctx.tasks.wait().await;
@@ -86,7 +91,11 @@ async fn accept_on(ctx: Arc<ServerContext>, endpoint: Endpoint<Server>) {
     endpoint.close(code, b"server_shutdown");
 }
 
-async fn accept_session(ctx: Arc<ServerContext>, incoming: IncomingSession) {
+async fn accept_session(
+    ctx: Arc<ServerContext>,
+    incoming: IncomingSession,
+    sampler: ActivitySampler,
+) {
     let deadline = ctx.config.handshake_timeout;
     let established = tokio::time::timeout(deadline, async {
         let request = incoming.await?;
@@ -126,6 +135,6 @@ async fn accept_session(ctx: Arc<ServerContext>, incoming: IncomingSession) {
             return;
         }
     };
-    let link = webtransport::spawn(connection, send, recv, &ctx.config);
+    let link = webtransport::spawn(connection, send, recv, &ctx.config, &sampler);
     connection::drive(ctx, link).await;
 }

@@ -23,11 +23,15 @@ use crate::core::codec::{FrameProblem, decode_client_frame, encode_server_frame}
 use crate::core::reason_label;
 use crate::proto::Reason;
 
-/// tungstenite limits that refuse oversized input before buffering it.
+/// tungstenite settings: refuse oversized input before buffering it, and keep the buffers
+/// small (signaling frames are small; tungstenite's 128 KiB defaults cost ~150 KiB per idle
+/// connection).
 pub fn config(max_frame_bytes: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .max_message_size(Some(max_frame_bytes))
         .max_frame_size(Some(max_frame_bytes))
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
 }
 
 /// Starts the reader and writer tasks of an upgraded WebSocket.

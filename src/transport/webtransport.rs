@@ -61,19 +61,24 @@ pub fn server_config(
     Ok(config)
 }
 
-/// Starts the reader and writer tasks of an established session with its control stream.
-pub fn spawn(connection: Connection, send: SendStream, recv: RecvStream, config: &Config) -> Link {
+/// Starts the reader and writer tasks of an established session with its control stream,
+/// and has `sampler` report the connection's activity.
+pub fn spawn(
+    connection: Connection,
+    send: SendStream,
+    recv: RecvStream,
+    config: &Config,
+    sampler: &ActivitySampler,
+) -> Link {
     let (inbound_tx, inbound) = mpsc::channel(INBOUND_QUEUE);
     let (outbox, outbox_rx) = mpsc::channel(config.outbound_queue);
-    let liveness = config.hub.liveness;
+    sampler.watch(connection.quic_connection().clone(), inbound_tx.clone());
     let reader = Reader {
         connection: connection.clone(),
         recv,
         tx: inbound_tx,
         decoder: LengthDelimitedDecoder::new(config.hub.limits.max_frame_bytes),
         max_frame_bytes: config.hub.limits.max_frame_bytes,
-        sample_every: activity_sampling(&liveness),
-        rtt_every: liveness.ping_interval(),
     };
     Link {
         transport: Transport::WebTransport,
@@ -85,14 +90,108 @@ pub fn spawn(connection: Connection, send: SendStream, recv: RecvStream, config:
     }
 }
 
+/// Reports, for every watched connection, that datagrams arrived since the last look (with
+/// the RTT estimate now and then) and logs address changes (QUIC migration). One task and
+/// one timer for all connections: a timer per connection would cost thousands of wake-ups
+/// per second at this precision.
+#[derive(Clone)]
+pub struct ActivitySampler {
+    watch: mpsc::UnboundedSender<Watched>,
+}
+
+struct Watched {
+    quic: quinn::Connection,
+    events: mpsc::Sender<Inbound>,
+    received: u64,
+    remote: SocketAddr,
+    rtt_reported: Option<Instant>,
+}
+
+impl ActivitySampler {
+    /// Starts the sampling task; it ends when every handle is dropped.
+    pub fn spawn(liveness: &LivenessConfig) -> ActivitySampler {
+        let (watch, registrations) = mpsc::unbounded_channel();
+        let every = activity_sampling(liveness);
+        tokio::spawn(sample(registrations, every, liveness.ping_interval()));
+        ActivitySampler { watch }
+    }
+
+    fn watch(&self, quic: quinn::Connection, events: mpsc::Sender<Inbound>) {
+        let watched = Watched {
+            received: quic.stats().udp_rx.datagrams,
+            remote: quic.remote_address(),
+            quic,
+            events,
+            rtt_reported: None,
+        };
+        let _ = self.watch.send(watched);
+    }
+}
+
+async fn sample(
+    mut registrations: mpsc::UnboundedReceiver<Watched>,
+    every: Duration,
+    rtt_every: Duration,
+) {
+    let mut watched: Vec<Watched> = Vec::new();
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            registration = registrations.recv() => match registration {
+                Some(w) => watched.push(w),
+                None if watched.is_empty() => return,
+                None => {}
+            },
+            _ = ticks.tick() => {
+                let now = Instant::now();
+                watched.retain_mut(|w| w.look(now, rtt_every));
+            }
+        }
+    }
+}
+
+impl Watched {
+    /// `false` once nobody listens any more.
+    fn look(&mut self, now: Instant, rtt_every: Duration) -> bool {
+        if self.events.is_closed() {
+            return false;
+        }
+        let remote = self.quic.remote_address();
+        if remote != self.remote {
+            tracing::info!(from = %self.remote, to = %remote, "client address changed (QUIC migration)");
+            metrics::quic_migration();
+            self.remote = remote;
+        }
+        let stats = self.quic.stats();
+        if stats.udp_rx.datagrams == self.received {
+            return true;
+        }
+        let rtt_due = self.rtt_reported.is_none_or(|at| now - at >= rtt_every);
+        let activity = Inbound::Activity {
+            rtt: rtt_due.then_some(stats.path.rtt),
+        };
+        match self.events.try_send(activity) {
+            Ok(()) => {
+                self.received = stats.udp_rx.datagrams;
+                if rtt_due {
+                    self.rtt_reported = Some(now);
+                }
+                true
+            }
+            // Frames are queued for the driver: they prove life too. Look again next tick.
+            Err(mpsc::error::TrySendError::Full(_)) => true,
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
 struct Reader {
     connection: Connection,
     recv: RecvStream,
     tx: mpsc::Sender<Inbound>,
     decoder: LengthDelimitedDecoder,
     max_frame_bytes: usize,
-    sample_every: Duration,
-    rtt_every: Duration,
 }
 
 /// How an end of the QUIC connection without a FIN on the control stream maps onto the
@@ -109,13 +208,7 @@ fn loss_reason(error: &ConnectionError) -> Reason {
 
 impl Reader {
     async fn run(mut self) {
-        let quic = self.connection.quic_connection().clone();
-        let mut received = quic.stats().udp_rx.datagrams;
-        let mut remote = quic.remote_address();
-        let mut last_rtt_report: Option<Instant> = None;
-        let mut sampling = tokio::time::interval(self.sample_every);
-        sampling.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut buf = vec![0u8; 16 * 1024];
+        let mut buf = vec![0u8; 4 * 1024];
         let mut accepting_streams = true;
         loop {
             let event = tokio::select! {
@@ -137,25 +230,6 @@ impl Reader {
                     Err(StreamReadError::Reset(_)) => Inbound::Closed(Reason::ConnectionLost),
                     Err(_) => Inbound::Closed(loss_reason(&self.connection.closed().await)),
                 },
-                _ = sampling.tick() => {
-                    let now = Instant::now();
-                    let stats = quic.stats();
-                    if quic.remote_address() != remote {
-                        let new = quic.remote_address();
-                        tracing::info!(from = %remote, to = %new, "client address changed (QUIC migration)");
-                        metrics::quic_migration();
-                        remote = new;
-                    }
-                    if stats.udp_rx.datagrams == received {
-                        continue;
-                    }
-                    received = stats.udp_rx.datagrams;
-                    let rtt_due = last_rtt_report.is_none_or(|at| now - at >= self.rtt_every);
-                    if rtt_due {
-                        last_rtt_report = Some(now);
-                    }
-                    Inbound::Activity { rtt: rtt_due.then_some(stats.path.rtt) }
-                }
                 stream = self.connection.accept_bi(), if accepting_streams => match stream {
                     Ok((mut send, recv)) => {
                         let _ = send.reset(VarInt::from_u32(REFUSED_STREAM));
