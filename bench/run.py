@@ -687,7 +687,7 @@ def baselines_run(lab: Lab, n: int, bound: float, which: list[str]) -> list[dict
             lab.stop(clients)
             lab.stop(server)
             events = server.json_lines()
-            conns = {e["client"] for e in events if e.get("event") == "connected" and e["t"] < t_cut and e.get("peer", "").startswith(net + ".")}
+            conns = {e["client"] for e in events if e.get("event") == "connected" and e["t"] < t_cut and f"{net}." in e.get("peer", "")}
             gone = {}
             for e in events:
                 if e.get("event") == "disconnected" and e["client"] in conns and e["t"] >= t_cut and e["client"] not in gone:
@@ -705,6 +705,13 @@ def baselines_run(lab: Lab, n: int, bound: float, which: list[str]) -> list[dict
                 "server": {**stats(lat), "missing": len(conns) - len(lat), "reasons": count_by(within, "reason")},
                 "samples_server_s": [round(x, 3) for x in sorted(lat)],
             }
+            if name == "websockets":
+                declared = {}
+                for e in events:
+                    if e.get("event") == "keepalive_timeout" and e["client"] in conns and e["t"] >= t_cut:
+                        declared.setdefault(e["client"], e["t"] - t_cut)
+                res["keepalive_timeout"] = stats([x for x in declared.values() if x <= bound])
+                res["samples_keepalive_timeout_s"] = [round(x, 3) for x in sorted(declared.values())]
             if name == "seed":
                 writes = [e for e in events if e.get("event") == "write" and e["client"] in conns and e["t"] >= t_cut]
                 late = [e for e in writes if e["t"] >= t_cut + bound - interval]
