@@ -353,7 +353,8 @@ def start_observer(lab: Lab, gw: Gateway, rooms: list[tuple[str, int]], max_secs
     ]
     for prefix, count in rooms:
         argv += ["--rooms", f"{prefix}:0:{count}"]
-    proc = lab.spawn(f"observer-{gw.port}", argv, ns=NS_GW)
+    # The measuring instrument gets the CPU first: its own sessions must not be starved.
+    proc = lab.spawn(f"observer-{gw.port}", ["nice", "-n", "-10", *argv], ns=NS_GW)
     proc.events_path = out  # type: ignore[attr-defined]
     total = sum(c for _, c in rooms)
     lab.wait_ready([proc], 60 + total / 200, "observer")
@@ -471,7 +472,8 @@ def detection_run(lab: Lab, transport: str, setting: str, n: int, margin: float)
             time.sleep(0.5)
             gw_events = [e for e in parse_gateway_log(gw.proc.err) if e["peer_ip"].startswith(net + ".") and e["t"] >= cut["t_cut"]]
             obs_events = [e for e in read_jsonl(observer.events_path) if e.get("kind") == "unreachable" and e["t"] >= cut["t_cut"]]
-            if len(gw_events) >= connected and len(obs_events) >= connected:
+            early = sum(1 for e in parse_gateway_log(gw.proc.err) if e["peer_ip"].startswith(net + ".") and e["t"] < cut["t_cut"])
+            if len(gw_events) >= connected - early and len(obs_events) >= connected - early:
                 break
         time.sleep(0.3)
         for proc in clients:
@@ -482,11 +484,14 @@ def detection_run(lab: Lab, transport: str, setting: str, n: int, margin: float)
         obs_all = read_jsonl(observer.events_path)
         obs_events = [e for e in obs_all if e.get("kind") == "unreachable" and e["t"] >= cut["t_cut"]]
         observer_closed = [e for e in obs_all if e.get("kind") == "observer_closed"]
-        early = [e for e in parse_gateway_log(gw.proc.err) if e["t"] < cut["t_cut"]]
+        early = [e for e in parse_gateway_log(gw.proc.err) if e["t"] < cut["t_cut"] and e["peer_ip"].startswith(net + ".")]
     finally:
         lab.down()
 
     gw_lat = [e["t"] - cut["t_cut"] for e in gw_events]
+    # Sessions the gateway had already dropped before the cut (an overloaded machine's false
+    # positives) cannot be detected again: the figures are over the sessions alive at the cut.
+    alive = connected - len(early)
     obs_lat = [e["t"] - cut["t_cut"] for e in obs_events]
     limit = timeout + margin
     result = {
@@ -503,21 +508,23 @@ def detection_run(lab: Lab, transport: str, setting: str, n: int, margin: float)
         "nft_cut_seconds": round(cut["nft_seconds"], 4),
         "bound_s": bound,
         "closed_before_cut": len(early),
+        "closed_before_cut_reasons": count_by(early, "reason"),
+        "alive_at_cut": alive,
         "gateway": {
             **stats(gw_lat),
-            "missing": connected - len(gw_lat),
+            "missing": alive - len(gw_lat),
             "reasons": count_by(gw_events, "reason"),
             "silent_for_ms": stats([e["silent_for_ms"] / 1000 for e in gw_events]),
         },
         "observer": {
             **stats(obs_lat),
-            "missing": connected - len(obs_lat),
+            "missing": alive - len(obs_lat),
             "reasons": count_by(obs_events, "reason"),
             "sessions_closed": len(observer_closed),
         },
         "limit_s": limit,
-        "within_limit": bool(gw_lat and obs_lat and connected == n
-                             and len(gw_lat) == connected and len(obs_lat) == connected
+        "within_limit": bool(gw_lat and obs_lat and connected == n and not early
+                             and len(gw_lat) == alive and len(obs_lat) == alive
                              and percentile(sorted(gw_lat), 99) <= limit
                              and percentile(sorted(obs_lat), 99) <= limit),
         "samples_gateway_s": [round(x, 3) for x in sorted(gw_lat)],
@@ -750,6 +757,30 @@ def cell(s: dict, key: str) -> str:
     return f"{s[key]:.2f}" if s.get("count") else "–"
 
 
+def targets(results: dict) -> list[str]:
+    """The issue's targets, checked against the figures."""
+    out = ["## Targets\n"]
+    small = [r for r in results.get("detection", []) if r["n"] <= 1000]
+    if small:
+        bad = [r for r in small if not r["within_limit"]]
+        out.append(f"- p99 detection ≤ liveness_timeout + {results['meta']['margin_s']:g} s on both transports for N ≤ 1,000 "
+                   f"at both settings (gateway close and observer UNREACHABLE): "
+                   + ("**met** in all " + str(len(small)) + " runs." if not bad else
+                      "**not met** in " + ", ".join(f"{r['transport']} {r['setting']} N={r['n']}" for r in bad) + "."))
+    big = [r for r in results.get("detection", []) if r["n"] > 1000]
+    for r in big:
+        out.append(f"- N={r['n']:,} {r['transport']} {r['setting']}: p99 gateway {cell(r['gateway'], 'p99')} s, observer "
+                   f"{cell(r['observer'], 'p99')} s against {r['limit_s']:g} s; {r['closed_before_cut']:,} sessions dropped "
+                   f"before the cut; {'within' if r['within_limit'] else 'outside'} the target.")
+    for r in results.get("false_positives", []):
+        if r["setting"] == "default" and r["loss_percent_each_way"] == 10:
+            out.append(f"- zero false positives at 10% loss with the defaults ({r['transport']}): "
+                       f"{'**met**' if r['false_unreachable_sessions'] == 0 else '**not met**'} "
+                       f"({r['false_unreachable_sessions']}/{r['sessions']}).")
+    out.append("")
+    return out
+
+
 def write_report(results: dict, out_dir: Path) -> str:
     lines = []
     meta = results["meta"]
@@ -764,15 +795,15 @@ def write_report(results: dict, out_dir: Path) -> str:
     det = results.get("detection", [])
     if det:
         lines.append("## Detection latency: signalgate\n")
-        lines.append("| transport | liveness_timeout / ping | N | connected | (a) gateway close min / p50 / p95 / p99 / max | (b) observer UNREACHABLE min / p50 / p95 / p99 / max | p99 ≤ timeout + 0.5 s |")
-        lines.append("|---|---|---:|---:|---|---|---|")
+        lines.append("| transport | liveness_timeout / ping | N | connected | dropped before the cut | (a) gateway close min / p50 / p95 / p99 / max | (b) observer UNREACHABLE min / p50 / p95 / p99 / max | p99 ≤ timeout + 0.5 s |")
+        lines.append("|---|---|---:|---:|---:|---|---|---|")
         for r in det:
             g, o = r["gateway"], r["observer"]
             miss = ""
             if g.get("missing") or o.get("missing"):
                 miss = f" (missing: gateway {g.get('missing')}, observer {o.get('missing')})"
             lines.append(
-                f"| {'WebSocket' if r['transport'] == 'ws' else 'WebTransport'} | {r['liveness_timeout_s']:g} s / {r['ping_interval_s']:g} s | {r['n']:,} | {r['connected']:,} | "
+                f"| {'WebSocket' if r['transport'] == 'ws' else 'WebTransport'} | {r['liveness_timeout_s']:g} s / {r['ping_interval_s']:g} s | {r['n']:,} | {r['connected']:,} | {r['closed_before_cut']:,} | "
                 f"{cell(g,'min')} / {cell(g,'p50')} / {cell(g,'p95')} / **{cell(g,'p99')}** / {cell(g,'max')} | "
                 f"{cell(o,'min')} / {cell(o,'p50')} / {cell(o,'p95')} / **{cell(o,'p99')}** / {cell(o,'max')} | "
                 f"{'yes' if r['within_limit'] else 'NO'}{miss} |")
@@ -811,6 +842,7 @@ def write_report(results: dict, out_dir: Path) -> str:
                          f"{r['loss_percent_each_way']}% | {r['delay_ms_each_way']:g} ms | {r['duration_s']:g} s | {r['sessions']} | "
                          f"**{r['false_unreachable_sessions']}** | {reasons} |")
         lines.append("")
+    lines += targets(results)
     text = "\n".join(lines)
     (out_dir / "report.md").write_text(text + "\n")
     return text
