@@ -37,8 +37,9 @@ class KeepaliveTimeouts(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         if "timed out waiting for keepalive pong" in str(record.msg):
+            # The log record carries a weak proxy of the connection.
             ws = getattr(record, "websocket", None)
-            emit(event="keepalive_timeout", client=self.ids.get(id(ws), -1))
+            emit(event="keepalive_timeout", client=self.ids.get(getattr(ws, "id", None), -1))
 
 
 async def main() -> None:
@@ -47,7 +48,7 @@ async def main() -> None:
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--max-secs", type=float, default=1800)
     args = ap.parse_args()
-    ids: dict[int, int] = {}
+    ids: dict = {}  # connection UUID -> client number
     counter = itertools.count()
     logger = logging.getLogger("websockets.server")
     logger.setLevel(logging.DEBUG)
@@ -56,7 +57,7 @@ async def main() -> None:
 
     async def handler(ws) -> None:
         client = next(counter)
-        ids[id(ws.protocol)] = client  # the logger adapter carries the protocol object
+        ids[ws.id] = client
         emit(event="connected", client=client, peer=ws.remote_address[0])
         try:
             async for _ in ws:

@@ -68,6 +68,15 @@ struct ClientsArgs {
     /// Source addresses, used in turn (spreads the ephemeral ports).
     #[arg(long, value_delimiter = ',')]
     bind: Vec<IpAddr>,
+    /// Session i starts after a delay spread evenly over this many milliseconds, so that
+    /// the sessions' probe cycles (and so the cut) fall at every phase.
+    #[arg(long, default_value_t = 0)]
+    spread_ms: u64,
+}
+
+/// Evenly spread fractions in [0, 1) for i = 0, 1, 2, ... (golden-ratio sequence).
+fn spread_fraction(i: usize) -> f64 {
+    (i as f64 * 0.618_033_988_749_894_9).fract()
 }
 
 #[derive(clap::Args)]
@@ -193,7 +202,9 @@ async fn clients(args: ClientsArgs) -> Result<(), String> {
         let room = format!("{}{index}", args.room_prefix);
         let gate = gate.clone();
         let tx = tx.clone();
+        let delay = Duration::from_secs_f64(args.spread_ms as f64 / 1000.0 * spread_fraction(n));
         tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
             let permit = gate.acquire_owned().await;
             let mut session = match open_session(&url, &options, &[room]).await {
                 Ok(session) => session,
@@ -380,5 +391,19 @@ mod tests {
         let rooms = expand_rooms(&["ws-a:3:2".into(), "x:y:0:1".into()]).expect("valid");
         assert_eq!(rooms, ["ws-a3", "ws-a4", "x:y0"]);
         assert!(expand_rooms(&["nocount".into()]).is_err());
+    }
+
+    #[test]
+    fn spread_fractions_cover_the_interval_evenly() {
+        let mut buckets = [0usize; 10];
+        for i in 0..1000 {
+            let f = spread_fraction(i);
+            assert!((0.0..1.0).contains(&f));
+            buckets[(f * 10.0) as usize] += 1;
+        }
+        assert!(
+            buckets.iter().all(|&b| (90..=110).contains(&b)),
+            "{buckets:?}"
+        );
     }
 }
