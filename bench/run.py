@@ -869,6 +869,10 @@ def write_report(results: dict, out_dir: Path) -> str:
                         f"{w['clients_with_ok_write_in_last_interval']}/{r['connected']} clients still had a successful write "
                         f"in the last 20 s before the {r['bound_s']:g} s bound (latest at +{w['latest_ok_write_after_cut_s']} s); "
                         f"the kernel gives up after ~{r['kernel_model_s']} s")
+            ka = r.get("keepalive_timeout") or {}
+            if ka.get("count"):
+                note += (f"; websockets declared the keepalive ping timeout at {ka['min']:.2f} / {ka['p50']:.2f} / "
+                         f"{ka['p95']:.2f} / {ka['p99']:.2f} / {ka['max']:.2f} s, the handler learns it close_timeout (10 s) later")
             never = f" (>{r['bound_s']:g} s: {s['missing']})" if s.get("missing") else ""
             lines.append(f"| {r['label']} | {r['n']} | {r['connected']} | {s.get('count', 0)}{never} | "
                          f"{cell(s,'min')} / {cell(s,'p50')} / {cell(s,'p95')} / {cell(s,'p99')} / {cell(s,'max')} | {note} |")
