@@ -904,6 +904,27 @@ def write_report(results: dict, out_dir: Path) -> str:
 # --------------------------------------------------------------------------------------------
 
 
+def dump_json(results: dict) -> str:
+    """Indented JSON, with each list of samples on one line (readable, diff-friendly)."""
+    lists: dict[str, str] = {}
+
+    def fold(value):
+        if isinstance(value, dict):
+            return {k: fold(v) for k, v in value.items()}
+        if isinstance(value, list) and value and all(isinstance(x, (int, float)) for x in value):
+            key = f"@@list{len(lists)}@@"
+            lists[key] = json.dumps(value)
+            return key
+        if isinstance(value, list):
+            return [fold(v) for v in value]
+        return value
+
+    text = json.dumps(fold(results), indent=1)
+    for key, compact in lists.items():
+        text = text.replace(f'"{key}"', compact)
+    return text + "\n"
+
+
 def build() -> None:
     log("building signalgate and signalgate-bench (release)")
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "signalgate", "-p", "signalgate-bench"], cwd=ROOT, check=True)
@@ -1014,7 +1035,7 @@ def main() -> int:
 
     results["meta"]["finished"] = dt.datetime.now(dt.timezone.utc).isoformat()
     results["meta"]["load_end"] = round(os.getloadavg()[0], 2)
-    (out_dir / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    (out_dir / "results.json").write_text(dump_json(results))
     report = write_report(results, out_dir)
     print()
     print(report)
