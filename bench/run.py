@@ -931,9 +931,10 @@ def dump_json(results: dict) -> str:
     return text + "\n"
 
 
-def build() -> None:
-    log("building signalgate and signalgate-bench (release)")
-    subprocess.run(["cargo", "build", "--release", "-q", "-p", "signalgate", "-p", "signalgate-bench"], cwd=ROOT, check=True)
+def build(release: bool) -> None:
+    log(f"building signalgate and signalgate-bench ({'release' if release else 'debug'})")
+    cmd = ["cargo", "build", "-q", "-p", "signalgate", "-p", "signalgate-bench"]
+    subprocess.run(cmd + (["--release"] if release else []), cwd=ROOT, check=True)
 
 
 def check_tools(need_baselines: bool) -> None:
@@ -968,6 +969,7 @@ def main() -> int:
     ap.add_argument("--baselines", default="seed,socketio,websockets")
     ap.add_argument("--out", type=Path, default=None, help="results directory (default bench/results, or a temp dir with --smoke)")
     ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--debug-build", action="store_true", help="use target/debug (e.g. CI's smoke, which builds debug anyway); the published figures use release")
     ap.add_argument("--keep-logs", action="store_true", help="keep the processes' logs (printed path)")
     args = ap.parse_args()
 
@@ -986,8 +988,12 @@ def main() -> int:
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # children inherit 20,000
+    if args.debug_build:
+        global GW_BIN, BENCH_BIN
+        GW_BIN = ROOT / "target" / "debug" / "signalgate"
+        BENCH_BIN = ROOT / "target" / "debug" / "signalgate-bench"
     if not args.no_build:
-        build()
+        build(release=not args.debug_build)
     check_tools("baselines" in scenarios)
 
     workdir = Path(tempfile.mkdtemp(prefix="sgb-logs-"))
@@ -1010,6 +1016,7 @@ def main() -> int:
             "nofile_limit": hard,
             "settings": {k: {"liveness_timeout_s": v[0], "ping_interval_s": v[1]} for k, v in SETTINGS.items()},
             "margin_s": margin,
+            "build": "debug" if args.debug_build else "release",
         },
         "kernel_model": kernel_model(),
     }
