@@ -607,7 +607,8 @@ def fmt_stats(s: dict) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def false_positive_run(lab: Lab, duration: float, sessions: int, delay_ms: float, losses: tuple[int, int]) -> list[dict]:
+def false_positive_run(lab: Lab, duration: float, sessions: int, delay_ms: float, losses: tuple[int, int],
+                       settings: list[str] = ("default", "aggressive")) -> list[dict]:
     """No cut: loss both ways (one rate per phone namespace) plus delay, for `duration`.
     Both settings at once (two gateways), both transports, `sessions` of each per phone."""
     log(f"false positives: {losses[0]}% / {losses[1]}% loss both ways + {delay_ms:g} ms each way, "
@@ -617,7 +618,7 @@ def false_positive_run(lab: Lab, duration: float, sessions: int, delay_ms: float
     runs = []
     try:
         life = duration + 600
-        gws = {"default": start_gateway(lab, "default", 4433), "aggressive": start_gateway(lab, "aggressive", 4434)}
+        gws = {setting: start_gateway(lab, setting, 4433 + i) for i, setting in enumerate(settings)}
         observers, clients = {}, []
         for setting, gw in gws.items():
             rooms = [(f"fp-{setting}-{t}-{loss}-", sessions) for t in ("ws", "wt") for loss in phones.values()]
@@ -963,6 +964,7 @@ def main() -> int:
     ap.add_argument("--fp-seconds", type=float, default=300)
     ap.add_argument("--fp-sessions", type=int, default=100)
     ap.add_argument("--fp-loss", default="10,30")
+    ap.add_argument("--fp-settings", default="default,aggressive")
     ap.add_argument("--delay-ms", type=float, default=100, help="added delay each way in the false-positive scenario")
     ap.add_argument("--baseline-clients", type=int, default=100)
     ap.add_argument("--baseline-bound", type=float, default=BASELINE_BOUND_S)
@@ -1038,7 +1040,8 @@ def main() -> int:
                         failed |= not r["within_limit"]
         if "false-positives" in scenarios:
             losses = tuple(int(x) for x in args.fp_loss.split(","))
-            results["false_positives"] = false_positive_run(lab, args.fp_seconds, args.fp_sessions, args.delay_ms, losses)
+            results["false_positives"] = false_positive_run(lab, args.fp_seconds, args.fp_sessions, args.delay_ms, losses,
+                                                            args.fp_settings.split(","))
         if "baselines" in scenarios:
             results["baselines"] = baselines_run(lab, args.baseline_clients, args.baseline_bound, args.baselines.split(","))
     except KeyboardInterrupt:
