@@ -1,0 +1,409 @@
+//! The processes of the network-cut benchmark; `bench/run.py` starts them in network
+//! namespaces and reads what they print.
+//!
+//! - `clients`: opens N signalgate sessions (WebSocket or WebTransport, by the URL's scheme)
+//!   from the given source addresses, joins each to its own room (`PREFIX{i}`), then stays
+//!   quiet: the gateway's probes are answered by the client's network stack (tungstenite
+//!   answers Pings, quinn ACKs keep-alives), as a browser's would.
+//! - `observer`: joins the same rooms from the gateway's side of the cut and writes every
+//!   presence change it receives as a JSON line stamped with CLOCK_REALTIME.
+//!
+//! Every process is bounded in time (`--max-secs`) and stops by itself.
+
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clap::{Parser, Subcommand};
+use serde_json::{Value, json};
+use signalgate::client::{ClientError, ConnectOptions, Connection, Session, Trust};
+use signalgate::proto::{PresenceState, Reason, ServerFrame, Transport, server_frame};
+use tokio::sync::{Semaphore, mpsc};
+
+#[derive(Parser)]
+#[command(about = "Load generator and observer of the signalgate network-cut benchmark")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Open N quiet sessions, each in its own room, and keep them until stopped.
+    Clients(ClientsArgs),
+    /// Join rooms and record every presence change received (JSON lines).
+    Observer(ObserverArgs),
+}
+
+#[derive(clap::Args)]
+struct Common {
+    /// `wss://HOST:PORT/ws` (WebSocket) or `https://HOST:PORT/wt` (WebTransport).
+    #[arg(long)]
+    url: String,
+    /// SHA-256 of the gateway's certificate (64 hex characters, as the gateway prints it).
+    #[arg(long)]
+    cert_sha256: String,
+    /// Exit after this many seconds, whatever happens.
+    #[arg(long, default_value_t = 900)]
+    max_secs: u64,
+    /// Connections being set up at once.
+    #[arg(long, default_value_t = 48)]
+    concurrency: usize,
+}
+
+#[derive(clap::Args)]
+struct ClientsArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Number of sessions.
+    #[arg(long)]
+    count: usize,
+    /// Index of the first session (its room is PREFIX{first}).
+    #[arg(long, default_value_t = 0)]
+    first: usize,
+    #[arg(long)]
+    room_prefix: String,
+    /// Source addresses, used in turn (spreads the ephemeral ports).
+    #[arg(long, value_delimiter = ',')]
+    bind: Vec<IpAddr>,
+    /// Session i starts after a delay spread evenly over this many milliseconds, so that
+    /// the sessions' probe cycles (and so the cut) fall at every phase.
+    #[arg(long, default_value_t = 0)]
+    spread_ms: u64,
+}
+
+/// Evenly spread fractions in [0, 1) for i = 0, 1, 2, ... (golden-ratio sequence).
+fn spread_fraction(i: usize) -> f64 {
+    (i as f64 * 0.618_033_988_749_894_9).fract()
+}
+
+#[derive(clap::Args)]
+struct ObserverArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Rooms to join, as PREFIX:FIRST:COUNT (repeatable).
+    #[arg(long = "rooms", required = true)]
+    rooms: Vec<String>,
+    /// Rooms per observer session (the gateway's --max-rooms-per-session must allow it).
+    #[arg(long, default_value_t = 1000)]
+    rooms_per_session: usize,
+    /// Where to write the JSON lines.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+fn now_secs() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// One JSON line on stdout (the orchestrator reads them).
+fn emit(line: Value) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+async fn connect(url: &str, options: &ConnectOptions) -> Result<Connection, ClientError> {
+    if url.starts_with("https://") {
+        Connection::webtransport(url, options).await
+    } else {
+        Connection::websocket(url, options).await
+    }
+}
+
+fn main() -> Result<(), String> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("tokio runtime: {e}"))?;
+    let (common, work) = match cli.command {
+        Command::Clients(args) => {
+            let max = args.common.max_secs;
+            (max, runtime.spawn(clients(args)))
+        }
+        Command::Observer(args) => {
+            let max = args.common.max_secs;
+            (max, runtime.spawn(observer(args)))
+        }
+    };
+    let result = runtime.block_on(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+        let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+        tokio::select! {
+            done = work => done.map_err(|e| e.to_string())?,
+            _ = term.recv() => Ok(()),
+            _ = int.recv() => Ok(()),
+            () = tokio::time::sleep(Duration::from_secs(common)) => {
+                emit(json!({"event": "max_secs", "t": now_secs()}));
+                Ok(())
+            }
+        }
+    });
+    emit(json!({"event": "exit", "t": now_secs()}));
+    // Thousands of connections need no orderly teardown: the kernel closes them.
+    std::process::exit(if result.is_ok() { 0 } else { 1 });
+}
+
+fn options(common: &Common, bind: Option<IpAddr>) -> Result<ConnectOptions, String> {
+    let trust = Trust::sha256_hex(&common.cert_sha256).map_err(|e| e.to_string())?;
+    let mut options = ConnectOptions::new(trust);
+    options.bind = bind;
+    Ok(options)
+}
+
+/// Connect, Hello, Join, with a few retries (a loaded machine drops the odd handshake).
+async fn open_session(
+    url: &str,
+    options: &ConnectOptions,
+    rooms: &[String],
+) -> Result<Session, String> {
+    let mut last = String::new();
+    for attempt in 0..3 {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(500 * attempt)).await;
+        }
+        let opened = tokio::time::timeout(Duration::from_secs(30), async {
+            let conn = connect(url, options).await?;
+            let mut session = Session::start(conn).await?;
+            session.set_reply_timeout(Duration::from_secs(30));
+            for room in rooms {
+                session.join(room).await?;
+            }
+            Ok::<_, ClientError>(session)
+        })
+        .await;
+        match opened {
+            Ok(Ok(session)) => return Ok(session),
+            Ok(Err(error)) => last = error.to_string(),
+            Err(_) => last = "timed out".into(),
+        }
+    }
+    Err(last)
+}
+
+enum ClientReport {
+    Ready,
+    Failed { index: usize, error: String },
+    Closed { index: usize, error: String },
+}
+
+async fn clients(args: ClientsArgs) -> Result<(), String> {
+    let gate = Arc::new(Semaphore::new(args.common.concurrency.max(1)));
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    for n in 0..args.count {
+        let index = args.first + n;
+        let bind = (!args.bind.is_empty()).then(|| args.bind[n % args.bind.len()]);
+        let options = options(&args.common, bind)?;
+        let url = args.common.url.clone();
+        let room = format!("{}{index}", args.room_prefix);
+        let gate = gate.clone();
+        let tx = tx.clone();
+        let delay = Duration::from_secs_f64(args.spread_ms as f64 / 1000.0 * spread_fraction(n));
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let permit = gate.acquire_owned().await;
+            let mut session = match open_session(&url, &options, &[room]).await {
+                Ok(session) => session,
+                Err(error) => {
+                    let _ = tx.send(ClientReport::Failed { index, error });
+                    return;
+                }
+            };
+            drop(permit);
+            let _ = tx.send(ClientReport::Ready);
+            // Quiet from here on; read (and drop) whatever arrives until the connection ends.
+            let error = loop {
+                match session.next_event(Duration::from_secs(3600)).await {
+                    Ok(_) | Err(ClientError::Timeout(_)) => continue,
+                    Err(error) => break error.to_string(),
+                }
+            };
+            let _ = tx.send(ClientReport::Closed { index, error });
+        });
+    }
+    drop(tx);
+    let (mut connected, mut failed) = (0usize, 0usize);
+    let mut announced = args.count == 0;
+    if announced {
+        emit(json!({"event": "ready", "connected": 0, "failed": 0, "t": now_secs()}));
+    }
+    while let Some(report) = rx.recv().await {
+        match report {
+            ClientReport::Ready => connected += 1,
+            ClientReport::Failed { index, error } => {
+                failed += 1;
+                if failed <= 5 {
+                    emit(json!({"event": "connect_failed", "index": index, "error": error}));
+                }
+            }
+            ClientReport::Closed { index, error } => {
+                emit(
+                    json!({"event": "client_closed", "index": index, "t": now_secs(), "error": error}),
+                );
+            }
+        }
+        if !announced && connected + failed == args.count {
+            announced = true;
+            emit(
+                json!({"event": "ready", "connected": connected, "failed": failed, "t": now_secs()}),
+            );
+        }
+    }
+    std::future::pending().await
+}
+
+fn reason_name(reason: i32) -> &'static str {
+    Reason::try_from(reason).map_or("unknown", |r| r.as_str_name())
+}
+
+/// The JSON line for a frame the observer received, if it is about presence.
+fn presence_line(frame: &ServerFrame, t: f64) -> Option<Value> {
+    match frame.msg.as_ref()? {
+        server_frame::Msg::PeerState(state) => {
+            let presence = PresenceState::try_from(state.state).map_or("unknown", |s| match s {
+                PresenceState::Unreachable => "unreachable",
+                PresenceState::Online => "online",
+                PresenceState::Unspecified => "unspecified",
+            });
+            let detected_by =
+                Transport::try_from(state.detected_by).map_or("unknown", |t| match t {
+                    Transport::Websocket => "websocket",
+                    Transport::Webtransport => "webtransport",
+                    Transport::Unspecified => "unspecified",
+                });
+            Some(json!({
+                "t": t, "kind": presence, "room": state.room, "peer": state.peer_id,
+                "reason": reason_name(state.reason), "silent_for_ms": state.silent_for_ms,
+                "detected_by": detected_by,
+            }))
+        }
+        server_frame::Msg::PeerLeft(left) => Some(json!({
+            "t": t, "kind": "left", "room": left.room, "peer": left.peer_id,
+            "reason": reason_name(left.reason),
+        })),
+        server_frame::Msg::PeerJoined(joined) => Some(json!({
+            "t": t, "kind": "joined", "room": joined.room,
+            "peer": joined.peer.as_ref().map(|p| p.peer_id.clone()).unwrap_or_default(),
+        })),
+        server_frame::Msg::GoAway(_) => Some(json!({"t": t, "kind": "go_away"})),
+        _ => None,
+    }
+}
+
+fn expand_rooms(specs: &[String]) -> Result<Vec<String>, String> {
+    let mut rooms = Vec::new();
+    for spec in specs {
+        let bad = || format!("--rooms {spec:?} is not PREFIX:FIRST:COUNT");
+        let mut parts = spec.rsplitn(3, ':');
+        let count: usize = parts.next().ok_or_else(bad)?.parse().map_err(|_| bad())?;
+        let first: usize = parts.next().ok_or_else(bad)?.parse().map_err(|_| bad())?;
+        let prefix = parts.next().ok_or_else(bad)?;
+        rooms.extend((first..first + count).map(|i| format!("{prefix}{i}")));
+    }
+    Ok(rooms)
+}
+
+async fn observer(args: ObserverArgs) -> Result<(), String> {
+    let rooms = expand_rooms(&args.rooms)?;
+    let file = std::fs::File::create(&args.out)
+        .map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
+    let (lines_tx, mut lines_rx) = mpsc::unbounded_channel::<Value>();
+    // A plain thread writes the file, so the sessions never wait for the disk.
+    std::thread::spawn(move || {
+        let mut out = std::io::BufWriter::new(file);
+        while let Some(line) = lines_rx.blocking_recv() {
+            let _ = writeln!(out, "{line}");
+            while let Ok(line) = lines_rx.try_recv() {
+                let _ = writeln!(out, "{line}");
+            }
+            let _ = out.flush();
+        }
+    });
+
+    let gate = Arc::new(Semaphore::new(args.common.concurrency.max(1)));
+    let (ready_tx, mut ready_rx) = mpsc::unbounded_channel::<Result<usize, String>>();
+    let chunks: Vec<Vec<String>> = rooms
+        .chunks(args.rooms_per_session.max(1))
+        .map(<[String]>::to_vec)
+        .collect();
+    let sessions = chunks.len();
+    for (n, chunk) in chunks.into_iter().enumerate() {
+        let options = options(&args.common, None)?;
+        let url = args.common.url.clone();
+        let gate = gate.clone();
+        let ready_tx = ready_tx.clone();
+        let lines_tx = lines_tx.clone();
+        tokio::spawn(async move {
+            let permit = gate.acquire_owned().await;
+            let mut session = match open_session(&url, &options, &chunk).await {
+                Ok(session) => session,
+                Err(error) => {
+                    let _ = ready_tx.send(Err(error));
+                    return;
+                }
+            };
+            drop(permit);
+            let _ = ready_tx.send(Ok(chunk.len()));
+            loop {
+                match session.next_event(Duration::from_secs(3600)).await {
+                    Ok(frame) => {
+                        if let Some(line) = presence_line(&frame, now_secs()) {
+                            let _ = lines_tx.send(line);
+                        }
+                    }
+                    Err(ClientError::Timeout(_)) => continue,
+                    Err(error) => {
+                        let line = json!({"t": now_secs(), "kind": "observer_closed", "session": n, "error": error.to_string()});
+                        emit(line.clone());
+                        let _ = lines_tx.send(line);
+                        return;
+                    }
+                }
+            }
+        });
+    }
+    drop(ready_tx);
+    let (mut joined, mut failed) = (0usize, Vec::new());
+    for _ in 0..sessions {
+        match ready_rx.recv().await {
+            Some(Ok(n)) => joined += n,
+            Some(Err(error)) => failed.push(error),
+            None => break,
+        }
+    }
+    emit(json!({
+        "event": "ready", "sessions": sessions, "rooms": joined,
+        "failed": failed.len(), "errors": failed.iter().take(5).collect::<Vec<_>>(), "t": now_secs(),
+    }));
+    std::future::pending().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_specs_expand_in_order() {
+        let rooms = expand_rooms(&["ws-a:3:2".into(), "x:y:0:1".into()]).expect("valid");
+        assert_eq!(rooms, ["ws-a3", "ws-a4", "x:y0"]);
+        assert!(expand_rooms(&["nocount".into()]).is_err());
+    }
+
+    #[test]
+    fn spread_fractions_cover_the_interval_evenly() {
+        let mut buckets = [0usize; 10];
+        for i in 0..1000 {
+            let f = spread_fraction(i);
+            assert!((0.0..1.0).contains(&f));
+            buckets[(f * 10.0) as usize] += 1;
+        }
+        assert!(
+            buckets.iter().all(|&b| (90..=110).contains(&b)),
+            "{buckets:?}"
+        );
+    }
+}
