@@ -50,6 +50,7 @@ pub const RESUMES: &str = "signalgate_resumes_total";
 pub const CONNECTIONS_ACCEPTED: &str = "signalgate_connections_accepted_total";
 pub const HANDSHAKE_FAILURES: &str = "signalgate_handshake_failures_total";
 pub const QUIC_MIGRATIONS: &str = "signalgate_quic_migrations_total";
+pub const LIVENESS_STALLS: &str = "signalgate_liveness_stalls_total";
 pub const BUILD_INFO: &str = "signalgate_build_info";
 pub const LIVENESS_TIMEOUT: &str = "signalgate_liveness_timeout_seconds";
 pub const PING_INTERVAL: &str = "signalgate_ping_interval_seconds";
@@ -76,6 +77,7 @@ pub const ALL: &[&str] = &[
     CONNECTIONS_ACCEPTED,
     HANDSHAKE_FAILURES,
     QUIC_MIGRATIONS,
+    LIVENESS_STALLS,
     BUILD_INFO,
     LIVENESS_TIMEOUT,
     PING_INTERVAL,
@@ -307,6 +309,10 @@ fn describe_all() {
         QUIC_MIGRATIONS,
         "WebTransport sessions whose client address changed (QUIC migration)."
     );
+    describe_counter!(
+        LIVENESS_STALLS,
+        "Liveness checks that ran so late (the gateway short of CPU) that the peer got a probe instead of a verdict, by transport."
+    );
     describe_gauge!(BUILD_INFO, "Always 1; labels carry the version.");
     describe_gauge!(
         LIVENESS_TIMEOUT,
@@ -351,6 +357,7 @@ fn register_zeroes() {
         for reason in HANDSHAKE_REASONS {
             counter!(HANDSHAKE_FAILURES, "transport" => t, "reason" => *reason).absolute(0);
         }
+        counter!(LIVENESS_STALLS, "transport" => t).absolute(0);
     }
     counter!(QUIC_MIGRATIONS).absolute(0);
     for reason in LEFT_REASONS {
@@ -425,6 +432,10 @@ pub fn handshake_failed(transport: Transport, reason: &'static str) {
 
 pub fn quic_migration() {
     counter!(QUIC_MIGRATIONS).increment(1);
+}
+
+pub fn liveness_stall(transport: Transport) {
+    counter!(LIVENESS_STALLS, "transport" => transport.label()).increment(1);
 }
 
 /// Process health from /proc (Linux), the figures operators expect next to any service,

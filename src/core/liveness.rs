@@ -7,6 +7,11 @@
 //! arrived for `timeout` it declares the peer dead. Successful writes prove nothing: the
 //! kernel accepts them into its send buffer long after the peer is gone.
 //!
+//! A verdict needs the caller to have been awake: if it is woken long after the deadline it
+//! asked for (the process was starved of CPU), replies may be sitting unread in its own
+//! buffers. It then probes and gives the peer one more `ping_interval` instead of declaring
+//! it dead ([`LivenessEvent::Stalled`]) — once per silence, so a dead peer is still reaped.
+//!
 //! Sans-IO: no clock, no timers, no sockets. The caller passes `now`, waits until
 //! [`Liveness::poll_timeout`] and calls [`Liveness::handle_timeout`].
 
@@ -77,6 +82,9 @@ pub enum LivenessEvent {
     Probe,
     /// Nothing arrived for the whole liveness timeout: the peer is gone.
     Dead { silent_for: Duration },
+    /// The deadline passed while the caller was not running (woken `late_by` after it): no
+    /// verdict on a peer we could not hear. Probe it; the deadline moves one ping interval on.
+    Stalled { late_by: Duration },
 }
 
 #[derive(Debug, Clone)]
@@ -84,6 +92,8 @@ pub struct Liveness {
     config: LivenessConfig,
     last_inbound: Instant,
     last_probe: Option<Instant>,
+    /// Set after a stall: the deadline of this silence is no earlier than this.
+    grace_until: Option<Instant>,
     dead: bool,
 }
 
@@ -94,6 +104,7 @@ impl Liveness {
             config,
             last_inbound: now,
             last_probe: None,
+            grace_until: None,
             dead: false,
         }
     }
@@ -102,6 +113,7 @@ impl Liveness {
     pub fn on_inbound(&mut self, now: Instant) {
         if now > self.last_inbound {
             self.last_inbound = now;
+            self.grace_until = None;
         }
     }
 
@@ -118,7 +130,14 @@ impl Liveness {
     }
 
     fn deadline(&self) -> Instant {
-        self.last_inbound + self.config.timeout
+        let deadline = self.last_inbound + self.config.timeout;
+        self.grace_until
+            .map_or(deadline, |grace| grace.max(deadline))
+    }
+
+    /// Woken later than this after the deadline, the caller was stalled, not listening.
+    fn stall_tolerance(&self) -> Duration {
+        self.config.ping_interval / 2
     }
 
     /// Probes go out `ping_interval` after the later of the last inbound activity and the
@@ -144,7 +163,14 @@ impl Liveness {
         if self.dead {
             return None;
         }
-        if now >= self.deadline() {
+        let deadline = self.deadline();
+        if now >= deadline {
+            let late_by = now - deadline;
+            if late_by > self.stall_tolerance() && self.grace_until.is_none() {
+                self.grace_until = Some(now + self.config.ping_interval);
+                self.last_probe = Some(now);
+                return Some(LivenessEvent::Stalled { late_by });
+            }
             self.dead = true;
             return Some(LivenessEvent::Dead {
                 silent_for: self.silent_for(now),
@@ -238,17 +264,68 @@ mod tests {
     }
 
     #[test]
-    fn late_timer_declares_dead_with_the_true_silence() {
-        // A driver that wakes up late (a busy machine) still reports how long the peer was
-        // silent, not the nominal timeout.
+    fn a_slightly_late_timer_declares_dead_with_the_true_silence() {
+        // Woken 1.5 s late (within half a ping interval): a verdict, with the real silence.
         let t0 = Instant::now();
         let mut l = Liveness::new(t0, config());
         assert_eq!(
-            l.handle_timeout(t0 + secs(12.5)),
+            l.handle_timeout(t0 + secs(11.5)),
             Some(LivenessEvent::Dead {
-                silent_for: secs(12.5)
+                silent_for: secs(11.5)
             })
         );
+    }
+
+    #[test]
+    fn a_caller_stalled_past_the_deadline_probes_before_any_verdict() {
+        let t0 = Instant::now();
+        let mut l = Liveness::new(t0, config());
+        // The process slept from before the deadline (10 s) until 12.5 s.
+        assert_eq!(
+            l.handle_timeout(t0 + secs(12.5)),
+            Some(LivenessEvent::Stalled { late_by: secs(2.5) })
+        );
+        assert!(!l.is_dead());
+        assert_eq!(
+            l.poll_timeout(),
+            Some(t0 + secs(16.5)),
+            "one more ping interval"
+        );
+        // The reply that was waiting in our buffers is read now: alive.
+        l.on_inbound(t0 + secs(12.6));
+        assert_eq!(l.poll_timeout(), Some(t0 + secs(16.6)));
+        assert_eq!(
+            l.handle_timeout(t0 + secs(16.6)),
+            Some(LivenessEvent::Probe)
+        );
+    }
+
+    #[test]
+    fn a_stall_buys_one_grace_per_silence_so_a_dead_peer_is_still_reaped() {
+        let t0 = Instant::now();
+        let mut l = Liveness::new(t0, config());
+        assert!(matches!(
+            l.handle_timeout(t0 + secs(13.0)),
+            Some(LivenessEvent::Stalled { .. })
+        ));
+        // Late again at the end of the grace: this time the verdict comes.
+        assert_eq!(
+            l.handle_timeout(t0 + secs(20.0)),
+            Some(LivenessEvent::Dead {
+                silent_for: secs(20.0)
+            })
+        );
+        // After new activity a later stall gets its own grace.
+        let mut l = Liveness::new(t0, config());
+        assert!(matches!(
+            l.handle_timeout(t0 + secs(13.0)),
+            Some(LivenessEvent::Stalled { .. })
+        ));
+        l.on_inbound(t0 + secs(14.0));
+        assert!(matches!(
+            l.handle_timeout(t0 + secs(27.0)),
+            Some(LivenessEvent::Stalled { .. })
+        ));
     }
 
     #[test]

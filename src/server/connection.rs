@@ -70,6 +70,14 @@ async fn drive_as(ctx: Arc<ServerContext>, conn: ConnId, mut link: Link) {
                         Some(LivenessEvent::Dead { silent_for }) => {
                             break End::Lost { reason: Reason::LivenessTimeout, silent_for };
                         }
+                        Some(LivenessEvent::Stalled { late_by }) => {
+                            tracing::warn!(
+                                late_by_ms = late_by.as_millis() as u64,
+                                "liveness check ran late (the gateway is short of CPU): probing before any verdict"
+                            );
+                            metrics::liveness_stall(link.transport);
+                            let _ = link.outbox.try_send(Outbound::Probe);
+                        }
                         None => {}
                     }
                     continue;

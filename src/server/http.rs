@@ -75,12 +75,19 @@ pub async fn accept_loop(ctx: Arc<ServerContext>, listener: TcpListener, tls: Op
     }
 }
 
-/// The kernel's backstop for a vanished peer: without TCP_USER_TIMEOUT, unacknowledged data
-/// is retransmitted for ~15 minutes (tcp_retries2 = 15) before the socket errors out.
+/// - TCP_USER_TIMEOUT: the kernel's backstop for a vanished peer; without it unacknowledged
+///   data is retransmitted for ~15 minutes (tcp_retries2 = 15) before the socket errors out.
+/// - Linear retransmission timeouts for thin streams: a lost probe or reply is retried every
+///   RTO instead of after 0.4, 0.8, 1.6, 3.2 s …, so a lossy but live connection gets many
+///   more chances within one liveness timeout (signaling connections are always thin).
 fn tune_socket(tcp: &TcpStream, user_timeout: Duration) {
     let _ = tcp.set_nodelay(true);
-    if let Err(error) = socket2::SockRef::from(tcp).set_tcp_user_timeout(Some(user_timeout)) {
+    let socket = socket2::SockRef::from(tcp);
+    if let Err(error) = socket.set_tcp_user_timeout(Some(user_timeout)) {
         tracing::warn!(%error, "cannot set TCP_USER_TIMEOUT");
+    }
+    if let Err(error) = socket.set_tcp_thin_linear_timeouts(true) {
+        tracing::debug!(%error, "cannot set TCP_THIN_LINEAR_TIMEOUTS");
     }
 }
 

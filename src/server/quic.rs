@@ -67,12 +67,14 @@ fn bind_one(
     certificate: &Arc<LiveCertificate>,
     config: &Config,
 ) -> Result<Endpoint<Server>, ServerError> {
-    let server_config = webtransport::server_config(addr, certificate, &config.hub.liveness)?;
-    Endpoint::server(server_config).map_err(|source| ServerError::Bind {
+    let bind_error = |source| ServerError::Bind {
         addr,
         what: "WebTransport (UDP)",
         source,
-    })
+    };
+    let socket = webtransport::bind_socket(addr).map_err(bind_error)?;
+    let server_config = webtransport::server_config(socket, certificate, &config.hub.liveness)?;
+    Endpoint::server(server_config).map_err(bind_error)
 }
 
 async fn accept_on(ctx: Arc<ServerContext>, endpoint: Endpoint<Server>, sampler: ActivitySampler) {

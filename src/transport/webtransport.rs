@@ -42,16 +42,47 @@ pub fn quic_idle_timeout(liveness: &LivenessConfig) -> Duration {
     liveness.timeout() + liveness.ping_interval()
 }
 
-/// The QUIC server configuration: our identity with ALPN h3, keep-alives every
-/// `ping_interval`, the idle backstop, migration allowed.
+/// Kernel receive/send buffer of the QUIC socket. All sessions share one UDP socket; with
+/// the default (~200 KiB) a burst — thousands of clients reconnecting at once — overflows it,
+/// and established sessions whose packets are dropped look silent. Measured with 19,000
+/// sessions: 437,461 datagrams dropped and 9,514 live sessions declared dead with the default,
+/// 55,000 dropped and 19 declared dead with 8 MiB. The kernel caps it at net.core.rmem_max.
+const UDP_BUFFER_BYTES: usize = 8 * 1024 * 1024;
+
+/// The UDP socket for the QUIC endpoint at `addr`, with large kernel buffers.
+pub fn bind_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    for (what, result) in [
+        ("receive", socket.set_recv_buffer_size(UDP_BUFFER_BYTES)),
+        ("send", socket.set_send_buffer_size(UDP_BUFFER_BYTES)),
+    ] {
+        if let Err(error) = result {
+            tracing::warn!(%error, "cannot enlarge the QUIC socket's {what} buffer");
+        }
+    }
+    if let Ok(size) = socket.recv_buffer_size()
+        && size < UDP_BUFFER_BYTES
+    {
+        tracing::info!(
+            bytes = size,
+            "QUIC socket receive buffer capped by net.core.rmem_max; raise it for large reconnect bursts"
+        );
+    }
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+/// The QUIC server configuration: our certificate with ALPN h3, keep-alives every
+/// `ping_interval`, the idle backstop, migration allowed, on `socket`.
 pub fn server_config(
-    addr: SocketAddr,
+    socket: std::net::UdpSocket,
     certificate: &Arc<LiveCertificate>,
     liveness: &LivenessConfig,
 ) -> Result<ServerConfig, TlsError> {
     let tls = certificate.quic_server_config(vec![b"h3".to_vec()])?;
     let config = ServerConfig::builder()
-        .with_bind_address(addr)
+        .with_bind_socket(socket)
         .with_custom_tls(tls)
         .max_idle_timeout(Some(quic_idle_timeout(liveness)))
         .expect("the idle timeout is far below QUIC's 2^62 ms limit")
