@@ -78,7 +78,7 @@ impl Default for LivenessConfig {
 /// What the driver must do when a timeout fires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LivenessEvent {
-    /// Send a probe the peer's network stack answers (WebSocket Ping; QUIC does it itself).
+    /// Send a probe the peer's network stack answers (a WebSocket Ping, a QUIC datagram).
     Probe,
     /// Nothing arrived for the whole liveness timeout: the peer is gone.
     Dead { silent_for: Duration },

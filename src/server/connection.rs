@@ -68,7 +68,13 @@ async fn drive_as(ctx: Arc<ServerContext>, conn: ConnId, mut link: Link) {
                             let _ = link.outbox.try_send(Outbound::Probe);
                         }
                         Some(LivenessEvent::Dead { silent_for }) => {
-                            break End::Lost { reason: Reason::LivenessTimeout, silent_for };
+                            let lagging = link.unreported_activity.as_ref().is_some_and(|check| check());
+                            if !lagging {
+                                break End::Lost { reason: Reason::LivenessTimeout, silent_for };
+                            }
+                            // The peer spoke; our sampling of it fell behind (short of CPU).
+                            metrics::liveness_stall(link.transport);
+                            liveness = Liveness::new(Instant::now(), ctx.config.hub.liveness);
                         }
                         Some(LivenessEvent::Stalled { late_by }) => {
                             tracing::warn!(

@@ -34,15 +34,13 @@ pub enum Inbound {
 #[derive(Debug)]
 pub enum Outbound {
     Frame(ServerFrame),
-    /// Send a probe the peer's network stack answers (a WebSocket Ping). Transports whose
-    /// protocol probes by itself (QUIC keep-alive) ignore it.
+    /// Send a probe the peer's network stack answers (a WebSocket Ping, a QUIC datagram).
     Probe,
     /// Close the connection after everything queued before.
     Close(Reason),
 }
 
 /// One accepted connection as the driver sees it.
-#[derive(Debug)]
 pub struct Link {
     pub transport: Transport,
     pub peer: SocketAddr,
@@ -50,7 +48,14 @@ pub struct Link {
     pub outbox: mpsc::Sender<Outbound>,
     pub reader: JoinHandle<()>,
     pub writer: JoinHandle<()>,
+    /// For transports that report activity by sampling: whether something arrived that has
+    /// not been reported yet (the sampler may lag when the gateway is short of CPU). Asked
+    /// once before a liveness verdict.
+    pub unreported_activity: Option<UnreportedActivity>,
 }
+
+/// See [`Link::unreported_activity`].
+pub type UnreportedActivity = Box<dyn Fn() -> bool + Send + Sync>;
 
 /// Capacity of the reader -> driver channel. Small: it only smooths bursts; the bound
 /// pushes back on a client that sends faster than the hub takes frames.
@@ -67,5 +72,14 @@ pub fn close_code(reason: Reason) -> u16 {
         Reason::HelloTimeout => 4003,
         Reason::LivenessTimeout => 4004,
         _ => 1000,
+    }
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link")
+            .field("transport", &self.transport)
+            .field("peer", &self.peer)
+            .finish_non_exhaustive()
     }
 }

@@ -55,6 +55,8 @@ where
         outbox,
         reader: tokio::spawn(read_loop(stream, inbound_tx, max_frame_bytes, epoch)),
         writer: tokio::spawn(write_loop(sink, outbox_rx, epoch)),
+        // Every inbound message is reported as it is read.
+        unreported_activity: None,
     }
 }
 

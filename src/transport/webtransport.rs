@@ -11,13 +11,14 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use wtransport::error::{ConnectionError, StreamReadError};
 use wtransport::{Connection, RecvStream, SendStream, ServerConfig, VarInt};
 
-use super::{INBOUND_QUEUE, Inbound, Link, Outbound, close_code};
+use super::{INBOUND_QUEUE, Inbound, Link, Outbound, UnreportedActivity, close_code};
 use crate::config::Config;
 use crate::core::Transport;
 use crate::core::codec::{
@@ -103,7 +104,10 @@ pub fn spawn(
 ) -> Link {
     let (inbound_tx, inbound) = mpsc::channel(INBOUND_QUEUE);
     let (outbox, outbox_rx) = mpsc::channel(config.outbound_queue);
-    sampler.watch(connection.quic_connection().clone(), inbound_tx.clone());
+    let reported = sampler.watch(connection.quic_connection().clone(), inbound_tx.clone());
+    let quic = connection.quic_connection().clone();
+    let unreported_activity: UnreportedActivity =
+        Box::new(move || quic.stats().udp_rx.datagrams != reported.load(Ordering::Relaxed));
     let reader = Reader {
         connection: connection.clone(),
         recv,
@@ -118,6 +122,7 @@ pub fn spawn(
         outbox,
         reader: tokio::spawn(reader.run()),
         writer: tokio::spawn(write_loop(connection, send, outbox_rx)),
+        unreported_activity: Some(unreported_activity),
     }
 }
 
@@ -133,7 +138,8 @@ pub struct ActivitySampler {
 struct Watched {
     quic: quinn::Connection,
     events: mpsc::Sender<Inbound>,
-    received: u64,
+    /// The receive counter as last reported (shared with the link's unreported-activity check).
+    received: Arc<AtomicU64>,
     remote: SocketAddr,
     rtt_reported: Option<Instant>,
 }
@@ -147,15 +153,18 @@ impl ActivitySampler {
         ActivitySampler { watch }
     }
 
-    fn watch(&self, quic: quinn::Connection, events: mpsc::Sender<Inbound>) {
+    /// Returns the reported receive counter, for [`Link::unreported_activity`].
+    fn watch(&self, quic: quinn::Connection, events: mpsc::Sender<Inbound>) -> Arc<AtomicU64> {
+        let received = Arc::new(AtomicU64::new(quic.stats().udp_rx.datagrams));
         let watched = Watched {
-            received: quic.stats().udp_rx.datagrams,
+            received: received.clone(),
             remote: quic.remote_address(),
             quic,
             events,
             rtt_reported: None,
         };
         let _ = self.watch.send(watched);
+        received
     }
 }
 
@@ -195,7 +204,7 @@ impl Watched {
             self.remote = remote;
         }
         let stats = self.quic.stats();
-        if stats.udp_rx.datagrams == self.received {
+        if stats.udp_rx.datagrams == self.received.load(Ordering::Relaxed) {
             return true;
         }
         let rtt_due = self.rtt_reported.is_none_or(|at| now - at >= rtt_every);
@@ -204,7 +213,8 @@ impl Watched {
         };
         match self.events.try_send(activity) {
             Ok(()) => {
-                self.received = stats.udp_rx.datagrams;
+                self.received
+                    .store(stats.udp_rx.datagrams, Ordering::Relaxed);
                 if rtt_due {
                     self.rtt_reported = Some(now);
                 }
@@ -331,10 +341,11 @@ async fn write_loop(
                     return;
                 }
             }
-            // An empty datagram: an extra ack-eliciting packet the peer's QUIC stack answers
-            // with an ACK, independent of the keep-alive and its retransmission back-off (one
-            // more chance per probe interval on a lossy path). Peers without datagram support
-            // still get QUIC keep-alives.
+            // An empty datagram: an ack-eliciting packet of its own next to QUIC's keep-alive,
+            // outside the keep-alive's retransmission back-off. Measured with 1,000 sessions,
+            // 30% loss each way and +200 ms RTT for 5 minutes: 244 false deaths with it, 348
+            // when it is sent only after an unanswered keep-alive. Peers without datagram
+            // support still get the keep-alives.
             Outbound::Probe => {
                 let _ = connection.send_datagram([]);
             }
