@@ -11,8 +11,8 @@ use std::time::Duration;
 use signalgate::client::{ClientError, ConnectOptions, Connection, Session, Trust};
 use signalgate::config::{Config, Listen, Settings};
 use signalgate::proto::{
-    IceCandidate, PeerLeft, PeerState, SdpType, ServerFrame, SessionDescription, Signal,
-    server_frame, signal,
+    IceCandidate, PeerLeft, PeerState, PresenceState, SdpType, ServerFrame, SessionDescription,
+    Signal, server_frame, signal,
 };
 use signalgate::server::{self, Running};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -161,6 +161,52 @@ pub async fn phone_and_observer(gw: &Gateway, conn: Connection, room: &str) -> (
         .await
         .expect("the phone hears of the observer");
     (phone, observer)
+}
+
+/// Cuts `blackhole` between `phone` and the gateway and checks what `observer` is told: the
+/// phone UNREACHABLE (liveness timeout, noticed by `transport`) within the liveness timeout
+/// plus 1 s of the cut and silent for at least the timeout, then LEFT when the resume
+/// window ends. Returns how long after the cut the observer was told.
+pub async fn assert_cut_is_noticed(
+    phone: &Session,
+    observer: &mut Session,
+    blackhole: &Blackhole,
+    liveness_timeout: Duration,
+    resume_window: Duration,
+    transport: signalgate::proto::Transport,
+) -> Duration {
+    use signalgate::proto::Reason;
+    let cut_at = std::time::Instant::now();
+    blackhole.cut();
+    let state = next_peer_state(observer, ms(5000))
+        .await
+        .expect("PeerState arrives");
+    let noticed_after = cut_at.elapsed();
+    eprintln!("{transport:?} cut noticed after {noticed_after:?}: {state:?}");
+    assert_eq!(state.peer_id, phone.peer_id());
+    assert_eq!(state.state(), PresenceState::Unreachable);
+    assert_eq!(state.reason(), Reason::LivenessTimeout);
+    assert_eq!(state.detected_by(), transport);
+    let timeout_ms = u64::try_from(liveness_timeout.as_millis()).expect("small");
+    assert!(
+        state.silent_for_ms >= timeout_ms,
+        "declared only after the timeout: {state:?}"
+    );
+    assert!(
+        noticed_after <= liveness_timeout + ms(1000),
+        "noticed {noticed_after:?} after the cut, bound is liveness_timeout + 1 s"
+    );
+    let left = next_peer_left(observer, resume_window + ms(5000))
+        .await
+        .expect("PeerLeft arrives");
+    assert_eq!(left.peer_id, phone.peer_id());
+    assert_eq!(left.reason(), Reason::ResumeWindowExpired);
+    let left_after = cut_at.elapsed();
+    assert!(
+        left_after + ms(100) >= noticed_after + resume_window,
+        "LEFT {left_after:?} after the cut: not before the resume window ran out"
+    );
+    noticed_after
 }
 
 // ---------------------------------------------------------------------------------------------
