@@ -422,6 +422,11 @@ async fn http_endpoints_serve_health_certificate_hash_and_the_demo() {
         )),
         "{body}"
     );
+    // A hostile Host header is not echoed into the JSON.
+    let hostile = "localhost:1\",\"cert_sha256\":\"evil";
+    let (status, body) = http_get_with_host(gw.http_addr(), "/endpoints", hostile).await;
+    assert_eq!(status, 200);
+    assert!(!body.contains("evil"), "{body}");
     let (status, body) = http_get(gw.http_addr(), "/").await;
     assert_eq!(status, 200);
     assert!(body.contains("<html"), "{body}");

@@ -168,30 +168,33 @@ fn json(body: String) -> Response<Body> {
     response
 }
 
-/// The host name the client used (without port), if it is a plain host name or IP literal.
-fn request_host(req: &Request<Incoming>) -> Option<String> {
-    let host = req.headers().get(header::HOST)?.to_str().ok()?;
-    let name = match host.strip_prefix('[') {
+/// The authority (`host[:port]`) the client used and its host part, if the Host header is
+/// plain: letters, digits and `.-:[]` only (it is echoed into JSON).
+fn request_authority(req: &Request<Incoming>) -> Option<(String, String)> {
+    let authority = req.headers().get(header::HOST)?.to_str().ok()?;
+    let plain = !authority.is_empty()
+        && authority
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'));
+    if !plain {
+        return None;
+    }
+    let host = match authority.strip_prefix('[') {
         Some(v6) => format!("[{}]", v6.split(']').next()?),
-        None => host.split(':').next()?.to_string(),
+        None => authority.split(':').next()?.to_string(),
     };
-    let plain = name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'));
-    (plain && !name.is_empty()).then_some(name)
+    (!host.is_empty()).then(|| (authority.to_string(), host))
 }
 
 /// Where a page served by this gateway should connect. WebTransport uses 127.0.0.1 when
 /// the page came from `localhost`: Chromium resolves localhost to [::1] only for it.
 fn endpoints_json(ctx: &ServerContext, scheme: Scheme, req: &Request<Incoming>) -> String {
     let listen = ctx.bound.listen;
-    let host = request_host(req).unwrap_or_else(|| listen.ip().to_string());
-    let request_authority = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .filter(|h| request_host(req).is_some() && !h.contains('/'))
-        .map(str::to_string);
+    let request = request_authority(req);
+    let host = request
+        .as_ref()
+        .map_or_else(|| listen.ip().to_string(), |(_, host)| host.clone());
+    let request_authority = request.map(|(authority, _)| authority);
     let websocket = match (scheme, request_authority) {
         (Scheme::Http, Some(authority)) => format!("ws://{authority}/ws"),
         (Scheme::Https, Some(authority)) => format!("wss://{authority}/ws"),

@@ -461,12 +461,14 @@ impl UdpRelay {
 
 /// A GET over plain HTTP/1.1; returns (status, body).
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    http_get_with_host(addr, path, &format!("localhost:{}", addr.port())).await
+}
+
+/// A GET over plain HTTP/1.1 with this Host header; returns (status, body).
+pub async fn http_get_with_host(addr: SocketAddr, path: &str, host: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = TcpStream::connect(addr).await.expect("connect");
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: localhost:{}\r\nConnection: close\r\n\r\n",
-        addr.port()
-    );
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.expect("write");
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await.expect("read");
