@@ -331,10 +331,6 @@ impl Hub {
         }
     }
 
-    pub fn config(&self) -> &HubConfig {
-        &self.config
-    }
-
     pub fn gauges(&self) -> &Gauges {
         &self.gauges
     }

@@ -117,6 +117,13 @@ impl Liveness {
         }
     }
 
+    /// After a [`LivenessEvent::Dead`] verdict the transport proved activity it had not
+    /// reported yet (a sampler lagging behind): the peer is alive as of `now`.
+    pub fn revive(&mut self, now: Instant) {
+        self.dead = false;
+        self.on_inbound(now);
+    }
+
     pub fn last_inbound(&self) -> Instant {
         self.last_inbound
     }
@@ -326,6 +333,19 @@ mod tests {
             l.handle_timeout(t0 + secs(27.0)),
             Some(LivenessEvent::Stalled { .. })
         ));
+    }
+
+    #[test]
+    fn a_revived_peer_is_watched_again_from_then_on() {
+        let t0 = Instant::now();
+        let mut l = Liveness::new(t0, config());
+        assert!(matches!(
+            l.handle_timeout(t0 + secs(10.0)),
+            Some(LivenessEvent::Dead { .. })
+        ));
+        l.revive(t0 + secs(10.1));
+        assert!(!l.is_dead());
+        assert_eq!(l.poll_timeout(), Some(t0 + secs(14.1)));
     }
 
     #[test]

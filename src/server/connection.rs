@@ -74,7 +74,7 @@ async fn drive_as(ctx: Arc<ServerContext>, conn: ConnId, mut link: Link) {
                             }
                             // The peer spoke; our sampling of it fell behind (short of CPU).
                             metrics::liveness_stall(link.transport);
-                            liveness = Liveness::new(Instant::now(), ctx.config.hub.liveness);
+                            liveness.revive(Instant::now());
                         }
                         Some(LivenessEvent::Stalled { late_by }) => {
                             tracing::warn!(
