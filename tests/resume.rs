@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use signalgate::client::{ClientError, Connection, ResumeState, Session};
+use signalgate::client::{ClientError, ResumeState, Session};
 use signalgate::config::Settings;
 use signalgate::proto::{ErrorCode, PresenceState, Reason, Transport, server_frame, signal};
 
@@ -38,10 +38,9 @@ async fn resume_across_transports(cut_over: Transport) {
         UdpRelay::start(gw.addr()).await,
     );
     let conn = match cut_over {
-        Transport::Websocket => Connection::websocket(&tcp.wss_url(), &gw.options).await,
-        _ => Connection::webtransport(&udp.wt_url(), &gw.options).await,
-    }
-    .expect("connect through the faulty path");
+        Transport::Websocket => tcp.connect(&gw).await,
+        _ => udp.connect(&gw).await,
+    };
     let (phone, mut observer) = phone_and_observer(&gw, conn, "call").await;
     let peer_id = phone.peer_id().to_string();
     // The phone processed everything so far (Joined, PeerJoined).
@@ -131,9 +130,7 @@ async fn a_reconnect_while_the_old_tcp_connection_still_looks_alive_takes_over_a
     )
     .await;
     let proxy = TcpProxy::start(gw.addr()).await;
-    let conn = Connection::websocket(&proxy.wss_url(), &gw.options)
-        .await
-        .expect("via proxy");
+    let conn = proxy.connect(&gw).await;
     let (phone, mut observer) = phone_and_observer(&gw, conn, "r").await;
     let state = phone.resume_state();
     proxy.blackhole.cut();
@@ -172,9 +169,7 @@ async fn a_reconnect_while_the_old_tcp_connection_still_looks_alive_takes_over_a
 async fn after_the_resume_window_the_token_is_expired_and_a_fresh_session_starts() {
     let gw = Gateway::with_liveness(ms(1000), ms(300), ms(500)).await;
     let proxy = TcpProxy::start(gw.addr()).await;
-    let conn = Connection::websocket(&proxy.wss_url(), &gw.options)
-        .await
-        .expect("via proxy");
+    let conn = proxy.connect(&gw).await;
     let (phone, mut observer) = phone_and_observer(&gw, conn, "r").await;
     let state = phone.resume_state();
     proxy.blackhole.cut();
@@ -241,9 +236,7 @@ async fn the_hold_is_bounded_and_the_sender_is_told_what_was_not_accepted() {
     })
     .await;
     let proxy = TcpProxy::start(gw.addr()).await;
-    let conn = Connection::websocket(&proxy.wss_url(), &gw.options)
-        .await
-        .expect("via proxy");
+    let conn = proxy.connect(&gw).await;
     let (mut phone, mut observer) = phone_and_observer(&gw, conn, "r").await;
     phone.ack().expect("ack");
     phone

@@ -105,9 +105,7 @@ async fn a_blackholed_peer_is_unreachable_within_the_liveness_timeout_then_left(
     let timeout = ms(1000);
     let gw = Gateway::with_liveness(timeout, ms(300), ms(2000)).await;
     let proxy = TcpProxy::start(gw.addr()).await;
-    let conn = Connection::websocket(&proxy.wss_url(), &gw.options)
-        .await
-        .expect("via proxy");
+    let conn = proxy.connect(&gw).await;
     let (phone, mut observer) = phone_and_observer(&gw, conn, "r").await;
     assert_cut_is_noticed(
         &phone,
@@ -126,9 +124,7 @@ async fn the_same_cut_goes_unnoticed_without_reply_based_liveness() {
     let gw =
         Gateway::with_liveness(Duration::from_secs(600), Duration::from_secs(20), ms(2000)).await;
     let proxy = TcpProxy::start(gw.addr()).await;
-    let conn = Connection::websocket(&proxy.wss_url(), &gw.options)
-        .await
-        .expect("via proxy");
+    let conn = proxy.connect(&gw).await;
     let (phone, mut observer) = phone_and_observer(&gw, conn, "r").await;
     proxy.blackhole.cut();
     for _ in 0..20 {
@@ -328,9 +324,7 @@ async fn a_slow_consumer_is_closed_without_blocking_others() {
     })
     .await;
     let proxy = TcpProxy::start(gw.addr()).await;
-    let conn = Connection::websocket(&proxy.wss_url(), &gw.options)
-        .await
-        .expect("via proxy");
+    let conn = proxy.connect(&gw).await;
     let (slow, mut sender) = phone_and_observer(&gw, conn, "r").await;
     proxy.blackhole.cut(); // Stops reading: kernel buffers fill, then the queue.
     static CHUNK: [u8; 60_000] = [7; 60_000];

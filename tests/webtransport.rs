@@ -63,9 +63,7 @@ async fn a_blackholed_webtransport_peer_is_unreachable_within_the_liveness_timeo
     let timeout = ms(1000);
     let gw = Gateway::with_liveness(timeout, ms(300), ms(2000)).await;
     let relay = UdpRelay::start(gw.addr()).await;
-    let conn = Connection::webtransport(&relay.wt_url(), &gw.options)
-        .await
-        .expect("via relay");
+    let conn = relay.connect(&gw).await;
     let (phone, mut observer) = phone_and_observer(&gw, conn, "r").await;
     assert_cut_is_noticed(
         &phone,
@@ -83,9 +81,7 @@ async fn a_blackholed_webtransport_peer_is_unreachable_within_the_liveness_timeo
 async fn a_client_that_changes_its_udp_port_keeps_its_session() {
     let gw = Gateway::with_liveness(ms(1000), ms(300), ms(2000)).await;
     let relay = UdpRelay::start(gw.addr()).await;
-    let conn = Connection::webtransport(&relay.wt_url(), &gw.options)
-        .await
-        .expect("via relay");
+    let conn = relay.connect(&gw).await;
     let (mut mobile, mut other) = phone_and_observer(&gw, conn, "r").await;
     let peer_id = mobile.peer_id().to_string();
 

@@ -343,6 +343,13 @@ impl TcpProxy {
     pub fn wss_url(&self) -> String {
         format!("wss://{}/ws", self.addr)
     }
+
+    /// A WebSocket connection to `gw` through this proxy.
+    pub async fn connect(&self, gw: &Gateway) -> Connection {
+        Connection::websocket(&self.wss_url(), &gw.options)
+            .await
+            .expect("connects through the proxy")
+    }
 }
 
 async fn pump(
@@ -443,6 +450,13 @@ impl UdpRelay {
 
     pub fn wt_url(&self) -> String {
         format!("https://{}/wt", self.addr)
+    }
+
+    /// A WebTransport connection to `gw` through this relay.
+    pub async fn connect(&self, gw: &Gateway) -> Connection {
+        Connection::webtransport(&self.wt_url(), &gw.options)
+            .await
+            .expect("connects through the relay")
     }
 
     /// From now on, traffic to the gateway leaves from a new local port.
