@@ -7,32 +7,67 @@
 //                 as a protobuf varint (prost `encode_length_delimited`, protobuf-es
 //                 `sizeDelimitedEncode`). A second stream is refused.
 //
-// Leaving
-//   A client leaves with a close handshake: a WebSocket Close frame, or over WebTransport a
-//   FIN on its side of the control stream (the gateway then closes the session). Peers are
-//   told PeerLeft at once. A connection that ends without it (EOF, reset, a WebTransport
-//   session closed without FIN — which is what Chromium does when a page is frozen or a tab
-//   closes) makes the peer UNREACHABLE: it may still resume.
+// Leaving, losing, suspending
+//   Only a frame says that a client leaves: Bye. The gateway ends the session at once (peers
+//   see PeerLeft, reason BYE) and closes the connection (code 1000). Whatever happens to a
+//   transport says nothing about the user's intent — browsers close a frozen or cached page's
+//   connections themselves — so a WebSocket Close frame (any code), a WebTransport session
+//   closed with or without a FIN on the control stream, a TCP FIN or RST and a liveness timeout
+//   all leave the session resumable: peers see PeerState UNREACHABLE with the reason, and
+//   PeerLeft (RESUME_WINDOW_EXPIRED) only when the resume window runs out without a resume.
+//   A client that closes without Bye therefore lingers as UNREACHABLE for the resume window.
+//   Bye is idempotent: the gateway forgets the connection with the first one and reads nothing
+//   more from it.
+//   Suspend: the client's page is about to be frozen or put in the back/forward cache. The
+//   gateway detaches the session at once (peers see UNREACHABLE, reason SUSPENDED), holds what
+//   is sent to it, and closes the connection (4005); the client resumes when it runs again.
 //
 // Conversation
 //   1. The client sends Hello first. Anything else before Hello gets Error HELLO_REQUIRED.
 //      The gateway answers Welcome (with `in_reply_to` = the Hello's id).
 //   2. Join / Leave rooms, Signal peers in those rooms, Ping the gateway, Ack what was read.
 //   3. Peers' presence arrives as PeerJoined, PeerState (ONLINE <-> UNREACHABLE), PeerLeft.
+//   4. Bye to leave for good (or Suspend before the page is frozen).
 //
-// Sequence numbers and resume
+// Gateway -> client delivery: seq, Ack, resume
 //   Every ServerFrame that belongs to the session's ordered stream carries `seq` = 1, 2, 3 ...
 //   (per session, never reused, continued across resumes). Frames about this one connection
-//   (Welcome, Pong, GoAway, and Errors sent before Welcome) carry seq = 0 and are never
+//   (Welcome, Pong, Ack, GoAway, and Errors sent before Welcome) carry seq = 0 and are never
 //   replayed. A client remembers the highest seq it processed, Acks it now and then (so the
 //   gateway can forget what is acknowledged), and after a reconnect sends
 //   Hello{resume_token, last_seq}: the gateway answers Welcome{resumed: true} and then replays
-//   every frame with seq > last_seq, in order, before anything new.
-//   Moving a live session to a new connection (e.g. WebTransport -> WebSocket) works the
-//   same way: the newer connection takes the session over and the old one is closed with
-//   4001 (superseded). Frames the client sends on the old connection after the gateway
-//   processed the new Hello are not processed, so drain first: send a Ping on the old
-//   connection and wait for its Pong before sending the Hello on the new one.
+//   every frame with seq > last_seq, in order, up to Welcome.replay_until_seq, before anything
+//   new. What the gateway held for the session while it was unreachable is part of that replay.
+//   Presence news held for an unreachable session is coalesced per (room, peer): the replay
+//   brings each peer's latest state, in the place of its first change (a peer that joined and
+//   left meanwhile is not mentioned), never a log of every flap. The replay is paced by what
+//   the connection drains.
+//
+// Client -> gateway delivery: ClientFrame.seq
+//   Join, Leave and Signal may be numbered: ClientFrame.seq = 1, 2, 3 ... per session (continued
+//   across resumes; a new session starts again at 1). The gateway processes numbered frames
+//   exactly once and in order: one whose seq is not above the last processed is a duplicate
+//   and is skipped; one that skips a number is refused (INVALID_ARGUMENT) and not processed.
+//   It acknowledges with a ServerFrame Ack{seq} (seq 0, coalesced): every numbered frame up to
+//   `seq` was processed — accepted (a relayed signal is delivered, or held for an unreachable
+//   recipient), or refused with an Error (in_reply_to = its id) that the client receives
+//   before that Ack. Welcome.last_client_seq says the same to a resuming client, with the same
+//   ordering promise once the replay up to Welcome.replay_until_seq is read: resend every
+//   numbered frame after it, in order, on the new connection. Frames that arrive on a
+//   connection after a newer one took the session over are not processed; numbering is what
+//   makes resending them safe. seq = 0: not numbered (processed at most once, never
+//   acknowledged); Hello, Ping, Ack, Bye and Suspend are never numbered.
+//   A signal the gateway accepted for a recipient that later leaves for good (PeerLeft) is
+//   discarded with the recipient's session.
+//
+// Moving a live session to a new connection
+//   Hello{resume_token, last_seq, attempt} on the new connection takes the session over at
+//   once (the old connection is closed with 4001, superseded; peers see nothing). Resend the
+//   numbered frames after Welcome.last_client_seq on the new connection.
+// Close codes (WebSocket close code = WebTransport session error code), when the gateway
+//   closes: 1000 after Bye, 1001 shutdown, 1008 protocol error, 4001 superseded by a newer
+//   connection of the session, 4002 slow consumer, 4003 no Hello in time, 4004 liveness
+//   timeout, 4005 suspended (after Suspend).
 
 // @generated by protoc-gen-es v2.17.0 with parameter "target=ts,import_extension=js"
 // @generated from file signalgate/v1/signalgate.proto (package signalgate.v1, syntax proto3)
@@ -46,7 +81,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file signalgate/v1/signalgate.proto.
  */
 export const file_signalgate_v1_signalgate: GenFile = /*@__PURE__*/
-  fileDesc("Ch5zaWduYWxnYXRlL3YxL3NpZ25hbGdhdGUucHJvdG8SDXNpZ25hbGdhdGUudjEihAIKC0NsaWVudEZyYW1lEgoKAmlkGAEgASgEEiUKBWhlbGxvGAIgASgLMhQuc2lnbmFsZ2F0ZS52MS5IZWxsb0gAEiMKBGpvaW4YAyABKAsyEy5zaWduYWxnYXRlLnYxLkpvaW5IABIlCgVsZWF2ZRgEIAEoCzIULnNpZ25hbGdhdGUudjEuTGVhdmVIABInCgZzaWduYWwYBSABKAsyFS5zaWduYWxnYXRlLnYxLlNpZ25hbEgAEiMKBHBpbmcYBiABKAsyEy5zaWduYWxnYXRlLnYxLlBpbmdIABIhCgNhY2sYByABKAsyEi5zaWduYWxnYXRlLnYxLkFja0gAQgUKA21zZyJfCgVIZWxsbxINCgV0b2tlbhgBIAEoCRIUCgxyZXN1bWVfdG9rZW4YAiABKAkSEAoIbGFzdF9zZXEYAyABKAQSDwoHYXR0ZW1wdBgEIAEoBBIOCgZjbGllbnQYBSABKAkiFAoESm9pbhIMCgRyb29tGAEgASgJIhUKBUxlYXZlEgwKBHJvb20YASABKAkitwEKBlNpZ25hbBIMCgRyb29tGAEgASgJEgoKAnRvGAIgASgJEgwKBGZyb20YAyABKAkSOAoLZGVzY3JpcHRpb24YBCABKAsyIS5zaWduYWxnYXRlLnYxLlNlc3Npb25EZXNjcmlwdGlvbkgAEjAKCWNhbmRpZGF0ZRgFIAEoCzIbLnNpZ25hbGdhdGUudjEuSWNlQ2FuZGlkYXRlSAASDgoEZGF0YRgGIAEoDEgAQgkKB3BheWxvYWQiRwoSU2Vzc2lvbkRlc2NyaXB0aW9uEiQKBHR5cGUYASABKA4yFi5zaWduYWxnYXRlLnYxLlNkcFR5cGUSCwoDc2RwGAIgASgJIq0BCgxJY2VDYW5kaWRhdGUSEQoJY2FuZGlkYXRlGAEgASgJEhQKB3NkcF9taWQYAiABKAlIAIgBARIdChBzZHBfbV9saW5lX2luZGV4GAMgASgNSAGIAQESHgoRdXNlcm5hbWVfZnJhZ21lbnQYBCABKAlIAogBAUIKCghfc2RwX21pZEITChFfc2RwX21fbGluZV9pbmRleEIUChJfdXNlcm5hbWVfZnJhZ21lbnQiFwoEUGluZxIPCgdwYXlsb2FkGAEgASgMIhIKA0FjaxILCgNzZXEYASABKAQi3gMKC1NlcnZlckZyYW1lEgsKA3NlcRgBIAEoBBITCgtpbl9yZXBseV90bxgCIAEoBBIpCgd3ZWxjb21lGAMgASgLMhYuc2lnbmFsZ2F0ZS52MS5XZWxjb21lSAASJwoGam9pbmVkGAQgASgLMhUuc2lnbmFsZ2F0ZS52MS5Kb2luZWRIABIwCgtwZWVyX2pvaW5lZBgFIAEoCzIZLnNpZ25hbGdhdGUudjEuUGVlckpvaW5lZEgAEi4KCnBlZXJfc3RhdGUYBiABKAsyGC5zaWduYWxnYXRlLnYxLlBlZXJTdGF0ZUgAEiwKCXBlZXJfbGVmdBgHIAEoCzIXLnNpZ25hbGdhdGUudjEuUGVlckxlZnRIABInCgZzaWduYWwYCCABKAsyFS5zaWduYWxnYXRlLnYxLlNpZ25hbEgAEiMKBHBvbmcYCSABKAsyEy5zaWduYWxnYXRlLnYxLlBvbmdIABIlCgVlcnJvchgKIAEoCzIULnNpZ25hbGdhdGUudjEuRXJyb3JIABIoCgdnb19hd2F5GAsgASgLMhUuc2lnbmFsZ2F0ZS52MS5Hb0F3YXlIABIjCgRsZWZ0GAwgASgLMhMuc2lnbmFsZ2F0ZS52MS5MZWZ0SABCBQoDbXNnIs4BCgdXZWxjb21lEhIKCnNlc3Npb25faWQYASABKAkSDwoHcGVlcl9pZBgCIAEoCRIUCgxyZXN1bWVfdG9rZW4YAyABKAkSGwoTbGl2ZW5lc3NfdGltZW91dF9tcxgEIAEoDRIYChBwaW5nX2ludGVydmFsX21zGAUgASgNEg8KB3Jlc3VtZWQYBiABKAgSGAoQcmVzdW1lX3dpbmRvd19tcxgHIAEoDRINCgVyb29tcxgIIAMoCRIXCg9tYXhfZnJhbWVfYnl0ZXMYCSABKA0iRAoEUGVlchIPCgdwZWVyX2lkGAEgASgJEisKBXN0YXRlGAIgASgOMhwuc2lnbmFsZ2F0ZS52MS5QcmVzZW5jZVN0YXRlIjoKBkpvaW5lZBIMCgRyb29tGAEgASgJEiIKBXBlZXJzGAIgAygLMhMuc2lnbmFsZ2F0ZS52MS5QZWVyIhQKBExlZnQSDAoEcm9vbRgBIAEoCSI9CgpQZWVySm9pbmVkEgwKBHJvb20YASABKAkSIQoEcGVlchgCIAEoCzITLnNpZ25hbGdhdGUudjEuUGVlciLEAQoJUGVlclN0YXRlEgwKBHJvb20YASABKAkSDwoHcGVlcl9pZBgCIAEoCRIrCgVzdGF0ZRgDIAEoDjIcLnNpZ25hbGdhdGUudjEuUHJlc2VuY2VTdGF0ZRIlCgZyZWFzb24YBCABKA4yFS5zaWduYWxnYXRlLnYxLlJlYXNvbhIVCg1zaWxlbnRfZm9yX21zGAUgASgEEi0KC2RldGVjdGVkX2J5GAYgASgOMhguc2lnbmFsZ2F0ZS52MS5UcmFuc3BvcnQiUAoIUGVlckxlZnQSDAoEcm9vbRgBIAEoCRIPCgdwZWVyX2lkGAIgASgJEiUKBnJlYXNvbhgDIAEoDjIVLnNpZ25hbGdhdGUudjEuUmVhc29uIhcKBFBvbmcSDwoHcGF5bG9hZBgBIAEoDCJVCgVFcnJvchImCgRjb2RlGAEgASgOMhguc2lnbmFsZ2F0ZS52MS5FcnJvckNvZGUSDwoHbWVzc2FnZRgCIAEoCRITCgtpbl9yZXBseV90bxgDIAEoBCJLCgZHb0F3YXkSJQoGcmVhc29uGAEgASgOMhUuc2lnbmFsZ2F0ZS52MS5SZWFzb24SGgoScmVjb25uZWN0X2FmdGVyX21zGAIgASgNKnoKB1NkcFR5cGUSGAoUU0RQX1RZUEVfVU5TUEVDSUZJRUQQABISCg5TRFBfVFlQRV9PRkZFUhABEhMKD1NEUF9UWVBFX0FOU1dFUhACEhUKEVNEUF9UWVBFX1BSQU5TV0VSEAMSFQoRU0RQX1RZUEVfUk9MTEJBQ0sQBCpqCg1QcmVzZW5jZVN0YXRlEh4KGlBSRVNFTkNFX1NUQVRFX1VOU1BFQ0lGSUVEEAASGQoVUFJFU0VOQ0VfU1RBVEVfT05MSU5FEAESHgoaUFJFU0VOQ0VfU1RBVEVfVU5SRUFDSEFCTEUQAipbCglUcmFuc3BvcnQSGQoVVFJBTlNQT1JUX1VOU1BFQ0lGSUVEEAASFwoTVFJBTlNQT1JUX1dFQlNPQ0tFVBABEhoKFlRSQU5TUE9SVF9XRUJUUkFOU1BPUlQQAirBAgoGUmVhc29uEhYKElJFQVNPTl9VTlNQRUNJRklFRBAAEhsKF1JFQVNPTl9MSVZFTkVTU19USU1FT1VUEAESGgoWUkVBU09OX0NPTk5FQ1RJT05fTE9TVBACEhgKFFJFQVNPTl9DTElFTlRfQ0xPU0VEEAMSFAoQUkVBU09OX0xFRlRfUk9PTRAEEiAKHFJFQVNPTl9SRVNVTUVfV0lORE9XX0VYUElSRUQQBRIVChFSRUFTT05fU1VQRVJTRURFRBAGEhgKFFJFQVNPTl9TTE9XX0NPTlNVTUVSEAcSGQoVUkVBU09OX1BST1RPQ09MX0VSUk9SEAgSGgoWUkVBU09OX1NFUlZFUl9TSFVURE9XThAJEhIKDlJFQVNPTl9SRVNVTUVEEAoSGAoUUkVBU09OX0hFTExPX1RJTUVPVVQQCyrsBAoJRXJyb3JDb2RlEhoKFkVSUk9SX0NPREVfVU5TUEVDSUZJRUQQABIeChpFUlJPUl9DT0RFX01BTEZPUk1FRF9GUkFNRRABEh4KGkVSUk9SX0NPREVfRlJBTUVfVE9PX0xBUkdFEAISIAocRVJST1JfQ09ERV9VTlNVUFBPUlRFRF9GUkFNRRADEh0KGUVSUk9SX0NPREVfSEVMTE9fUkVRVUlSRUQQBBIfChtFUlJPUl9DT0RFX0FMUkVBRFlfV0VMQ09NRUQQBRIfChtFUlJPUl9DT0RFX0lOVkFMSURfQVJHVU1FTlQQBhIbChdFUlJPUl9DT0RFX1VOS05PV05fUk9PTRAHEhkKFUVSUk9SX0NPREVfTk9UX0pPSU5FRBAIEh8KG0VSUk9SX0NPREVfUEVFUl9OT1RfSU5fUk9PTRAJEhgKFEVSUk9SX0NPREVfUk9PTV9GVUxMEAoSHQoZRVJST1JfQ09ERV9UT09fTUFOWV9ST09NUxALEhsKF0VSUk9SX0NPREVfUkFURV9MSU1JVEVEEAwSJAogRVJST1JfQ09ERV9SRUNJUElFTlRfQlVGRkVSX0ZVTEwQDRIdChlFUlJPUl9DT0RFX1JFU1VNRV9FWFBJUkVEEA4SGQoVRVJST1JfQ09ERV9SRVNVTUVfR0FQEA8SHAoYRVJST1JfQ09ERV9TVEFMRV9BVFRFTVBUEBASHQoZRVJST1JfQ09ERV9BTFJFQURZX0pPSU5FRBAREhwKGEVSUk9SX0NPREVfU0hVVFRJTkdfRE9XThASEhYKEkVSUk9SX0NPREVfQ0xPU0lORxATYgZwcm90bzM");
+  fileDesc("Ch5zaWduYWxnYXRlL3YxL3NpZ25hbGdhdGUucHJvdG8SDXNpZ25hbGdhdGUudjEi3wIKC0NsaWVudEZyYW1lEgoKAmlkGAEgASgEEgsKA3NlcRgKIAEoBBIlCgVoZWxsbxgCIAEoCzIULnNpZ25hbGdhdGUudjEuSGVsbG9IABIjCgRqb2luGAMgASgLMhMuc2lnbmFsZ2F0ZS52MS5Kb2luSAASJQoFbGVhdmUYBCABKAsyFC5zaWduYWxnYXRlLnYxLkxlYXZlSAASJwoGc2lnbmFsGAUgASgLMhUuc2lnbmFsZ2F0ZS52MS5TaWduYWxIABIjCgRwaW5nGAYgASgLMhMuc2lnbmFsZ2F0ZS52MS5QaW5nSAASIQoDYWNrGAcgASgLMhIuc2lnbmFsZ2F0ZS52MS5BY2tIABIhCgNieWUYCCABKAsyEi5zaWduYWxnYXRlLnYxLkJ5ZUgAEikKB3N1c3BlbmQYCSABKAsyFi5zaWduYWxnYXRlLnYxLlN1c3BlbmRIAEIFCgNtc2ciXwoFSGVsbG8SDQoFdG9rZW4YASABKAkSFAoMcmVzdW1lX3Rva2VuGAIgASgJEhAKCGxhc3Rfc2VxGAMgASgEEg8KB2F0dGVtcHQYBCABKAQSDgoGY2xpZW50GAUgASgJIhQKBEpvaW4SDAoEcm9vbRgBIAEoCSIVCgVMZWF2ZRIMCgRyb29tGAEgASgJIrcBCgZTaWduYWwSDAoEcm9vbRgBIAEoCRIKCgJ0bxgCIAEoCRIMCgRmcm9tGAMgASgJEjgKC2Rlc2NyaXB0aW9uGAQgASgLMiEuc2lnbmFsZ2F0ZS52MS5TZXNzaW9uRGVzY3JpcHRpb25IABIwCgljYW5kaWRhdGUYBSABKAsyGy5zaWduYWxnYXRlLnYxLkljZUNhbmRpZGF0ZUgAEg4KBGRhdGEYBiABKAxIAEIJCgdwYXlsb2FkIkcKElNlc3Npb25EZXNjcmlwdGlvbhIkCgR0eXBlGAEgASgOMhYuc2lnbmFsZ2F0ZS52MS5TZHBUeXBlEgsKA3NkcBgCIAEoCSKtAQoMSWNlQ2FuZGlkYXRlEhEKCWNhbmRpZGF0ZRgBIAEoCRIUCgdzZHBfbWlkGAIgASgJSACIAQESHQoQc2RwX21fbGluZV9pbmRleBgDIAEoDUgBiAEBEh4KEXVzZXJuYW1lX2ZyYWdtZW50GAQgASgJSAKIAQFCCgoIX3NkcF9taWRCEwoRX3NkcF9tX2xpbmVfaW5kZXhCFAoSX3VzZXJuYW1lX2ZyYWdtZW50IhcKBFBpbmcSDwoHcGF5bG9hZBgBIAEoDCISCgNBY2sSCwoDc2VxGAEgASgEIgUKA0J5ZSIJCgdTdXNwZW5kIoEECgtTZXJ2ZXJGcmFtZRILCgNzZXEYASABKAQSEwoLaW5fcmVwbHlfdG8YAiABKAQSKQoHd2VsY29tZRgDIAEoCzIWLnNpZ25hbGdhdGUudjEuV2VsY29tZUgAEicKBmpvaW5lZBgEIAEoCzIVLnNpZ25hbGdhdGUudjEuSm9pbmVkSAASMAoLcGVlcl9qb2luZWQYBSABKAsyGS5zaWduYWxnYXRlLnYxLlBlZXJKb2luZWRIABIuCgpwZWVyX3N0YXRlGAYgASgLMhguc2lnbmFsZ2F0ZS52MS5QZWVyU3RhdGVIABIsCglwZWVyX2xlZnQYByABKAsyFy5zaWduYWxnYXRlLnYxLlBlZXJMZWZ0SAASJwoGc2lnbmFsGAggASgLMhUuc2lnbmFsZ2F0ZS52MS5TaWduYWxIABIjCgRwb25nGAkgASgLMhMuc2lnbmFsZ2F0ZS52MS5Qb25nSAASJQoFZXJyb3IYCiABKAsyFC5zaWduYWxnYXRlLnYxLkVycm9ySAASKAoHZ29fYXdheRgLIAEoCzIVLnNpZ25hbGdhdGUudjEuR29Bd2F5SAASIwoEbGVmdBgMIAEoCzITLnNpZ25hbGdhdGUudjEuTGVmdEgAEiEKA2FjaxgNIAEoCzISLnNpZ25hbGdhdGUudjEuQWNrSABCBQoDbXNnIoQCCgdXZWxjb21lEhUKDWNvbm5lY3Rpb25faWQYASABKAkSDwoHcGVlcl9pZBgCIAEoCRIUCgxyZXN1bWVfdG9rZW4YAyABKAkSGwoTbGl2ZW5lc3NfdGltZW91dF9tcxgEIAEoDRIYChBwaW5nX2ludGVydmFsX21zGAUgASgNEg8KB3Jlc3VtZWQYBiABKAgSGAoQcmVzdW1lX3dpbmRvd19tcxgHIAEoDRINCgVyb29tcxgIIAMoCRIXCg9tYXhfZnJhbWVfYnl0ZXMYCSABKA0SFwoPbGFzdF9jbGllbnRfc2VxGAogASgEEhgKEHJlcGxheV91bnRpbF9zZXEYCyABKAQiRAoEUGVlchIPCgdwZWVyX2lkGAEgASgJEisKBXN0YXRlGAIgASgOMhwuc2lnbmFsZ2F0ZS52MS5QcmVzZW5jZVN0YXRlIjoKBkpvaW5lZBIMCgRyb29tGAEgASgJEiIKBXBlZXJzGAIgAygLMhMuc2lnbmFsZ2F0ZS52MS5QZWVyIhQKBExlZnQSDAoEcm9vbRgBIAEoCSI9CgpQZWVySm9pbmVkEgwKBHJvb20YASABKAkSIQoEcGVlchgCIAEoCzITLnNpZ25hbGdhdGUudjEuUGVlciLEAQoJUGVlclN0YXRlEgwKBHJvb20YASABKAkSDwoHcGVlcl9pZBgCIAEoCRIrCgVzdGF0ZRgDIAEoDjIcLnNpZ25hbGdhdGUudjEuUHJlc2VuY2VTdGF0ZRIlCgZyZWFzb24YBCABKA4yFS5zaWduYWxnYXRlLnYxLlJlYXNvbhIVCg1zaWxlbnRfZm9yX21zGAUgASgEEi0KC2RldGVjdGVkX2J5GAYgASgOMhguc2lnbmFsZ2F0ZS52MS5UcmFuc3BvcnQiUAoIUGVlckxlZnQSDAoEcm9vbRgBIAEoCRIPCgdwZWVyX2lkGAIgASgJEiUKBnJlYXNvbhgDIAEoDjIVLnNpZ25hbGdhdGUudjEuUmVhc29uIhcKBFBvbmcSDwoHcGF5bG9hZBgBIAEoDCJVCgVFcnJvchImCgRjb2RlGAEgASgOMhguc2lnbmFsZ2F0ZS52MS5FcnJvckNvZGUSDwoHbWVzc2FnZRgCIAEoCRITCgtpbl9yZXBseV90bxgDIAEoBCJeCgZHb0F3YXkSJQoGcmVhc29uGAEgASgOMhUuc2lnbmFsZ2F0ZS52MS5SZWFzb24SGgoScmVjb25uZWN0X2FmdGVyX21zGAIgASgNEhEKCXNwcmVhZF9tcxgDIAEoDSp6CgdTZHBUeXBlEhgKFFNEUF9UWVBFX1VOU1BFQ0lGSUVEEAASEgoOU0RQX1RZUEVfT0ZGRVIQARITCg9TRFBfVFlQRV9BTlNXRVIQAhIVChFTRFBfVFlQRV9QUkFOU1dFUhADEhUKEVNEUF9UWVBFX1JPTExCQUNLEAQqagoNUHJlc2VuY2VTdGF0ZRIeChpQUkVTRU5DRV9TVEFURV9VTlNQRUNJRklFRBAAEhkKFVBSRVNFTkNFX1NUQVRFX09OTElORRABEh4KGlBSRVNFTkNFX1NUQVRFX1VOUkVBQ0hBQkxFEAIqWwoJVHJhbnNwb3J0EhkKFVRSQU5TUE9SVF9VTlNQRUNJRklFRBAAEhcKE1RSQU5TUE9SVF9XRUJTT0NLRVQQARIaChZUUkFOU1BPUlRfV0VCVFJBTlNQT1JUEAIq/gIKBlJlYXNvbhIWChJSRUFTT05fVU5TUEVDSUZJRUQQABIbChdSRUFTT05fTElWRU5FU1NfVElNRU9VVBABEhoKFlJFQVNPTl9DT05ORUNUSU9OX0xPU1QQAhIYChRSRUFTT05fQ0xJRU5UX0NMT1NFRBADEhQKEFJFQVNPTl9MRUZUX1JPT00QBBIgChxSRUFTT05fUkVTVU1FX1dJTkRPV19FWFBJUkVEEAUSFQoRUkVBU09OX1NVUEVSU0VERUQQBhIYChRSRUFTT05fU0xPV19DT05TVU1FUhAHEhkKFVJFQVNPTl9QUk9UT0NPTF9FUlJPUhAIEhoKFlJFQVNPTl9TRVJWRVJfU0hVVERPV04QCRISCg5SRUFTT05fUkVTVU1FRBAKEhgKFFJFQVNPTl9IRUxMT19USU1FT1VUEAsSDgoKUkVBU09OX0JZRRAMEhQKEFJFQVNPTl9TVVNQRU5ERUQQDRIVChFSRUFTT05fUkVTVU1FX0dBUBAOKuwECglFcnJvckNvZGUSGgoWRVJST1JfQ09ERV9VTlNQRUNJRklFRBAAEh4KGkVSUk9SX0NPREVfTUFMRk9STUVEX0ZSQU1FEAESHgoaRVJST1JfQ09ERV9GUkFNRV9UT09fTEFSR0UQAhIgChxFUlJPUl9DT0RFX1VOU1VQUE9SVEVEX0ZSQU1FEAMSHQoZRVJST1JfQ09ERV9IRUxMT19SRVFVSVJFRBAEEh8KG0VSUk9SX0NPREVfQUxSRUFEWV9XRUxDT01FRBAFEh8KG0VSUk9SX0NPREVfSU5WQUxJRF9BUkdVTUVOVBAGEhsKF0VSUk9SX0NPREVfVU5LTk9XTl9ST09NEAcSGQoVRVJST1JfQ09ERV9OT1RfSk9JTkVEEAgSHwobRVJST1JfQ09ERV9QRUVSX05PVF9JTl9ST09NEAkSGAoURVJST1JfQ09ERV9ST09NX0ZVTEwQChIdChlFUlJPUl9DT0RFX1RPT19NQU5ZX1JPT01TEAsSGwoXRVJST1JfQ09ERV9SQVRFX0xJTUlURUQQDBIkCiBFUlJPUl9DT0RFX1JFQ0lQSUVOVF9CVUZGRVJfRlVMTBANEh0KGUVSUk9SX0NPREVfUkVTVU1FX0VYUElSRUQQDhIZChVFUlJPUl9DT0RFX1JFU1VNRV9HQVAQDxIcChhFUlJPUl9DT0RFX1NUQUxFX0FUVEVNUFQQEBIdChlFUlJPUl9DT0RFX0FMUkVBRFlfSk9JTkVEEBESHAoYRVJST1JfQ09ERV9TSFVUVElOR19ET1dOEBISFgoSRVJST1JfQ09ERV9DTE9TSU5HEBNiBnByb3RvMw");
 
 /**
  * @generated from message signalgate.v1.ClientFrame
@@ -59,6 +94,14 @@ export type ClientFrame = Message<"signalgate.v1.ClientFrame"> & {
    * @generated from field: uint64 id = 1;
    */
   id: bigint;
+
+  /**
+   * Position in the client's ordered stream (Join, Leave, Signal; see the header); 0 = not
+   * numbered.
+   *
+   * @generated from field: uint64 seq = 10;
+   */
+  seq: bigint;
 
   /**
    * @generated from oneof signalgate.v1.ClientFrame.msg
@@ -99,6 +142,18 @@ export type ClientFrame = Message<"signalgate.v1.ClientFrame"> & {
      */
     value: Ack;
     case: "ack";
+  } | {
+    /**
+     * @generated from field: signalgate.v1.Bye bye = 8;
+     */
+    value: Bye;
+    case: "bye";
+  } | {
+    /**
+     * @generated from field: signalgate.v1.Suspend suspend = 9;
+     */
+    value: Suspend;
+    case: "suspend";
   } | { case: undefined; value?: undefined };
 };
 
@@ -135,10 +190,10 @@ export type Hello = Message<"signalgate.v1.Hello"> & {
   lastSeq: bigint;
 
   /**
-   * With resume_token: a number the client increases on every connection attempt of one
-   * session. A Hello whose attempt is not above the attempt of the connection currently
-   * holding the session is refused (STALE_ATTEMPT), so a slow, stale connect can never take
-   * the session away from a newer connection of the same client.
+   * With resume_token: a number (>= 1) the client increases on every connection attempt of
+   * one session. A Hello whose attempt is not above the highest attempt the session has seen
+   * is refused (STALE_ATTEMPT), so a slow, stale connect can never take the session away from
+   * a newer connection of the same client. 0 with a resume token is refused (INVALID_ARGUMENT).
    *
    * @generated from field: uint64 attempt = 4;
    */
@@ -327,7 +382,8 @@ export const PingSchema: GenMessage<Ping> = /*@__PURE__*/
   messageDesc(file_signalgate_v1_signalgate, 7);
 
 /**
- * "I have processed every frame up to and including seq."
+ * From the client: "I have processed every ServerFrame up to and including seq."
+ * From the gateway: "I have processed every numbered ClientFrame up to and including seq."
  *
  * @generated from message signalgate.v1.Ack
  */
@@ -344,6 +400,40 @@ export type Ack = Message<"signalgate.v1.Ack"> & {
  */
 export const AckSchema: GenMessage<Ack> = /*@__PURE__*/
   messageDesc(file_signalgate_v1_signalgate, 8);
+
+/**
+ * "I am leaving for good": the gateway ends the session (peers see PeerLeft, reason BYE) and
+ * closes the connection with code 1000. Before Hello it is refused (HELLO_REQUIRED).
+ *
+ * @generated from message signalgate.v1.Bye
+ */
+export type Bye = Message<"signalgate.v1.Bye"> & {
+};
+
+/**
+ * Describes the message signalgate.v1.Bye.
+ * Use `create(ByeSchema)` to create a new message.
+ */
+export const ByeSchema: GenMessage<Bye> = /*@__PURE__*/
+  messageDesc(file_signalgate_v1_signalgate, 9);
+
+/**
+ * "My page is about to be frozen or cached; I will resume": the gateway detaches the session
+ * (peers see PeerState UNREACHABLE, reason SUSPENDED), holds what is sent to it for the resume
+ * window, and closes the connection with code 4005. Before Hello it is refused
+ * (HELLO_REQUIRED).
+ *
+ * @generated from message signalgate.v1.Suspend
+ */
+export type Suspend = Message<"signalgate.v1.Suspend"> & {
+};
+
+/**
+ * Describes the message signalgate.v1.Suspend.
+ * Use `create(SuspendSchema)` to create a new message.
+ */
+export const SuspendSchema: GenMessage<Suspend> = /*@__PURE__*/
+  messageDesc(file_signalgate_v1_signalgate, 10);
 
 /**
  * @generated from message signalgate.v1.ServerFrame
@@ -426,6 +516,14 @@ export type ServerFrame = Message<"signalgate.v1.ServerFrame"> & {
      */
     value: Left;
     case: "left";
+  } | {
+    /**
+     * Numbered client frames processed (see the header). seq = 0.
+     *
+     * @generated from field: signalgate.v1.Ack ack = 13;
+     */
+    value: Ack;
+    case: "ack";
   } | { case: undefined; value?: undefined };
 };
 
@@ -434,7 +532,7 @@ export type ServerFrame = Message<"signalgate.v1.ServerFrame"> & {
  * Use `create(ServerFrameSchema)` to create a new message.
  */
 export const ServerFrameSchema: GenMessage<ServerFrame> = /*@__PURE__*/
-  messageDesc(file_signalgate_v1_signalgate, 9);
+  messageDesc(file_signalgate_v1_signalgate, 11);
 
 /**
  * @generated from message signalgate.v1.Welcome
@@ -443,9 +541,9 @@ export type Welcome = Message<"signalgate.v1.Welcome"> & {
   /**
    * Identifies this connection in the gateway's logs; new on every connection.
    *
-   * @generated from field: string session_id = 1;
+   * @generated from field: string connection_id = 1;
    */
-  sessionId: string;
+  connectionId: string;
 
   /**
    * How other peers see this client; the same across resumes.
@@ -498,6 +596,22 @@ export type Welcome = Message<"signalgate.v1.Welcome"> & {
    * @generated from field: uint32 max_frame_bytes = 9;
    */
   maxFrameBytes: number;
+
+  /**
+   * Every numbered ClientFrame up to this seq was processed (0 for a new session): after a
+   * resume, resend the numbered frames after it.
+   *
+   * @generated from field: uint64 last_client_seq = 10;
+   */
+  lastClientSeq: bigint;
+
+  /**
+   * The replay that follows a resumed Welcome ends with the frame of this seq (equal to
+   * Hello.last_seq when there is nothing to replay; 0 for a new session).
+   *
+   * @generated from field: uint64 replay_until_seq = 11;
+   */
+  replayUntilSeq: bigint;
 };
 
 /**
@@ -505,7 +619,7 @@ export type Welcome = Message<"signalgate.v1.Welcome"> & {
  * Use `create(WelcomeSchema)` to create a new message.
  */
 export const WelcomeSchema: GenMessage<Welcome> = /*@__PURE__*/
-  messageDesc(file_signalgate_v1_signalgate, 10);
+  messageDesc(file_signalgate_v1_signalgate, 12);
 
 /**
  * @generated from message signalgate.v1.Peer
@@ -527,7 +641,7 @@ export type Peer = Message<"signalgate.v1.Peer"> & {
  * Use `create(PeerSchema)` to create a new message.
  */
 export const PeerSchema: GenMessage<Peer> = /*@__PURE__*/
-  messageDesc(file_signalgate_v1_signalgate, 11);
+  messageDesc(file_signalgate_v1_signalgate, 13);
 
 /**
  * Reply to Join: the room and who else is in it.
@@ -551,7 +665,7 @@ export type Joined = Message<"signalgate.v1.Joined"> & {
  * Use `create(JoinedSchema)` to create a new message.
  */
 export const JoinedSchema: GenMessage<Joined> = /*@__PURE__*/
-  messageDesc(file_signalgate_v1_signalgate, 12);
+  messageDesc(file_signalgate_v1_signalgate, 14);
 
 /**
  * Reply to Leave.
@@ -570,7 +684,7 @@ export type Left = Message<"signalgate.v1.Left"> & {
  * Use `create(LeftSchema)` to create a new message.
  */
 export const LeftSchema: GenMessage<Left> = /*@__PURE__*/
-  messageDesc(file_signalgate_v1_signalgate, 13);
+  messageDesc(file_signalgate_v1_signalgate, 15);
 
 /**
  * @generated from message signalgate.v1.PeerJoined
@@ -592,7 +706,7 @@ export type PeerJoined = Message<"signalgate.v1.PeerJoined"> & {
  * Use `create(PeerJoinedSchema)` to create a new message.
  */
 export const PeerJoinedSchema: GenMessage<PeerJoined> = /*@__PURE__*/
-  messageDesc(file_signalgate_v1_signalgate, 14);
+  messageDesc(file_signalgate_v1_signalgate, 16);
 
 /**
  * @generated from message signalgate.v1.PeerState
@@ -638,7 +752,7 @@ export type PeerState = Message<"signalgate.v1.PeerState"> & {
  * Use `create(PeerStateSchema)` to create a new message.
  */
 export const PeerStateSchema: GenMessage<PeerState> = /*@__PURE__*/
-  messageDesc(file_signalgate_v1_signalgate, 15);
+  messageDesc(file_signalgate_v1_signalgate, 17);
 
 /**
  * @generated from message signalgate.v1.PeerLeft
@@ -665,7 +779,7 @@ export type PeerLeft = Message<"signalgate.v1.PeerLeft"> & {
  * Use `create(PeerLeftSchema)` to create a new message.
  */
 export const PeerLeftSchema: GenMessage<PeerLeft> = /*@__PURE__*/
-  messageDesc(file_signalgate_v1_signalgate, 16);
+  messageDesc(file_signalgate_v1_signalgate, 18);
 
 /**
  * @generated from message signalgate.v1.Pong
@@ -682,7 +796,7 @@ export type Pong = Message<"signalgate.v1.Pong"> & {
  * Use `create(PongSchema)` to create a new message.
  */
 export const PongSchema: GenMessage<Pong> = /*@__PURE__*/
-  messageDesc(file_signalgate_v1_signalgate, 17);
+  messageDesc(file_signalgate_v1_signalgate, 19);
 
 /**
  * @generated from message signalgate.v1.Error
@@ -711,10 +825,12 @@ export type Error = Message<"signalgate.v1.Error"> & {
  * Use `create(ErrorSchema)` to create a new message.
  */
 export const ErrorSchema: GenMessage<Error> = /*@__PURE__*/
-  messageDesc(file_signalgate_v1_signalgate, 18);
+  messageDesc(file_signalgate_v1_signalgate, 20);
 
 /**
- * The gateway is going away (shutdown): reconnect, ideally after `reconnect_after_ms`.
+ * The gateway is going away (shutdown): reconnect (resuming the session where the gateway
+ * can keep it) at a random moment in [reconnect_after_ms, reconnect_after_ms + spread_ms],
+ * so that its clients do not all come back at once.
  *
  * @generated from message signalgate.v1.GoAway
  */
@@ -728,6 +844,11 @@ export type GoAway = Message<"signalgate.v1.GoAway"> & {
    * @generated from field: uint32 reconnect_after_ms = 2;
    */
   reconnectAfterMs: number;
+
+  /**
+   * @generated from field: uint32 spread_ms = 3;
+   */
+  spreadMs: number;
 };
 
 /**
@@ -735,7 +856,7 @@ export type GoAway = Message<"signalgate.v1.GoAway"> & {
  * Use `create(GoAwaySchema)` to create a new message.
  */
 export const GoAwaySchema: GenMessage<GoAway> = /*@__PURE__*/
-  messageDesc(file_signalgate_v1_signalgate, 19);
+  messageDesc(file_signalgate_v1_signalgate, 21);
 
 /**
  * @generated from enum signalgate.v1.SdpType
@@ -788,7 +909,8 @@ export enum PresenceState {
   ONLINE = 1,
 
   /**
-   * Liveness lost; the peer may still resume within the resume window.
+   * Not connected (liveness lost, connection closed, or suspended by its browser); the peer
+   * may still resume within the resume window. PeerState.reason says why.
    *
    * @generated from enum value: PRESENCE_STATE_UNREACHABLE = 2;
    */
@@ -853,7 +975,8 @@ export enum Reason {
   CONNECTION_LOST = 2,
 
   /**
-   * The client closed its connection with a close handshake.
+   * The client closed its connection (WebSocket Close frame, a FIN on the WebTransport
+   * control stream) without saying Bye: the session stays resumable.
    *
    * @generated from enum value: REASON_CLIENT_CLOSED = 3;
    */
@@ -914,6 +1037,28 @@ export enum Reason {
    * @generated from enum value: REASON_HELLO_TIMEOUT = 11;
    */
   HELLO_TIMEOUT = 11,
+
+  /**
+   * The client said Bye: it left for good.
+   *
+   * @generated from enum value: REASON_BYE = 12;
+   */
+  BYE = 12,
+
+  /**
+   * The client said Suspend: its page is frozen or cached by its browser; it may resume.
+   *
+   * @generated from enum value: REASON_SUSPENDED = 13;
+   */
+  SUSPENDED = 13,
+
+  /**
+   * The client came back but the frames after its last_seq were no longer kept (it did not
+   * Ack them in time): it had to start a new session.
+   *
+   * @generated from enum value: REASON_RESUME_GAP = 14;
+   */
+  RESUME_GAP = 14,
 }
 
 /**
@@ -967,7 +1112,8 @@ export enum ErrorCode {
   ALREADY_WELCOMED = 5,
 
   /**
-   * A field is missing or malformed (the message says which).
+   * A field is missing or malformed (the message says which), or a numbered frame skipped a
+   * seq.
    *
    * @generated from enum value: ERROR_CODE_INVALID_ARGUMENT = 6;
    */
