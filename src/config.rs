@@ -146,17 +146,38 @@ pub struct Settings {
     #[arg(long, env = "SIGNALGATE_RATE_BURST", value_name = "N")]
     pub rate_burst: Option<u32>,
 
-    /// Frames held for an unreachable (or not yet acking) session.
-    #[arg(long, env = "SIGNALGATE_HOLD_FRAMES", value_name = "N")]
-    pub hold_frames: Option<usize>,
+    /// A session's backlog (what its client has not acknowledged, held while it is away):
+    /// signals not yet delivered beyond this many frames are refused to their sender.
+    /// (Before 0.2: --hold-frames, still accepted.)
+    #[arg(
+        long,
+        alias = "hold-frames",
+        env = "SIGNALGATE_BACKLOG_FRAMES",
+        value_name = "N"
+    )]
+    #[serde(alias = "hold_frames")]
+    pub backlog_frames: Option<usize>,
 
-    /// Bytes held for an unreachable (or not yet acking) session.
-    #[arg(long, env = "SIGNALGATE_HOLD_BYTES", value_name = "BYTES")]
-    pub hold_bytes: Option<usize>,
+    /// The same bound in bytes. (Before 0.2: --hold-bytes, still accepted.)
+    #[arg(
+        long,
+        alias = "hold-bytes",
+        env = "SIGNALGATE_BACKLOG_BYTES",
+        value_name = "BYTES"
+    )]
+    #[serde(alias = "hold_bytes")]
+    pub backlog_bytes: Option<usize>,
 
-    /// Frames queued for a connection before it is closed as a slow consumer.
+    /// Frames queued for a connection's writer; the gateway hands a connection at most half
+    /// of it before the connection proves it wrote them.
     #[arg(long, env = "SIGNALGATE_OUTBOUND_QUEUE", value_name = "N")]
     pub outbound_queue: Option<usize>,
+
+    /// GoAway on shutdown: clients reconnect at a random moment within this window after
+    /// the suggested delay (1s), so that they do not all come back at once.
+    #[arg(long, env = "SIGNALGATE_RECONNECT_SPREAD", value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, with = "humantime_serde::option")]
+    pub reconnect_spread: Option<Duration>,
 }
 
 macro_rules! layer_fields {
@@ -190,9 +211,10 @@ layer_fields!(
     max_peers_per_room,
     rate_limit,
     rate_burst,
-    hold_frames,
-    hold_bytes,
+    backlog_frames,
+    backlog_bytes,
     outbound_queue,
+    reconnect_spread,
 );
 
 #[derive(Debug, thiserror::Error)]
@@ -327,6 +349,12 @@ impl TryFrom<Settings> for Config {
                 )));
             }
         }
+        let outbound_queue = check_range(
+            "outbound_queue",
+            s.outbound_queue.unwrap_or(256),
+            16,
+            1_000_000,
+        )?;
         let limits = Limits {
             max_frame_bytes: check_range(
                 "max_frame_bytes",
@@ -359,26 +387,30 @@ impl TryFrom<Settings> for Config {
                 1,
                 1_000_000,
             )?,
-            hold_frames: check_range(
-                "hold_frames",
-                s.hold_frames.unwrap_or(defaults.hold_frames),
+            backlog_frames: check_range(
+                "backlog_frames",
+                s.backlog_frames.unwrap_or(defaults.backlog_frames),
                 1,
                 1_000_000,
             )?,
-            hold_bytes: check_range(
-                "hold_bytes",
-                s.hold_bytes.unwrap_or(defaults.hold_bytes),
+            backlog_bytes: check_range(
+                "backlog_bytes",
+                s.backlog_bytes.unwrap_or(defaults.backlog_bytes),
                 1024,
                 1 << 30,
             )?,
             max_protocol_errors: defaults.max_protocol_errors,
+            // Half the writer's queue: frames outside the session's stream (Pong, Ack,
+            // GoAway) always find room behind a full window.
+            send_window_frames: outbound_queue / 2,
+            send_window_bytes: defaults.send_window_bytes,
         };
-        let outbound_queue = check_range(
-            "outbound_queue",
-            s.outbound_queue.unwrap_or(256),
-            16,
-            1_000_000,
-        )?;
+        let reconnect_spread = s.reconnect_spread.unwrap_or(hub_defaults.reconnect_spread);
+        if reconnect_spread > Duration::from_secs(600) {
+            return Err(invalid(format!(
+                "reconnect_spread = {reconnect_spread:?} is longer than 10 minutes"
+            )));
+        }
         let tls = match (s.cert, s.key) {
             (Some(cert), Some(key)) => TlsSource::Files { cert, key },
             (None, None) => TlsSource::Development {
@@ -423,6 +455,7 @@ impl TryFrom<Settings> for Config {
                 resume_window,
                 hello_timeout,
                 reconnect_after: hub_defaults.reconnect_after,
+                reconnect_spread,
                 limits,
             },
             tls,
@@ -515,6 +548,17 @@ mod tests {
         assert!(err.to_string().contains("example.com"), "{err}");
         let err = config("http_listen = \"nowhere\"").unwrap_err();
         assert!(err.to_string().contains("nowhere"), "{err}");
+        let err = config("backlog_frames = 0").unwrap_err();
+        assert!(err.to_string().contains("backlog_frames = 0"), "{err}");
+    }
+
+    #[test]
+    fn the_old_hold_names_still_set_the_backlog() {
+        let c = config("hold_frames = 77\nhold_bytes = 4096").expect("valid");
+        assert_eq!(c.hub.limits.backlog_frames, 77);
+        assert_eq!(c.hub.limits.backlog_bytes, 4096);
+        let c = config("outbound_queue = 64").expect("valid");
+        assert_eq!(c.hub.limits.send_window_frames, 32);
     }
 
     #[test]

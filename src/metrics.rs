@@ -39,7 +39,7 @@ use crate::proto::{ErrorCode, Reason};
 pub const SESSIONS: &str = "signalgate_sessions";
 pub const SESSIONS_UNREACHABLE: &str = "signalgate_sessions_unreachable";
 pub const SESSIONS_OPENED: &str = "signalgate_sessions_opened_total";
-pub const SESSIONS_CLOSED: &str = "signalgate_sessions_closed_total";
+pub const CONNECTIONS_CLOSED: &str = "signalgate_connections_closed_total";
 pub const SESSIONS_LEFT: &str = "signalgate_sessions_left_total";
 pub const DISCONNECT_DETECTION: &str = "signalgate_disconnect_detection_seconds";
 pub const RTT: &str = "signalgate_rtt_seconds";
@@ -66,7 +66,7 @@ pub const ALL: &[&str] = &[
     SESSIONS,
     SESSIONS_UNREACHABLE,
     SESSIONS_OPENED,
-    SESSIONS_CLOSED,
+    CONNECTIONS_CLOSED,
     SESSIONS_LEFT,
     DISCONNECT_DETECTION,
     RTT,
@@ -107,7 +107,10 @@ const CLOSE_REASONS: &[Reason] = &[
     Reason::LivenessTimeout,
     Reason::ConnectionLost,
     Reason::ClientClosed,
+    Reason::Suspended,
+    Reason::Bye,
     Reason::Superseded,
+    Reason::ResumeGap,
     Reason::SlowConsumer,
     Reason::ProtocolError,
     Reason::ServerShutdown,
@@ -122,9 +125,10 @@ const DETECTION_REASONS: &[Reason] = &[
 ];
 /// Reasons a session can be gone for good with.
 const LEFT_REASONS: &[Reason] = &[
-    Reason::ClientClosed,
+    Reason::Bye,
     Reason::ResumeWindowExpired,
-    Reason::Superseded,
+    Reason::ResumeGap,
+    Reason::ServerShutdown,
 ];
 const REFUSAL_REASONS: &[ErrorCode] = &[
     ErrorCode::RateLimited,
@@ -267,8 +271,8 @@ fn describe_all() {
         "New sessions (Hello without resume), by transport."
     );
     describe_counter!(
-        SESSIONS_CLOSED,
-        "Connections carrying a session that ended, by transport and reason (the session may resume)."
+        CONNECTIONS_CLOSED,
+        "Connections carrying a session that ended, by transport and reason (the session may resume; only reason bye means it left)."
     );
     describe_counter!(
         SESSIONS_LEFT,
@@ -341,7 +345,7 @@ fn register_zeroes() {
         counter!(SESSIONS_OPENED, "transport" => t).absolute(0);
         counter!(CONNECTIONS_ACCEPTED, "transport" => t).absolute(0);
         for reason in CLOSE_REASONS {
-            counter!(SESSIONS_CLOSED, "transport" => t, "reason" => reason_label(*reason))
+            counter!(CONNECTIONS_CLOSED, "transport" => t, "reason" => reason_label(*reason))
                 .absolute(0);
         }
         // Histograms too: a series that first appears with its first observation already
@@ -387,7 +391,7 @@ pub fn record(event: &HubEvent) {
             silent_for,
         } => {
             let (t, r) = (transport.label(), reason_label(*reason));
-            counter!(SESSIONS_CLOSED, "transport" => t, "reason" => r).increment(1);
+            counter!(CONNECTIONS_CLOSED, "transport" => t, "reason" => r).increment(1);
             if DETECTION_REASONS.contains(reason) {
                 histogram!(DISCONNECT_DETECTION, "transport" => t, "reason" => r)
                     .record(silent_for.as_secs_f64());

@@ -65,10 +65,7 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus_scraping_a_real_gat
             r#"sum(signalgate_sessions_left_total{reason="resume_window_expired"})"#,
             2.0,
         ),
-        (
-            r#"sum(signalgate_sessions_left_total{reason="client_closed"})"#,
-            2.0,
-        ),
+        (r#"sum(signalgate_sessions_left_total{reason="bye"})"#, 2.0),
         (r#"sum(signalgate_resumes_total{outcome="resumed"})"#, 2.0),
         (
             r#"sum(signalgate_signals_dropped_total{reason="unknown_room"})"#,
@@ -263,8 +260,7 @@ async fn scenario(gateway: &GatewayProcess) -> (Report, Vec<Session>) {
     alive.push(carol2);
     let bogus = ResumeState {
         resume_token: "no-such-token".into(),
-        last_seq: 0,
-        attempt: 0,
+        ..ResumeState::default()
     };
     let conn = Connection::webtransport(&wt, &options)
         .await
@@ -274,7 +270,7 @@ async fn scenario(gateway: &GatewayProcess) -> (Report, Vec<Session>) {
         other => panic!("an unknown resume token must be refused: {other:?}"),
     }
 
-    // Clean goodbyes on both transports, and a peer that leaves a room.
+    // Goodbyes (Bye) on both transports, and a peer that leaves a room.
     let dave = wt_session(wt.clone()).await;
     let erin = ws_session(wss.clone()).await;
     dave.close().await;
@@ -514,9 +510,9 @@ fn scenario_counts_are_visible(prometheus: &Prometheus) {
             &format!("signalgate_connections_accepted_total{{{t}}}"),
             4.0,
         );
-        for reason in ["liveness_timeout", "client_closed"] {
+        for reason in ["liveness_timeout", "bye"] {
             at_least(
-                &format!(r#"signalgate_sessions_closed_total{{{t}, reason="{reason}"}}"#),
+                &format!(r#"signalgate_connections_closed_total{{{t}, reason="{reason}"}}"#),
                 1.0,
             );
         }
@@ -533,7 +529,7 @@ fn scenario_counts_are_visible(prometheus: &Prometheus) {
         at_least(&format!("signalgate_rtt_seconds_count{{{t}}}"), 1.0);
     }
     at_least(
-        r#"signalgate_sessions_closed_total{reason="superseded"}"#,
+        r#"signalgate_connections_closed_total{reason="superseded"}"#,
         1.0,
     );
     at_least(r#"signalgate_resumes_total{outcome="took_over"}"#, 1.0);
@@ -554,10 +550,7 @@ fn scenario_counts_are_visible(prometheus: &Prometheus) {
         r#"signalgate_sessions_left_total{reason="resume_window_expired"}"#,
         2.0,
     );
-    at_least(
-        r#"signalgate_sessions_left_total{reason="client_closed"}"#,
-        2.0,
-    );
+    at_least(r#"signalgate_sessions_left_total{reason="bye"}"#, 2.0);
     at_least("signalgate_rooms{}", 1.0);
     at_least(
         r#"signalgate_liveness_timeout_seconds{}"#,

@@ -202,6 +202,7 @@ async fn a_stale_slow_connect_attempt_cannot_take_the_session_back() {
         resume_token: token.clone(),
         last_seq: 1,
         attempt: n - 1, // Session::resume sends attempt + 1.
+        ..ResumeState::default()
     };
     let mut newer = Session::resume(gw.wt().await, &attempt(2))
         .await
@@ -231,7 +232,7 @@ async fn the_hold_is_bounded_and_the_sender_is_told_what_was_not_accepted() {
         liveness_timeout: Some(ms(1000)),
         ping_interval: Some(ms(300)),
         resume_window: Some(Duration::from_secs(20)),
-        hold_frames: Some(4),
+        backlog_frames: Some(4),
         ..Settings::default()
     })
     .await;

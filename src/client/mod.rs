@@ -2,7 +2,8 @@
 //!
 //! Two layers: [`Connection`] moves frames (and, for tests, deliberately bad bytes) over one
 //! transport connection; [`Session`] speaks the protocol on top of it (Hello/Welcome,
-//! request/reply correlation, seq tracking, resume). The tests and the benchmarks use it.
+//! request/reply correlation, seq tracking both ways, resume with resending, Bye). The tests
+//! and the benchmarks use it.
 
 mod tls;
 mod websocket;
@@ -17,8 +18,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::proto::{
-    self, Ack, ClientFrame, Hello, Join, Joined, Leave, Ping, ServerFrame, Welcome, client_frame,
-    server_frame, signal,
+    self, Ack, Bye, ClientFrame, Hello, Join, Joined, Leave, Ping, ServerFrame, Suspend, Welcome,
+    client_frame, server_frame, signal,
 };
 
 /// How the client decides to trust the gateway's certificate.
@@ -104,8 +105,12 @@ pub enum Outgoing {
     /// for testing: the contract allows one stream).
     ExtraStream(Bytes),
     /// Close handshake: WebSocket Close frame; WebTransport FIN on the control stream, then
-    /// the gateway closes the session. The gateway tells peers the client LEFT.
+    /// the gateway closes the session. A close is not a leave: the gateway tells peers the
+    /// client is UNREACHABLE (it may resume); only a Bye frame leaves.
     Close,
+    /// The close handshake with this WebSocket close code (1001 is what Chromium sends when
+    /// it freezes or caches a page); on WebTransport the same as [`Outgoing::Close`].
+    CloseWithCode(u16),
     /// Drop the connection without a close handshake (TCP closed without a Close frame; a
     /// WebTransport session closed without FIN, as Chromium does when a page is frozen or a
     /// tab closes). The gateway tells peers the client is UNREACHABLE; it may resume.
@@ -229,11 +234,16 @@ impl Connection {
 }
 
 /// Where a session stands, enough to resume it on a new connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ResumeState {
     pub resume_token: String,
     pub last_seq: u64,
     pub attempt: u64,
+    /// Numbered frames the gateway has not acknowledged, oldest first: resent after the
+    /// resume (those the Welcome says were processed are dropped).
+    pub unacked: Vec<ClientFrame>,
+    pub next_client_seq: u64,
+    pub next_id: u64,
 }
 
 /// A signalgate session over a [`Connection`].
@@ -244,6 +254,10 @@ pub struct Session {
     next_id: u64,
     last_seq: u64,
     attempt: u64,
+    /// The seq of the next numbered frame (Join, Leave, Signal).
+    next_client_seq: u64,
+    /// Numbered frames sent and not yet acknowledged by the gateway.
+    unacked: VecDeque<ClientFrame>,
     /// Frames received while waiting for a reply, delivered by `next_event` first.
     pending: VecDeque<ServerFrame>,
     timeout: Duration,
@@ -255,10 +269,13 @@ pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 impl Session {
     /// Hello (new session) and Welcome.
     pub async fn start(conn: Connection) -> Result<Session, ClientError> {
-        Self::hello(conn, Hello::default(), 0).await
+        let mut session = Session::new(conn, 0, 1);
+        session.hello(Hello::default()).await?;
+        Ok(session)
     }
 
-    /// Hello with the resume token; the Welcome says whether it resumed.
+    /// Hello with the resume token; the Welcome says whether it resumed. Numbered frames the
+    /// gateway had not processed are resent, in order, right after the Welcome.
     pub async fn resume(conn: Connection, state: &ResumeState) -> Result<Session, ClientError> {
         let hello = Hello {
             resume_token: state.resume_token.clone(),
@@ -266,39 +283,52 @@ impl Session {
             attempt: state.attempt + 1,
             ..Hello::default()
         };
-        let attempt = hello.attempt;
-        let mut session = Self::hello(conn, hello, state.last_seq).await?;
-        session.attempt = attempt;
+        let mut session = Session::new(conn, state.last_seq, state.next_id);
+        session.attempt = hello.attempt;
+        session.next_client_seq = state.next_client_seq;
+        session.unacked = state.unacked.iter().cloned().collect();
+        session.hello(hello).await?;
+        if session.welcome.resumed {
+            let processed = session.welcome.last_client_seq;
+            session.unacked.retain(|f| f.seq > processed);
+            for frame in &session.unacked {
+                session.conn.send_frame(frame.clone())?;
+            }
+        } else {
+            session.unacked.clear();
+            session.next_client_seq = 1;
+        }
         Ok(session)
     }
 
-    async fn hello(
-        conn: Connection,
-        mut hello: Hello,
-        last_seq: u64,
-    ) -> Result<Session, ClientError> {
+    fn new(conn: Connection, last_seq: u64, next_id: u64) -> Session {
+        Session {
+            conn,
+            welcome: Welcome::default(),
+            next_id,
+            last_seq,
+            attempt: 0,
+            next_client_seq: 1,
+            unacked: VecDeque::new(),
+            pending: VecDeque::new(),
+            timeout: REPLY_TIMEOUT,
+        }
+    }
+
+    async fn hello(&mut self, mut hello: Hello) -> Result<(), ClientError> {
         if hello.client.is_empty() {
             hello.client = format!("signalgate-rust/{}", env!("CARGO_PKG_VERSION"));
         }
-        let mut session = Session {
-            conn,
-            welcome: Welcome::default(),
-            next_id: 1,
-            last_seq,
-            attempt: 0,
-            pending: VecDeque::new(),
-            timeout: REPLY_TIMEOUT,
-        };
-        let reply = session.request(client_frame::Msg::Hello(hello)).await?;
+        let reply = self.request(client_frame::Msg::Hello(hello)).await?;
         match reply.msg {
-            Some(server_frame::Msg::Welcome(welcome)) => session.welcome = welcome,
+            Some(server_frame::Msg::Welcome(welcome)) => self.welcome = welcome,
             other => {
                 return Err(ClientError::Unexpected(format!(
                     "{other:?} instead of Welcome"
                 )));
             }
         }
-        Ok(session)
+        Ok(())
     }
 
     pub fn welcome(&self) -> &Welcome {
@@ -331,18 +361,45 @@ impl Session {
             resume_token: self.welcome.resume_token.clone(),
             last_seq: self.last_seq,
             attempt: self.attempt,
+            unacked: self.unacked.iter().cloned().collect(),
+            next_client_seq: self.next_client_seq,
+            next_id: self.next_id,
         }
+    }
+
+    /// Numbered frames sent that the gateway has not acknowledged yet.
+    pub fn unacked(&self) -> usize {
+        self.unacked.len()
     }
 
     pub fn set_reply_timeout(&mut self, timeout: Duration) {
         self.timeout = timeout;
     }
 
-    /// Sends a frame without waiting for anything; returns its id.
+    /// Sends a frame without waiting for anything; returns its id. Join, Leave and Signal
+    /// are numbered and kept until the gateway acknowledges them.
     pub fn send(&mut self, msg: client_frame::Msg) -> Result<u64, ClientError> {
         let id = self.next_id;
         self.next_id += 1;
-        self.conn.send_frame(ClientFrame { id, msg: Some(msg) })?;
+        let numbered = matches!(
+            msg,
+            client_frame::Msg::Join(_) | client_frame::Msg::Leave(_) | client_frame::Msg::Signal(_)
+        );
+        let seq = if numbered {
+            self.next_client_seq += 1;
+            self.next_client_seq - 1
+        } else {
+            0
+        };
+        let frame = ClientFrame {
+            id,
+            seq,
+            msg: Some(msg),
+        };
+        if numbered {
+            self.unacked.push_back(frame.clone());
+        }
+        self.conn.send_frame(frame)?;
         Ok(id)
     }
 
@@ -363,11 +420,18 @@ impl Session {
         }
     }
 
-    /// Receives one frame, dropping replayed duplicates, tracking seq.
+    /// Receives one frame, dropping replayed duplicates, tracking seq both ways (the
+    /// gateway's Acks are consumed here).
     async fn receive(&mut self, deadline: Instant) -> Result<ServerFrame, ClientError> {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let frame = self.conn.recv_frame(left).await?;
+            if let Some(server_frame::Msg::Ack(ack)) = &frame.msg {
+                while self.unacked.front().is_some_and(|f| f.seq <= ack.seq) {
+                    self.unacked.pop_front();
+                }
+                continue;
+            }
             if frame.seq != 0 {
                 if frame.seq <= self.last_seq {
                     continue; // Already processed before a resume.
@@ -456,7 +520,21 @@ impl Session {
         }
     }
 
-    pub async fn close(self) {
+    /// Leaves for good: Bye, then the gateway closes the connection (waited for briefly).
+    pub async fn close(mut self) {
+        if self.send(client_frame::Msg::Bye(Bye {})).is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                while !matches!(self.conn.recv().await, Incoming::Closed { .. }) {}
+            })
+            .await;
+        }
         self.conn.close().await;
+    }
+
+    /// Says the client is about to be suspended: the gateway detaches the session (peers see
+    /// it UNREACHABLE, reason SUSPENDED) and closes the connection; resume it later.
+    pub fn suspend(&mut self) -> Result<(), ClientError> {
+        self.send(client_frame::Msg::Suspend(Suspend {}))
+            .map(|_| ())
     }
 }

@@ -10,6 +10,8 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::{Connector, client_async_tls_with_config};
 
 use super::{ClientError, ConnectOptions, Connection, Incoming, Kind, Outgoing, tls};
@@ -86,8 +88,12 @@ pub async fn connect(url: &str, options: &ConnectOptions) -> Result<Connection, 
                             let _ = in_tx.send(Incoming::Closed { code: None, reason: "aborted by the client".into() });
                             return; // Drops the socket: FIN without a WebSocket Close frame.
                         }
-                        Some(Outgoing::Close) | None => {
-                            let _ = sink.send(Message::Close(None)).await;
+                        close @ (Some(Outgoing::Close | Outgoing::CloseWithCode(_)) | None) => {
+                            let frame = match close {
+                                Some(Outgoing::CloseWithCode(code)) => Some(CloseFrame { code: CloseCode::from(code), reason: "".into() }),
+                                _ => None,
+                            };
+                            let _ = sink.send(Message::Close(frame)).await;
                             // Wait for the gateway's close reply (or give up after a while).
                             let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
                                 while let Some(Ok(m)) = stream.next().await {

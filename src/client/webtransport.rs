@@ -77,9 +77,9 @@ pub async fn connect(url: &str, options: &ConnectOptions) -> Result<Connection, 
                             }
                             continue;
                         }
-                        Some(Outgoing::Close) | None => {
-                            // Leaving = FIN on the control stream; the gateway then closes the
-                            // session. A bare session close would count as a lost connection.
+                        Some(Outgoing::Close | Outgoing::CloseWithCode(_)) | None => {
+                            // The close handshake: FIN on the control stream; the gateway then
+                            // closes the session. (Leaving is a Bye frame, sent before this.)
                             let _ = send.finish().await;
                             let _ = tokio::time::timeout(Duration::from_secs(1), connection.closed()).await;
                             connection.close(VarInt::from_u32(0), b"client closed");

@@ -139,6 +139,7 @@ mod tests {
     fn ping(id: u64, payload: &'static [u8]) -> ClientFrame {
         ClientFrame {
             id,
+            seq: 0,
             msg: Some(client_frame::Msg::Ping(Ping {
                 payload: Bytes::from_static(payload),
             })),
@@ -206,7 +207,11 @@ mod tests {
 
     #[test]
     fn frame_without_message_is_malformed() {
-        let bytes = ClientFrame { id: 3, msg: None }.encode_to_vec();
+        let bytes = ClientFrame {
+            id: 3,
+            ..Default::default()
+        }
+        .encode_to_vec();
         assert!(matches!(
             decode_client_frame(Bytes::from(bytes), 1024),
             Err(FrameProblem::Malformed { .. })

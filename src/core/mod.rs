@@ -9,7 +9,6 @@ pub mod hub;
 pub mod ids;
 pub mod liveness;
 pub mod rate_limit;
-pub mod replay;
 
 use crate::proto;
 
@@ -64,5 +63,8 @@ pub fn reason_label(reason: proto::Reason) -> &'static str {
         R::ServerShutdown => "server_shutdown",
         R::Resumed => "resumed",
         R::HelloTimeout => "hello_timeout",
+        R::Bye => "bye",
+        R::Suspended => "suspended",
+        R::ResumeGap => "resume_gap",
     }
 }

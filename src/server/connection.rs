@@ -18,7 +18,7 @@ use crate::proto::Reason;
 use crate::transport::{Inbound, Link, Outbound};
 
 enum End {
-    /// The peer closed, broke, or went silent.
+    /// The peer closed, broke, or went silent; or our writer died.
     Lost {
         reason: Reason,
         silent_for: Duration,
@@ -54,11 +54,28 @@ async fn drive_as(ctx: Arc<ServerContext>, conn: ConnId, mut link: Link) {
     } else {
         tracing::debug!("connection opened");
         let mut liveness = Liveness::new(Instant::now(), ctx.config.hub.liveness);
+        // A lagging activity sampler may revive a Dead verdict once per silence, not forever.
+        let mut revived_in_this_silence = false;
         loop {
             let wake = liveness.poll_timeout().unwrap_or_else(Instant::now);
             let input = tokio::select! {
                 biased;
                 result = &mut killed => break if result.is_ok() { End::Killed } else { End::ClosedByHub },
+                // The writer ended without being told to close: nothing sent reaches the peer
+                // any more, so the connection is lost (not a session quietly eating frames).
+                _ = &mut link.writer => {
+                    tracing::info!("connection writer ended");
+                    break End::Lost { reason: Reason::ConnectionLost, silent_for: liveness.silent_for(Instant::now()) };
+                }
+                changed = link.written.changed() => {
+                    if changed.is_ok() {
+                        let mark = *link.written.borrow_and_update();
+                        if ctx.hub.send(HubInput::Drained { conn, mark }).await.is_err() {
+                            break End::HubGone;
+                        }
+                    }
+                    continue;
+                }
                 event = link.inbound.recv() => event,
                 () = tokio::time::sleep_until(wake.into()) => {
                     match liveness.handle_timeout(Instant::now()) {
@@ -68,12 +85,14 @@ async fn drive_as(ctx: Arc<ServerContext>, conn: ConnId, mut link: Link) {
                             let _ = link.outbox.try_send(Outbound::Probe);
                         }
                         Some(LivenessEvent::Dead { silent_for }) => {
-                            let lagging = link.unreported_activity.as_ref().is_some_and(|check| check());
+                            let lagging = !revived_in_this_silence
+                                && link.unreported_activity.as_ref().is_some_and(|check| check());
                             if !lagging {
                                 break End::Lost { reason: Reason::LivenessTimeout, silent_for };
                             }
                             // The peer spoke; our sampling of it fell behind (short of CPU).
                             metrics::liveness_stall(link.transport);
+                            revived_in_this_silence = true;
                             liveness.revive(Instant::now());
                         }
                         Some(LivenessEvent::Stalled { late_by }) => {
@@ -90,6 +109,9 @@ async fn drive_as(ctx: Arc<ServerContext>, conn: ConnId, mut link: Link) {
                 }
             };
             let now = Instant::now();
+            if matches!(input, Some(Inbound::Frame(_) | Inbound::Activity { .. })) {
+                revived_in_this_silence = false;
+            }
             let to_hub = match input {
                 Some(Inbound::Frame(frame)) => {
                     liveness.on_inbound(now);
@@ -142,7 +164,11 @@ async fn drive_as(ctx: Arc<ServerContext>, conn: ConnId, mut link: Link) {
         end = match tokio::time::timeout(ctx.config.shutdown_grace, &mut killed).await {
             Ok(Ok(())) => End::Killed,
             Ok(Err(_)) => End::ClosedByHub,
-            Err(_) => End::HubGone,
+            // The hub never closed it: tell it the connection is gone, so nothing of it lingers.
+            Err(_) => End::Lost {
+                reason: Reason::ProtocolError,
+                silent_for: Duration::ZERO,
+            },
         };
     }
     match end {

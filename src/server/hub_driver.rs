@@ -1,5 +1,5 @@
 //! The task that owns the [`Hub`]: feeds it inputs from every connection, arms its timer, and
-//! carries out its outputs (frames into connection outboxes, closes, metrics).
+//! carries out its outputs (frames and checkpoints into connection outboxes, closes, metrics).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -33,6 +33,11 @@ pub enum HubInput {
         conn: ConnId,
         problem: FrameProblem,
     },
+    /// The connection's writer got past checkpoint `mark`.
+    Drained {
+        conn: ConnId,
+        mark: u64,
+    },
     Lost {
         conn: ConnId,
         reason: Reason,
@@ -44,6 +49,10 @@ pub enum HubInput {
 /// Hub inputs waiting to be processed. Connections wait when it is full.
 pub const HUB_QUEUE: usize = 4096;
 
+/// Inputs taken per round before the outputs are carried out: the hub coalesces per round
+/// (one Ack per session), and the outboxes are fed in larger, cheaper batches.
+const BATCH: usize = 64;
+
 struct LinkHandle {
     outbox: mpsc::Sender<Outbound>,
     kill: oneshot::Sender<()>,
@@ -51,20 +60,22 @@ struct LinkHandle {
 
 pub async fn run(mut hub: Hub, mut inputs: mpsc::Receiver<HubInput>) {
     let mut links: HashMap<ConnId, LinkHandle> = HashMap::new();
+    let mut batch = Vec::with_capacity(BATCH);
     loop {
         let wake = hub.poll_timeout();
-        let input = tokio::select! {
-            input = inputs.recv() => match input {
-                Some(input) => Some(input),
-                None => break,
-            },
-            () = sleep_until(wake) => None,
-        };
-        let now = Instant::now();
-        match input {
-            Some(input) => apply(&mut hub, &mut links, now, input),
-            None => hub.handle_timeout(now),
+        tokio::select! {
+            received = inputs.recv_many(&mut batch, BATCH) => {
+                if received == 0 {
+                    break; // Every sender is gone.
+                }
+            }
+            () = sleep_until(wake) => {}
         }
+        let now = Instant::now();
+        for input in batch.drain(..) {
+            apply(&mut hub, &mut links, now, input);
+        }
+        hub.handle_timeout(now);
         dispatch(&mut hub, &mut links, now);
         metrics::set_gauges(hub.gauges());
     }
@@ -90,6 +101,7 @@ fn apply(hub: &mut Hub, links: &mut HashMap<ConnId, LinkHandle>, now: Instant, i
         }
         HubInput::Frame { conn, frame } => hub.frame_received(now, conn, frame),
         HubInput::Rejected { conn, problem } => hub.frame_rejected(now, conn, problem),
+        HubInput::Drained { conn, mark } => hub.connection_drained(now, conn, mark),
         HubInput::Lost {
             conn,
             reason,
@@ -102,20 +114,31 @@ fn apply(hub: &mut Hub, links: &mut HashMap<ConnId, LinkHandle>, now: Instant, i
     }
 }
 
+/// Carries out the hub's outputs. A connection whose outbox is full or closed is dealt with
+/// once (logged once, with the number of frames it could not take), not once per frame.
 fn dispatch(hub: &mut Hub, links: &mut HashMap<ConnId, LinkHandle>, now: Instant) {
+    let mut undeliverable: HashMap<ConnId, (&'static str, usize)> = HashMap::new();
     while let Some(output) = hub.poll_output() {
         match output {
             Output::Send { conn, frame } => {
-                let Some(link) = links.get(&conn) else {
-                    continue;
-                };
-                match link.outbox.try_send(Outbound::Frame(frame)) {
-                    Ok(()) | Err(TrySendError::Closed(_)) => {}
-                    Err(TrySendError::Full(_)) => {
-                        tracing::warn!(%conn, "outbound queue full: closing the slow consumer");
-                        hub.outbound_overflow(now, conn);
-                    }
-                }
+                forward(
+                    hub,
+                    links,
+                    &mut undeliverable,
+                    now,
+                    conn,
+                    Outbound::Frame(frame),
+                );
+            }
+            Output::Checkpoint { conn, mark } => {
+                forward(
+                    hub,
+                    links,
+                    &mut undeliverable,
+                    now,
+                    conn,
+                    Outbound::Checkpoint(mark),
+                );
             }
             Output::Close { conn, reason } => {
                 let Some(link) = links.remove(&conn) else {
@@ -127,6 +150,42 @@ fn dispatch(hub: &mut Hub, links: &mut HashMap<ConnId, LinkHandle>, now: Instant
                 }
             }
             Output::Event(event) => metrics::record(&event),
+        }
+    }
+    for (conn, (what, frames)) in undeliverable {
+        tracing::warn!(%conn, frames, "{what}");
+    }
+}
+
+fn forward(
+    hub: &mut Hub,
+    links: &mut HashMap<ConnId, LinkHandle>,
+    undeliverable: &mut HashMap<ConnId, (&'static str, usize)>,
+    now: Instant,
+    conn: ConnId,
+    out: Outbound,
+) {
+    if let Some((_, frames)) = undeliverable.get_mut(&conn) {
+        *frames += 1;
+        return;
+    }
+    let Some(link) = links.get(&conn) else {
+        return;
+    };
+    match link.outbox.try_send(out) {
+        Ok(()) => {}
+        Err(TrySendError::Full(_)) => {
+            undeliverable.insert(conn, ("outbound queue full: closing the slow consumer", 1));
+            hub.outbound_overflow(now, conn);
+        }
+        Err(TrySendError::Closed(_)) => {
+            // The writer is gone while the hub thought the connection open: it is lost (the
+            // session keeps every frame for a resume; nothing is counted as delivered).
+            undeliverable.insert(conn, ("connection writer ended: the connection is lost", 1));
+            if let Some(link) = links.remove(&conn) {
+                let _ = link.kill.send(());
+            }
+            hub.connection_lost(now, conn, Reason::ConnectionLost, Duration::ZERO);
         }
     }
 }

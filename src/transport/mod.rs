@@ -6,9 +6,10 @@ pub mod websocket;
 pub mod webtransport;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::core::Transport;
@@ -33,7 +34,9 @@ pub enum Inbound {
 /// What a transport writer is told to do, in order.
 #[derive(Debug)]
 pub enum Outbound {
-    Frame(ServerFrame),
+    Frame(Arc<ServerFrame>),
+    /// Everything before this has been written: publish the mark on [`Link::written`].
+    Checkpoint(u64),
     /// Send a probe the peer's network stack answers (a WebSocket Ping, a QUIC datagram).
     Probe,
     /// Close the connection after everything queued before.
@@ -48,6 +51,8 @@ pub struct Link {
     pub outbox: mpsc::Sender<Outbound>,
     pub reader: JoinHandle<()>,
     pub writer: JoinHandle<()>,
+    /// The last [`Outbound::Checkpoint`] the writer got past (everything before it written).
+    pub written: watch::Receiver<u64>,
     /// For transports that report activity by sampling: whether something arrived that has
     /// not been reported yet (the sampler may lag when the gateway is short of CPU). Asked
     /// once before a liveness verdict.
@@ -67,10 +72,13 @@ pub fn close_code(reason: Reason) -> u16 {
     match reason {
         Reason::ServerShutdown => 1001,
         Reason::ProtocolError => 1008,
-        Reason::Superseded => 4001,
+        // A newer connection of the same client replaced this one (a take-over, or a resume
+        // that had to start a new session).
+        Reason::Superseded | Reason::ResumeGap => 4001,
         Reason::SlowConsumer => 4002,
         Reason::HelloTimeout => 4003,
         Reason::LivenessTimeout => 4004,
+        Reason::Suspended => 4005,
         _ => 1000,
     }
 }

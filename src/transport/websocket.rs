@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
@@ -47,6 +47,7 @@ where
     let (sink, stream) = ws.split();
     let (inbound_tx, inbound) = mpsc::channel(INBOUND_QUEUE);
     let (outbox, outbox_rx) = mpsc::channel(outbox_capacity);
+    let (written_tx, written) = watch::channel(0);
     let epoch = Instant::now();
     Link {
         transport: Transport::WebSocket,
@@ -54,7 +55,8 @@ where
         inbound,
         outbox,
         reader: tokio::spawn(read_loop(stream, inbound_tx, max_frame_bytes, epoch)),
-        writer: tokio::spawn(write_loop(sink, outbox_rx, epoch)),
+        writer: tokio::spawn(write_loop(sink, outbox_rx, written_tx, epoch)),
+        written,
         // Every inbound message is reported as it is read.
         unreported_activity: None,
     }
@@ -113,8 +115,12 @@ async fn read_loop<St>(
     }
 }
 
-async fn write_loop<Si>(mut sink: Si, mut rx: mpsc::Receiver<Outbound>, epoch: Instant)
-where
+async fn write_loop<Si>(
+    mut sink: Si,
+    mut rx: mpsc::Receiver<Outbound>,
+    written: watch::Sender<u64>,
+    epoch: Instant,
+) where
     Si: futures_util::Sink<Message, Error = WsError> + Unpin,
 {
     while let Some(out) = rx.recv().await {
@@ -122,6 +128,12 @@ where
             Outbound::Frame(frame) => {
                 sink.feed(Message::Binary(encode_server_frame(&frame)))
                     .await
+            }
+            Outbound::Checkpoint(mark) => {
+                // Written means handed to the socket, not sitting in our buffers.
+                let flushed = sink.flush().await;
+                written.send_replace(mark);
+                flushed
             }
             Outbound::Probe => sink.feed(Message::Ping(probe_payload(epoch))).await,
             Outbound::Close(reason) => {

@@ -4,17 +4,18 @@
 //! on it are varint-length-delimited protobuf. Liveness uses the same model as WebSocket:
 //! QUIC keep-alives (every `ping_interval` after the last packet received) and the driver's
 //! probes (an empty WebTransport datagram) are what the browser's network stack answers (with
-//! ACKs), and every UDP datagram that arrives counts as life. The
-//! adapter samples quinn's receive counter and reports activity to the connection driver,
-//! which declares death after `liveness_timeout` of silence exactly as for WebSocket. QUIC's
-//! own idle timeout is set a little longer, as a backstop only.
+//! ACKs). Life is a QUIC frame that decrypted and authenticated — never a bare UDP datagram,
+//! which anyone who saw the connection ID can send. The adapter samples quinn's count of
+//! received frames and reports activity to the connection driver, which declares death after
+//! `liveness_timeout` of silence exactly as for WebSocket. QUIC's own idle timeout is set a
+//! little longer, as a backstop only.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use wtransport::error::{ConnectionError, StreamReadError};
 use wtransport::{Connection, RecvStream, SendStream, ServerConfig, VarInt};
 
@@ -104,10 +105,14 @@ pub fn spawn(
 ) -> Link {
     let (inbound_tx, inbound) = mpsc::channel(INBOUND_QUEUE);
     let (outbox, outbox_rx) = mpsc::channel(config.outbound_queue);
+    let (written_tx, written) = watch::channel(0);
     let reported = sampler.watch(connection.quic_connection().clone(), inbound_tx.clone());
     let quic = connection.quic_connection().clone();
-    let unreported_activity: UnreportedActivity =
-        Box::new(move || quic.stats().udp_rx.datagrams != reported.load(Ordering::Relaxed));
+    let sampler = sampler.clone();
+    // Only a running sampler can lag behind: a dead one must not keep a silent peer alive.
+    let unreported_activity: UnreportedActivity = Box::new(move || {
+        sampler.is_running() && authenticated_frames(&quic) != reported.load(Ordering::Relaxed)
+    });
     let reader = Reader {
         connection: connection.clone(),
         recv,
@@ -121,7 +126,8 @@ pub fn spawn(
         inbound,
         outbox,
         reader: tokio::spawn(reader.run()),
-        writer: tokio::spawn(write_loop(connection, send, outbox_rx)),
+        writer: tokio::spawn(write_loop(connection, send, outbox_rx, written_tx)),
+        written,
         unreported_activity: Some(unreported_activity),
     }
 }
@@ -133,12 +139,48 @@ pub fn spawn(
 #[derive(Clone)]
 pub struct ActivitySampler {
     watch: mpsc::UnboundedSender<Watched>,
+    /// When the sampling task last looked, in ms since `epoch` (0: never).
+    last_tick: Arc<AtomicU64>,
+    epoch: Instant,
+    every: Duration,
+}
+
+/// QUIC frames received that decrypted and authenticated: proof that the peer itself spoke.
+/// (quinn counts UDP datagrams before decryption; a forged or replayed packet carrying the
+/// connection ID would count there.)
+fn authenticated_frames(quic: &quinn::Connection) -> u64 {
+    let f = quic.stats().frame_rx;
+    f.acks
+        + f.ack_frequency
+        + f.crypto
+        + f.connection_close
+        + f.data_blocked
+        + f.datagram
+        + u64::from(f.handshake_done)
+        + f.immediate_ack
+        + f.max_data
+        + f.max_stream_data
+        + f.max_streams_bidi
+        + f.max_streams_uni
+        + f.new_connection_id
+        + f.new_token
+        + f.path_challenge
+        + f.path_response
+        + f.ping
+        + f.reset_stream
+        + f.retire_connection_id
+        + f.stream_data_blocked
+        + f.streams_blocked_bidi
+        + f.streams_blocked_uni
+        + f.stop_sending
+        + f.stream
 }
 
 struct Watched {
     quic: quinn::Connection,
     events: mpsc::Sender<Inbound>,
-    /// The receive counter as last reported (shared with the link's unreported-activity check).
+    /// The authenticated-frame counter as last reported (shared with the link's
+    /// unreported-activity check).
     received: Arc<AtomicU64>,
     remote: SocketAddr,
     rtt_reported: Option<Instant>,
@@ -149,13 +191,37 @@ impl ActivitySampler {
     pub fn spawn(liveness: &LivenessConfig) -> ActivitySampler {
         let (watch, registrations) = mpsc::unbounded_channel();
         let every = activity_sampling(liveness);
-        tokio::spawn(sample(registrations, every, liveness.ping_interval()));
-        ActivitySampler { watch }
+        let last_tick = Arc::new(AtomicU64::new(0));
+        let epoch = Instant::now();
+        let ticks = Ticks {
+            last: last_tick.clone(),
+            epoch,
+        };
+        tokio::spawn(sample(
+            registrations,
+            every,
+            liveness.ping_interval(),
+            ticks,
+        ));
+        ActivitySampler {
+            watch,
+            last_tick,
+            epoch,
+            every,
+        }
     }
 
-    /// Returns the reported receive counter, for [`Link::unreported_activity`].
+    /// Whether the sampling task looked recently (within four sampling periods).
+    pub fn is_running(&self) -> bool {
+        let last = self.last_tick.load(Ordering::Relaxed);
+        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let every = u64::try_from(self.every.as_millis()).unwrap_or(u64::MAX);
+        last != 0 && now.saturating_sub(last) <= 4 * every.max(1)
+    }
+
+    /// Returns the reported frame counter, for [`Link::unreported_activity`].
     fn watch(&self, quic: quinn::Connection, events: mpsc::Sender<Inbound>) -> Arc<AtomicU64> {
-        let received = Arc::new(AtomicU64::new(quic.stats().udp_rx.datagrams));
+        let received = Arc::new(AtomicU64::new(authenticated_frames(&quic)));
         let watched = Watched {
             received: received.clone(),
             remote: quic.remote_address(),
@@ -168,24 +234,40 @@ impl ActivitySampler {
     }
 }
 
+/// Where the sampling task records that it is alive.
+struct Ticks {
+    last: Arc<AtomicU64>,
+    epoch: Instant,
+}
+
 async fn sample(
     mut registrations: mpsc::UnboundedReceiver<Watched>,
     every: Duration,
     rtt_every: Duration,
+    ticks_seen: Ticks,
 ) {
     let mut watched: Vec<Watched> = Vec::new();
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Once every handle is gone no registration can come: stop polling the channel (a
+    // closed channel is always ready, and polling it would spin).
+    let mut registering = true;
     loop {
         tokio::select! {
-            registration = registrations.recv() => match registration {
+            registration = registrations.recv(), if registering => match registration {
                 Some(w) => watched.push(w),
-                None if watched.is_empty() => return,
-                None => {}
+                None => registering = false,
             },
             _ = ticks.tick() => {
                 let now = Instant::now();
+                let since_epoch = now.saturating_duration_since(ticks_seen.epoch).as_millis();
+                ticks_seen
+                    .last
+                    .store(u64::try_from(since_epoch).unwrap_or(u64::MAX).max(1), Ordering::Relaxed);
                 watched.retain_mut(|w| w.look(now, rtt_every));
+                if !registering && watched.is_empty() {
+                    return;
+                }
             }
         }
     }
@@ -203,18 +285,17 @@ impl Watched {
             metrics::quic_migration();
             self.remote = remote;
         }
-        let stats = self.quic.stats();
-        if stats.udp_rx.datagrams == self.received.load(Ordering::Relaxed) {
+        let frames = authenticated_frames(&self.quic);
+        if frames == self.received.load(Ordering::Relaxed) {
             return true;
         }
         let rtt_due = self.rtt_reported.is_none_or(|at| now - at >= rtt_every);
         let activity = Inbound::Activity {
-            rtt: rtt_due.then_some(stats.path.rtt),
+            rtt: rtt_due.then(|| self.quic.rtt()),
         };
         match self.events.try_send(activity) {
             Ok(()) => {
-                self.received
-                    .store(stats.udp_rx.datagrams, Ordering::Relaxed);
+                self.received.store(frames, Ordering::Relaxed);
                 if rtt_due {
                     self.rtt_reported = Some(now);
                 }
@@ -236,9 +317,7 @@ struct Reader {
 }
 
 /// How an end of the QUIC connection without a FIN on the control stream maps onto the
-/// core's reasons. A session closed without that FIN is *lost*, not left: Chromium closes a
-/// page's WebTransport sessions the same way whether the tab closed or the page was frozen,
-/// and a frozen page must stay resumable.
+/// core's reasons. (Whatever the reason, the session stays resumable: only Bye leaves.)
 fn loss_reason(error: &ConnectionError) -> Reason {
     match error {
         // Only the backstop: the driver normally declares the peer dead first.
@@ -261,8 +340,8 @@ impl Reader {
                         }
                         continue;
                     }
-                    // The client finished its side of the control stream: that is how a
-                    // WebTransport client leaves (the close handshake). Close the session.
+                    // The client finished its side of the control stream: a close handshake
+                    // (which says nothing about leaving: only Bye does). Close the session.
                     Ok(None) => {
                         let code = VarInt::from_u32(u32::from(close_code(Reason::ClientClosed)));
                         self.connection.close(code, reason_label(Reason::ClientClosed).as_bytes());
@@ -329,6 +408,7 @@ async fn write_loop(
     connection: Connection,
     mut send: SendStream,
     mut rx: mpsc::Receiver<Outbound>,
+    written: watch::Sender<u64>,
 ) {
     while let Some(out) = rx.recv().await {
         match out {
@@ -341,6 +421,10 @@ async fn write_loop(
                     return;
                 }
             }
+            // write_all returned: quinn took the bytes (within the stream's flow control).
+            Outbound::Checkpoint(mark) => {
+                written.send_replace(mark);
+            }
             // An empty datagram: an ack-eliciting packet of its own next to QUIC's keep-alive,
             // outside the keep-alive's retransmission back-off. Measured with 1,000 sessions,
             // 30% loss each way and +200 ms RTT for 5 minutes: 244 false deaths with it, 348
@@ -350,7 +434,12 @@ async fn write_loop(
                 let _ = connection.send_datagram([]);
             }
             Outbound::Close(reason) => {
-                let _ = send.finish().await;
+                // Closing the connection discards stream data not yet delivered, so the last
+                // frames (a GoAway, an Error) get a few round trips to arrive — but a peer that
+                // is gone never acknowledges the FIN, and must not hold the close back.
+                let rtt = connection.quic_connection().rtt();
+                let patience = (rtt * 3).clamp(Duration::from_millis(50), Duration::from_secs(1));
+                let _ = tokio::time::timeout(patience, send.finish()).await;
                 let code = VarInt::from_u32(u32::from(close_code(reason)));
                 connection.close(code, reason_label(reason).as_bytes());
                 // Give the close frame a moment to leave before the handles drop.

@@ -1,0 +1,274 @@
+//! A session's stream to its connection, and the frames outside that stream.
+//!
+//! [`Hub::deliver`] appends to a session's stream: numbered and sent at once when nothing waits
+//! ahead of it and the connection's send window is open, otherwise behind what waits (see
+//! `backlog.rs`). [`Hub::pump`] sends what waits as the window reopens. Acks of the client's
+//! numbered frames go out only when nothing of the stream waits, so that an Error about one of
+//! those frames always reaches the client before the Ack that covers it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::pending::{Class, News};
+use super::{ConnId, Hub, HubEvent, Output, SessionKey};
+use crate::proto::{self, Ack, ErrorCode, GoAway, Pong, Reason, ServerFrame, server_frame::Msg};
+
+/// Something for a session's ordered stream.
+pub(super) enum Item {
+    /// A reply (or an Error) to the session's own request `in_reply_to`.
+    Reply {
+        in_reply_to: u64,
+        msg: Msg,
+    },
+    Signal(Msg),
+    /// Presence news about `peer_id` in `room`.
+    News {
+        room: String,
+        peer_id: String,
+        news: News,
+    },
+}
+
+/// The error frame's body; ServerFrame.in_reply_to and Error.in_reply_to always agree.
+pub(super) fn error_msg(code: ErrorCode, message: impl Into<String>, in_reply_to: u64) -> Msg {
+    Msg::Error(proto::Error {
+        code: code.into(),
+        message: message.into(),
+        in_reply_to,
+    })
+}
+
+fn millis_u32(d: Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
+}
+
+impl Hub {
+    /// Appends to the session's stream (nothing happens for a session that is gone).
+    pub(super) fn deliver(&mut self, key: SessionKey, item: Item) {
+        let Some(session) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        let conn = session.conn();
+        let window_open = conn
+            .and_then(|conn| self.connections.get(&conn))
+            .is_some_and(|c| c.flow.can_take());
+        if let Some(conn) = conn
+            && window_open
+            && session.backlog.is_drained()
+        {
+            let (in_reply_to, msg, signal) = match item {
+                Item::Reply { in_reply_to, msg } => (in_reply_to, msg, false),
+                Item::Signal(msg) => (0, msg, true),
+                Item::News { news, .. } => (0, news.into_msg(), false),
+            };
+            let (frame, size) = session.backlog.number_and_send(in_reply_to, msg, signal);
+            let limits = &self.config.limits;
+            session
+                .backlog
+                .drop_unacked_beyond(limits.backlog_frames, limits.backlog_bytes);
+            self.send_numbered(conn, frame, size);
+            return;
+        }
+        match item {
+            Item::Reply { in_reply_to, msg } => {
+                let size = msg.encoded_len();
+                session.backlog.push(in_reply_to, msg, size, Class::Reply);
+            }
+            Item::Signal(msg) => {
+                let size = msg.encoded_len();
+                session.backlog.push(0, msg, size, Class::Signal);
+            }
+            Item::News {
+                room,
+                peer_id,
+                news,
+            } => session.backlog.push_news(&room, &peer_id, news),
+        }
+        if conn.is_some() {
+            self.pump(key);
+        }
+    }
+
+    /// Sends what waits in the session's stream while its connection's window is open.
+    pub(super) fn pump(&mut self, key: SessionKey) {
+        let Some(session) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        let Some(conn) = session.conn() else {
+            return;
+        };
+        let Some(connection) = self.connections.get_mut(&conn) else {
+            return;
+        };
+        loop {
+            if !connection.flow.can_take() {
+                if let Some(mark) = connection.flow.checkpoint() {
+                    self.outputs.push_back(Output::Checkpoint { conn, mark });
+                }
+                break;
+            }
+            let Some((frame, size)) = session.backlog.take_next() else {
+                break;
+            };
+            self.outputs.push_back(Output::Send { conn, frame });
+            if let Some(mark) = connection.flow.sent(size) {
+                self.outputs.push_back(Output::Checkpoint { conn, mark });
+            }
+        }
+        let limits = &self.config.limits;
+        session
+            .backlog
+            .drop_unacked_beyond(limits.backlog_frames, limits.backlog_bytes);
+        if session.backlog.is_drained() && session.client_seq > session.client_seq_told {
+            self.acks_due.push(key);
+        }
+    }
+
+    fn send_numbered(&mut self, conn: ConnId, frame: Arc<ServerFrame>, size: usize) {
+        self.outputs.push_back(Output::Send { conn, frame });
+        if let Some(connection) = self.connections.get_mut(&conn)
+            && let Some(mark) = connection.flow.sent(size)
+        {
+            self.outputs.push_back(Output::Checkpoint { conn, mark });
+        }
+    }
+
+    /// The client's numbered frames were processed: an Ack is due (sent by
+    /// [`Self::send_due_acks`]).
+    pub(super) fn ack_due(&mut self, key: SessionKey) {
+        self.acks_due.push(key);
+    }
+
+    /// One Ack per session for the inputs processed since the last call, to sessions whose
+    /// stream has nothing waiting (the others get theirs from [`Self::pump`] once drained).
+    pub(super) fn send_due_acks(&mut self) {
+        for key in std::mem::take(&mut self.acks_due) {
+            let Some(session) = self.sessions.get_mut(&key) else {
+                continue;
+            };
+            let Some(conn) = session.conn() else {
+                continue; // The Welcome of a resume says it.
+            };
+            if session.client_seq <= session.client_seq_told || !session.backlog.is_drained() {
+                continue;
+            }
+            session.client_seq_told = session.client_seq;
+            let seq = session.client_seq;
+            self.send_direct(conn, 0, Msg::Ack(Ack { seq }));
+        }
+    }
+
+    /// A client that sends requests without reading their replies: closed as a slow
+    /// consumer once the unsent replies exceed the backlog bound (it may resume and read).
+    pub(super) fn check_overload(&mut self, now: Instant, key: SessionKey) {
+        let Some(session) = self.sessions.get(&key) else {
+            return;
+        };
+        if session.backlog.pending_replies() <= self.config.limits.backlog_frames {
+            return;
+        }
+        if let Some(conn) = session.conn() {
+            tracing::warn!(%conn, peer = %session.peer_id, "replies not read: closing the slow consumer");
+            self.close_connection(now, conn, Reason::SlowConsumer);
+        }
+    }
+
+    /// A reply to the session's own request (kept for replay like everything else).
+    pub(super) fn reply(&mut self, key: SessionKey, in_reply_to: u64, msg: Msg) {
+        self.deliver(key, Item::Reply { in_reply_to, msg });
+    }
+
+    pub(super) fn reply_error(
+        &mut self,
+        key: SessionKey,
+        id: u64,
+        code: ErrorCode,
+        message: impl Into<String>,
+    ) {
+        self.reply(key, id, error_msg(code, message, id));
+    }
+
+    /// Refuses a frame with an Error. Counts as a protocol error for frames that no
+    /// well-behaved client sends; too many of those close the connection.
+    pub(super) fn refuse(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        id: u64,
+        code: ErrorCode,
+        message: impl Into<String>,
+    ) {
+        let Some(connection) = self.connections.get_mut(&conn) else {
+            return;
+        };
+        let misbehaving = matches!(
+            code,
+            ErrorCode::MalformedFrame
+                | ErrorCode::FrameTooLarge
+                | ErrorCode::UnsupportedFrame
+                | ErrorCode::HelloRequired
+                | ErrorCode::AlreadyWelcomed
+        );
+        if misbehaving {
+            connection.protocol_errors += 1;
+        }
+        let too_many = connection.protocol_errors > self.config.limits.max_protocol_errors;
+        match connection.session {
+            Some(key) => self.reply_error(key, id, code, message),
+            None => self.send_direct(conn, id, error_msg(code, message, id)),
+        }
+        if too_many {
+            let message = format!(
+                "more than {} refused frames; closing",
+                self.config.limits.max_protocol_errors
+            );
+            self.send_direct(conn, 0, error_msg(ErrorCode::Closing, message, 0));
+            self.close_connection(now, conn, Reason::ProtocolError);
+        }
+    }
+
+    /// A frame about the connection itself, outside the session's stream (seq 0).
+    pub(super) fn send_direct(&mut self, conn: ConnId, in_reply_to: u64, msg: Msg) {
+        let frame = Arc::new(ServerFrame {
+            seq: 0,
+            in_reply_to,
+            msg: Some(msg),
+        });
+        self.outputs.push_back(Output::Send { conn, frame });
+    }
+
+    pub(super) fn pong(&mut self, conn: ConnId, id: u64, payload: Bytes) {
+        self.send_direct(conn, id, Msg::Pong(Pong { payload }));
+    }
+
+    pub(super) fn go_away_frame(&mut self, conn: ConnId) {
+        let msg = Msg::GoAway(GoAway {
+            reason: Reason::ServerShutdown.into(),
+            reconnect_after_ms: millis_u32(self.config.reconnect_after),
+            spread_ms: millis_u32(self.config.reconnect_spread),
+        });
+        self.send_direct(conn, 0, msg);
+    }
+
+    /// The hub closes a connection (after what is queued for it). Its session, if any, is
+    /// away and may resume — unless the gateway is shutting down.
+    pub(super) fn close_connection(&mut self, now: Instant, conn: ConnId, reason: Reason) {
+        self.deadlines.cancel(super::Deadline::Hello(conn));
+        let Some(connection) = self.connections.remove(&conn) else {
+            return;
+        };
+        self.outputs.push_back(Output::Close { conn, reason });
+        if let Some(key) = connection.session {
+            self.event(HubEvent::ConnectionEnded {
+                transport: connection.transport,
+                reason,
+                silent_for: Duration::ZERO,
+            });
+            if reason != Reason::ServerShutdown {
+                self.go_away(now, key, reason, Duration::ZERO);
+            }
+        }
+    }
+}

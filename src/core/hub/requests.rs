@@ -1,0 +1,192 @@
+//! What a session asks for: Join, Leave, Signal (validated and relayed), Ack, Bye.
+
+use super::delivery::{Item, error_msg};
+use super::pending::News;
+use super::{Hub, HubEvent, SessionKey, SignalKind};
+use crate::proto::{
+    self, ErrorCode, Joined, Left, Peer, PeerJoined, PresenceState, Reason, server_frame::Msg,
+    signal,
+};
+
+const MAX_ROOM_NAME: usize = 64;
+const MAX_PEER_ID: usize = 64;
+
+fn valid_room_name(room: &str) -> bool {
+    !room.is_empty()
+        && room.len() <= MAX_ROOM_NAME
+        && room
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
+impl Hub {
+    pub(super) fn join(&mut self, key: SessionKey, id: u64, room: String) {
+        if !valid_room_name(&room) {
+            let message = format!(
+                "room name {room:?} is invalid: 1 to {MAX_ROOM_NAME} bytes of A-Z a-z 0-9 . _ : -"
+            );
+            return self.reply_error(key, id, ErrorCode::InvalidArgument, message);
+        }
+        let Some(session) = self.sessions.get(&key) else {
+            return;
+        };
+        let limits = &self.config.limits;
+        if session.rooms.contains(&room) {
+            let message = format!("already in room {room:?}");
+            return self.reply_error(key, id, ErrorCode::AlreadyJoined, message);
+        }
+        if session.rooms.len() >= limits.max_rooms_per_session {
+            let message = format!(
+                "a session may be in at most {} rooms",
+                limits.max_rooms_per_session
+            );
+            return self.reply_error(key, id, ErrorCode::TooManyRooms, message);
+        }
+        if self.rooms.member_count(&room) >= limits.max_peers_per_room {
+            let message = format!(
+                "room {room:?} is full ({} peers)",
+                limits.max_peers_per_room
+            );
+            return self.reply_error(key, id, ErrorCode::RoomFull, message);
+        }
+        let peer_id = session.peer_id.clone();
+        let others: Vec<(String, SessionKey)> = self
+            .rooms
+            .members(&room)
+            .map(|(peer, key)| (peer.to_string(), key))
+            .collect();
+        let peers = others
+            .iter()
+            .map(|(peer_id, other)| Peer {
+                peer_id: peer_id.clone(),
+                state: self.presence_state(*other).into(),
+            })
+            .collect();
+        if self.rooms.add(&room, &peer_id, key) {
+            self.gauges.rooms += 1;
+        }
+        if let Some(session) = self.sessions.get_mut(&key) {
+            session.rooms.insert(room.clone());
+        }
+        let joined = PeerJoined {
+            room: room.clone(),
+            peer: Some(Peer {
+                peer_id: peer_id.clone(),
+                state: PresenceState::Online.into(),
+            }),
+        };
+        self.reply(
+            key,
+            id,
+            Msg::Joined(Joined {
+                room: room.clone(),
+                peers,
+            }),
+        );
+        for (_, other) in others {
+            self.tell(other, &room, &peer_id, News::Joined(joined.clone()));
+        }
+    }
+
+    pub(super) fn leave(&mut self, key: SessionKey, id: u64, room: String) {
+        let in_room = self
+            .sessions
+            .get(&key)
+            .is_some_and(|s| s.rooms.contains(&room));
+        if !in_room {
+            let (code, message) = if self.rooms.exists(&room) {
+                (ErrorCode::NotJoined, format!("not in room {room:?}"))
+            } else {
+                (ErrorCode::UnknownRoom, format!("no room {room:?}"))
+            };
+            return self.reply_error(key, id, code, message);
+        }
+        self.remove_from_room(key, &room, Reason::LeftRoom);
+        self.reply(key, id, Msg::Left(Left { room }));
+    }
+
+    pub(super) fn relay(&mut self, key: SessionKey, id: u64, mut signal: proto::Signal) {
+        let refuse = |hub: &mut Self, code: ErrorCode, message: String| {
+            hub.event(HubEvent::SignalRefused { reason: code });
+            hub.reply(key, id, error_msg(code, message, id));
+        };
+        let Some(sender) = self.sessions.get(&key) else {
+            return;
+        };
+        let kind = match &signal.payload {
+            Some(signal::Payload::Description(d)) => {
+                if d.r#type() == proto::SdpType::Unspecified {
+                    let message = "description.type must be OFFER, ANSWER, PRANSWER or ROLLBACK";
+                    return refuse(self, ErrorCode::InvalidArgument, message.to_string());
+                }
+                SignalKind::Description
+            }
+            Some(signal::Payload::Candidate(_)) => SignalKind::Candidate,
+            Some(signal::Payload::Data(_)) => SignalKind::Data,
+            None => {
+                let message = "a Signal needs a description, a candidate or data";
+                return refuse(self, ErrorCode::InvalidArgument, message.to_string());
+            }
+        };
+        if !self.rooms.exists(&signal.room) {
+            let message = format!("no room {:?}", signal.room);
+            return refuse(self, ErrorCode::UnknownRoom, message);
+        }
+        if !sender.rooms.contains(&signal.room) {
+            let message = format!("join room {:?} before signaling in it", signal.room);
+            return refuse(self, ErrorCode::NotJoined, message);
+        }
+        if signal.to.is_empty() || signal.to.len() > MAX_PEER_ID || signal.to == sender.peer_id {
+            let message = format!(
+                "`to` must name another peer of the room, got {:?}",
+                signal.to
+            );
+            return refuse(self, ErrorCode::InvalidArgument, message);
+        }
+        let Some(recipient) = self.rooms.member(&signal.room, &signal.to) else {
+            let message = format!("peer {:?} is not in room {:?}", signal.to, signal.room);
+            return refuse(self, ErrorCode::PeerNotInRoom, message);
+        };
+        // Never trust the client's `from`.
+        signal.from = sender.peer_id.clone();
+        let msg = Msg::Signal(signal);
+        let size = msg.encoded_len();
+        let limits = &self.config.limits;
+        let (waiting, waiting_bytes) = self
+            .sessions
+            .get(&recipient)
+            .map_or((0, 0), |r| r.backlog.unsent_signals());
+        if waiting + 1 > limits.backlog_frames || waiting_bytes + size > limits.backlog_bytes {
+            let to = match &msg {
+                Msg::Signal(s) => s.to.clone(),
+                _ => String::new(),
+            };
+            let message = format!(
+                "peer {to:?} has {waiting} signals ({waiting_bytes} bytes) waiting to be \
+                 delivered, the most it may have ({} / {} bytes); this signal was not accepted",
+                limits.backlog_frames, limits.backlog_bytes
+            );
+            return refuse(self, ErrorCode::RecipientBufferFull, message);
+        }
+        self.deliver(recipient, Item::Signal(msg));
+        self.event(HubEvent::SignalRelayed { kind });
+    }
+
+    /// The client processed every frame of its stream up to `seq`.
+    pub(super) fn client_ack(&mut self, key: SessionKey, id: u64, seq: u64) {
+        let Some(session) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        let last_sent = session.backlog.last_seq();
+        if seq > last_sent {
+            let message = format!("ack of seq {seq}, but the last frame sent was {last_sent}");
+            return self.reply_error(key, id, ErrorCode::InvalidArgument, message);
+        }
+        session.backlog.ack(seq);
+    }
+
+    /// The client leaves for good: its rooms see PeerLeft (BYE), the connection is closed.
+    pub(super) fn bye(&mut self, key: SessionKey) {
+        self.end_session(key, Reason::Bye);
+    }
+}

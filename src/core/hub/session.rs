@@ -1,0 +1,72 @@
+//! What the hub keeps per connection and per session.
+//!
+//! A *connection* is one transport-level link (a WebSocket, a WebTransport session). A
+//! *session* is the logical client: its peer id, rooms, ordered stream (the [`Backlog`]) and
+//! resume token. A session outlives its connection for the resume window, and a new
+//! connection can take it over.
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use super::backlog::Backlog;
+use super::flow::Flow;
+use super::{ConnId, SessionKey};
+use crate::core::Transport;
+use crate::core::rate_limit::TokenBucket;
+use crate::proto::{PresenceState, Reason};
+
+#[derive(Debug)]
+pub(super) struct Connection {
+    pub transport: Transport,
+    pub session: Option<SessionKey>,
+    pub protocol_errors: u32,
+    pub flow: Flow,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Presence {
+    Online(ConnId),
+    /// No connection since `since` (lost, closed, or suspended: `reason`); may resume until
+    /// the resume window runs out.
+    Away {
+        since: Instant,
+        reason: Reason,
+    },
+}
+
+impl Presence {
+    pub fn state(self) -> PresenceState {
+        match self {
+            Presence::Online(_) => PresenceState::Online,
+            Presence::Away { .. } => PresenceState::Unreachable,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(super) struct Session {
+    pub peer_id: String,
+    pub resume_token: String,
+    pub rooms: BTreeSet<String>,
+    pub presence: Presence,
+    /// Transport of the current (or last) connection.
+    pub transport: Transport,
+    /// Gateway -> client: the ordered stream.
+    pub backlog: Backlog,
+    /// Client -> gateway: the last numbered ClientFrame processed...
+    pub client_seq: u64,
+    /// ...and the last one the client was told of (Ack or Welcome).
+    pub client_seq_told: u64,
+    /// Highest Hello.attempt that attached a connection.
+    pub attempt: u64,
+    pub limiter: TokenBucket,
+}
+
+impl Session {
+    pub fn conn(&self) -> Option<ConnId> {
+        match self.presence {
+            Presence::Online(conn) => Some(conn),
+            Presence::Away { .. } => None,
+        }
+    }
+}
