@@ -30,6 +30,7 @@ use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gau
 use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
+use tokio_util::sync::CancellationToken;
 
 use crate::core::Transport;
 use crate::core::hub::{Gauges, HubConfig, HubEvent, ResumeOutcome, SignalKind};
@@ -166,9 +167,9 @@ const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 /// A scraper that has not sent its request headers by then is dropped.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Installs the global recorder and serves `/metrics` on `addr`; returns the address bound
-/// (port 0 resolved). Call inside a tokio runtime, once per process.
-pub fn serve(addr: SocketAddr) -> Result<SocketAddr, MetricsError> {
+/// Installs the global recorder and serves `/metrics` on `addr` until `stop` is cancelled;
+/// returns the address bound (port 0 resolved). Call inside a tokio runtime, once per process.
+pub fn serve(addr: SocketAddr, stop: CancellationToken) -> Result<SocketAddr, MetricsError> {
     let recorder = recorder()?;
     let handle = recorder.handle();
     let listen_error = |source| MetricsError::Listener { addr, source };
@@ -180,14 +181,17 @@ pub fn serve(addr: SocketAddr) -> Result<SocketAddr, MetricsError> {
     describe_all();
     register_zeroes();
     let upkeep = handle.clone();
+    let upkeep_stop = stop.clone();
     tokio::spawn(async move {
         let mut every = tokio::time::interval(UPKEEP_EVERY);
         loop {
-            every.tick().await;
-            upkeep.run_upkeep();
+            tokio::select! {
+                _ = every.tick() => upkeep.run_upkeep(),
+                () = upkeep_stop.cancelled() => return,
+            }
         }
     });
-    tokio::spawn(accept_loop(listener, handle));
+    tokio::spawn(accept_loop(listener, handle, stop));
     Ok(bound)
 }
 
@@ -209,9 +213,17 @@ pub fn configured(hub: &HubConfig) {
     gauge!(RESUME_WINDOW).set(hub.resume_window.as_secs_f64());
 }
 
-async fn accept_loop(listener: tokio::net::TcpListener, handle: PrometheusHandle) {
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    handle: PrometheusHandle,
+    stop: CancellationToken,
+) {
     loop {
-        let stream = match listener.accept().await {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = stop.cancelled() => return,
+        };
+        let stream = match accepted {
             Ok((stream, _)) => stream,
             Err(error) => {
                 // Out of descriptors, typically: back off instead of spinning.

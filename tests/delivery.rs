@@ -88,3 +88,42 @@ async fn signals_processed_but_not_acknowledged_before_a_loss_are_not_relayed_tw
     );
     gw.stop().await;
 }
+
+/// The old gateway pushed a resume's whole backlog into the connection's 256-frame queue at
+/// once and closed the resumed client as a slow consumer for its own backlog (the client saw
+/// 1006). The replay is now paced by what the connection drains.
+#[tokio::test]
+async fn a_resume_with_a_thousand_waiting_frames_is_delivered_whole_not_closed() {
+    let gw = Gateway::start_with(signalgate::config::Settings {
+        rate_limit: Some(100_000),
+        rate_burst: Some(100_000),
+        ..Default::default()
+    })
+    .await;
+    let (mut phone, mut observer) = phone_and_observer(&gw, gw.ws().await, "r").await;
+    let peer_id = phone.peer_id().to_string();
+    phone.suspend().expect("suspend");
+    let _ = next_peer_state(&mut observer, ms(3000))
+        .await
+        .expect("suspended");
+    let sent: Vec<String> = (0..1000).map(|i| format!("held-{i}")).collect();
+    for text in &sent {
+        observer
+            .signal("r", &peer_id, payload(text.clone()))
+            .expect("send");
+    }
+    observer.ping().await.expect("all processed");
+    let mut back = Session::resume(gw.ws().await, &phone.resume_state())
+        .await
+        .expect("resumes");
+    assert!(
+        back.welcome().replay_until_seq >= 1000,
+        "{:?}",
+        back.welcome()
+    );
+    assert_eq!(received_texts(&mut back, 1000).await, sent);
+    back.ping()
+        .await
+        .expect("the resumed connection is still open");
+    gw.stop().await;
+}

@@ -75,6 +75,39 @@ async fn a_blackholed_webtransport_peer_is_unreachable_within_the_liveness_timeo
     gw.stop().await;
 }
 
+/// Proof of life must come from the client itself: copies of its old packets, replayed from
+/// its address after it vanished, carry the connection ID (and even decrypt) but prove
+/// nothing. Counting UDP datagrams would keep this client ONLINE forever.
+#[tokio::test]
+async fn replayed_packets_of_a_vanished_webtransport_client_do_not_keep_it_alive() {
+    let timeout = ms(1000);
+    let gw = Gateway::with_liveness(timeout, ms(300), ms(2000)).await;
+    let relay = UdpRelay::start(gw.addr()).await;
+    let conn = relay.connect(&gw).await;
+    let (phone, mut observer) = phone_and_observer(&gw, conn, "r").await;
+    let cut_at = std::time::Instant::now();
+    relay.cut_and_replay().await;
+    let state = next_peer_state(&mut observer, timeout + ms(3000))
+        .await
+        .expect("the vanished client is declared unreachable");
+    eprintln!(
+        "noticed after {:?} despite replayed packets",
+        cut_at.elapsed()
+    );
+    assert_eq!(state.peer_id, phone.peer_id());
+    assert_eq!(state.state(), PresenceState::Unreachable);
+    assert_eq!(state.reason(), Reason::LivenessTimeout);
+    // Declared by the liveness check, which saw the whole silence — not by QUIC's idle
+    // backstop after the replays had passed for life.
+    assert!(state.silent_for_ms >= 1000, "{state:?}");
+    assert!(
+        cut_at.elapsed() <= timeout + ms(1000),
+        "{:?}",
+        cut_at.elapsed()
+    );
+    gw.stop().await;
+}
+
 #[tokio::test]
 async fn a_client_that_changes_its_udp_port_keeps_its_session() {
     let gw = Gateway::with_liveness(ms(1000), ms(300), ms(2000)).await;

@@ -189,3 +189,104 @@ fn forward(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::hub::HubConfig;
+    use crate::proto::{Hello, Join, PresenceState, Signal, client_frame, server_frame, signal};
+
+    fn frame(id: u64, msg: client_frame::Msg) -> ClientFrame {
+        ClientFrame {
+            id,
+            seq: 0,
+            msg: Some(msg),
+        }
+    }
+
+    /// A connection whose writer died while its reader lives: the session must become
+    /// UNREACHABLE (and keep what is sent to it for a resume), not stay ONLINE while the
+    /// frames meant for it vanish.
+    #[test]
+    fn a_connection_whose_writer_died_is_lost_and_its_peers_are_told() {
+        let mut hub = Hub::new(HubConfig::default());
+        let mut links = HashMap::new();
+        let now = Instant::now();
+        let mut outboxes = Vec::new();
+        for conn in [ConnId(1), ConnId(2)] {
+            let (outbox, rx) = mpsc::channel(64);
+            let (kill, _killed) = oneshot::channel();
+            let transport = Transport::WebSocket;
+            let opened = HubInput::Opened {
+                conn,
+                transport,
+                outbox,
+                kill,
+            };
+            apply(&mut hub, &mut links, now, opened);
+            let hello = client_frame::Msg::Hello(Hello::default());
+            apply(
+                &mut hub,
+                &mut links,
+                now,
+                HubInput::Frame {
+                    conn,
+                    frame: frame(1, hello),
+                },
+            );
+            let join = client_frame::Msg::Join(Join { room: "r".into() });
+            apply(
+                &mut hub,
+                &mut links,
+                now,
+                HubInput::Frame {
+                    conn,
+                    frame: frame(2, join),
+                },
+            );
+            dispatch(&mut hub, &mut links, now);
+            outboxes.push(rx);
+        }
+        let mut b_outbox = outboxes.pop().expect("b");
+        let a_outbox = outboxes.pop().expect("a");
+        let peer_of = |rx: &mut mpsc::Receiver<Outbound>| loop {
+            match rx.try_recv() {
+                Ok(Outbound::Frame(f)) => {
+                    if let Some(server_frame::Msg::Welcome(w)) = &f.msg {
+                        return w.peer_id.clone();
+                    }
+                }
+                other => panic!("no Welcome: {other:?}"),
+            }
+        };
+        let mut a_outbox = a_outbox;
+        let a_peer = peer_of(&mut a_outbox);
+        drop(a_outbox); // a's writer is gone
+        while b_outbox.try_recv().is_ok() {}
+        let signal = client_frame::Msg::Signal(Signal {
+            room: "r".into(),
+            to: a_peer.clone(),
+            from: String::new(),
+            payload: Some(signal::Payload::Data(bytes::Bytes::from_static(b"x"))),
+        });
+        let input = HubInput::Frame {
+            conn: ConnId(2),
+            frame: frame(3, signal),
+        };
+        apply(&mut hub, &mut links, now, input);
+        dispatch(&mut hub, &mut links, now);
+        assert_eq!(hub.gauges().unreachable(Transport::WebSocket), 1);
+        let mut told = false;
+        while let Ok(out) = b_outbox.try_recv() {
+            if let Outbound::Frame(f) = out
+                && let Some(server_frame::Msg::PeerState(s)) = &f.msg
+            {
+                assert_eq!(s.peer_id, a_peer);
+                assert_eq!(s.state(), PresenceState::Unreachable);
+                assert_eq!(s.reason(), Reason::ConnectionLost);
+                told = true;
+            }
+        }
+        assert!(told, "b was not told that a is unreachable");
+    }
+}

@@ -74,6 +74,8 @@ pub struct Running {
     ctx: Arc<ServerContext>,
     hub_task: JoinHandle<()>,
     identity: Identity,
+    /// Stops /metrics last, so that the shutdown's own events are still served meanwhile.
+    metrics_stop: CancellationToken,
 }
 
 impl Running {
@@ -127,6 +129,7 @@ impl Running {
             );
         }
         self.hub_task.abort();
+        self.metrics_stop.cancel();
     }
 }
 
@@ -158,9 +161,10 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         Some(addr) => Some(bind_tcp(addr, "plain HTTP").await?),
         None => None,
     };
+    let metrics_stop = CancellationToken::new();
     let metrics_addr = match config.metrics_listen {
         Some(addr) => {
-            let bound = metrics::serve(addr)?;
+            let bound = metrics::serve(addr, metrics_stop.clone())?;
             metrics::configured(&config.hub);
             Some(bound)
         }
@@ -203,6 +207,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         ctx,
         hub_task,
         identity,
+        metrics_stop,
     })
 }
 

@@ -64,7 +64,7 @@ impl Gateway {
             let settings = Settings {
                 listen: Some("127.0.0.1:0".parse().expect("addr")),
                 http_listen: Some(Listen::On("127.0.0.1:0".parse().expect("addr"))),
-                metrics_listen: Some(Listen::Off),
+                metrics_listen: settings.metrics_listen.or(Some(Listen::Off)),
                 dev_cert_dir: Some(certs.path().to_owned()),
                 shutdown_grace: Some(Duration::from_secs(2)),
                 ..settings.clone()
@@ -87,6 +87,10 @@ impl Gateway {
 
     pub fn addr(&self) -> SocketAddr {
         self.running.bound().listen
+    }
+
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.running.bound().metrics
     }
 
     pub fn http_addr(&self) -> SocketAddr {
@@ -385,6 +389,9 @@ pub struct UdpRelay {
     pub blackhole: Blackhole,
     upstream: Arc<Mutex<Arc<UdpSocket>>>,
     rebind: Arc<Notify>,
+    gateway: SocketAddr,
+    /// The last datagrams the client sent, for [`UdpRelay::cut_and_replay`].
+    recent: Arc<Mutex<std::collections::VecDeque<Vec<u8>>>>,
 }
 
 impl UdpRelay {
@@ -397,12 +404,14 @@ impl UdpRelay {
         let rebind = Arc::new(Notify::new());
         let client_addr: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
 
+        let recent: Arc<Mutex<std::collections::VecDeque<Vec<u8>>>> = Arc::default();
         // Client -> gateway, through the current upstream socket.
-        let (down, up, hole, who) = (
+        let (down, up, hole, who, seen) = (
             downstream.clone(),
             upstream.clone(),
             blackhole.clone(),
             client_addr.clone(),
+            recent.clone(),
         );
         tokio::spawn(async move {
             let mut buf = vec![0u8; 65536];
@@ -410,6 +419,13 @@ impl UdpRelay {
                 *who.lock().await = Some(from);
                 if hole.is_cut() {
                     continue;
+                }
+                {
+                    let mut seen = seen.lock().await;
+                    seen.push_back(buf[..n].to_vec());
+                    if seen.len() > 16 {
+                        seen.pop_front();
+                    }
                 }
                 let socket = up.lock().await.clone();
                 let _ = socket.send_to(&buf[..n], gateway).await;
@@ -445,7 +461,29 @@ impl UdpRelay {
             blackhole,
             upstream,
             rebind,
+            gateway,
+            recent,
         }
+    }
+
+    /// Cuts the client off, then keeps sending copies of its last datagrams to the gateway
+    /// (from the client's address, every 100 ms): packets that carry the connection's ID and
+    /// even decrypt, but that the client never sent again — an attacker on the path, or a
+    /// middlebox replaying. They must not keep a vanished client alive.
+    pub async fn cut_and_replay(&self) {
+        self.blackhole.cut();
+        let recorded: Vec<Vec<u8>> = self.recent.lock().await.iter().cloned().collect();
+        let up = self.upstream.clone();
+        let gateway = self.gateway;
+        tokio::spawn(async move {
+            loop {
+                let socket = up.lock().await.clone();
+                for datagram in &recorded {
+                    let _ = socket.send_to(datagram, gateway).await;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
     }
 
     pub fn wt_url(&self) -> String {
