@@ -4,13 +4,15 @@
  * the gateway.
  *
  * Query parameters: ?room=NAME (default "demo"), ?transport=auto|webtransport|websocket,
- * ?video=1, ?park=0 (auto mode: stay on WebTransport while the page is hidden).
+ * ?video=1, ?rtc=0 (no WebRTC at all: chat messages go through the gateway as data signals.
+ * Chromium keeps no page with an RTCPeerConnection in its back/forward cache, so this is the
+ * mode in which the page can be cached, suspended and resumed).
  *
  * For automated tests: `window.signalgateDemo = { client, state, send(text) }`, and
- * `document.body.dataset` mirrors state (transport, parked, peerId, clientState, pcState,
- * peers, received).
+ * `document.body.dataset` mirrors state (transport, peerId, clientState, pcState, peers,
+ * peerReasons, received, rtc).
  */
-import { SignalgateClient, type SignalgateClientOptions, type TransportPreference } from "../src/index.js";
+import { SignalgateClient, type PeerReason, type SignalgateClientOptions, type TransportPreference } from "../src/index.js";
 
 interface Endpoints {
   webtransport: string | null;
@@ -22,17 +24,22 @@ type DemoPeerState = "online" | "unreachable" | "left";
 
 interface DemoState {
   room: string;
+  /** False with ?rtc=0: no RTCPeerConnection; chat goes through the gateway. */
+  rtc: boolean;
   clientState: string;
   transport: string | null;
-  /** On WebSocket while the page is hidden; back to WebTransport when visible (SDK parkWhenHidden). */
-  parked: boolean;
   peerId: string | null;
   /** Other peers of the room: peer id → online | unreachable | left. */
   peers: Record<string, DemoPeerState>;
+  /**
+   * Why each peer is in its state, as the gateway said (e.g. `suspended`: its page is frozen
+   * or cached; `liveness_timeout` / `connection_lost`: its network; `bye`: it left).
+   */
+  peerReasons: Record<string, PeerReason>;
   /** The peer the WebRTC call is with. */
   remotePeer: string | null;
   pcState: RTCPeerConnectionState | "none";
-  /** Chat messages received over the data channel. */
+  /** Chat messages received: over the data channel, or with ?rtc=0 as data signals. */
   received: string[];
   log: string[];
 }
@@ -52,16 +59,17 @@ const room = params.get("room") || "demo";
 const transportParam = params.get("transport");
 const transportPref: TransportPreference =
   transportParam === "webtransport" || transportParam === "websocket" ? transportParam : "auto";
-const withVideo = params.get("video") === "1";
-const parkWhenHidden = params.get("park") !== "0";
+const useRtc = params.get("rtc") !== "0";
+const withVideo = useRtc && params.get("video") === "1";
 
 const state: DemoState = {
   room,
+  rtc: useRtc,
   clientState: "idle",
   transport: null,
-  parked: false,
   peerId: null,
   peers: {},
+  peerReasons: {},
   remotePeer: null,
   pcState: "none",
   received: [],
@@ -93,9 +101,11 @@ function log(text: string): void {
 
 function render(): void {
   $("client-state").textContent = state.clientState;
-  $("transport").textContent = (state.transport ?? "–") + (state.parked ? " (parked while the page is hidden)" : "");
+  $("transport").textContent = state.transport ?? "–";
   $("peer-id").textContent = state.peerId ?? "–";
-  $("pc-state").textContent = state.pcState + (state.remotePeer ? ` (with ${state.remotePeer})` : "");
+  $("pc-state").textContent = state.rtc
+    ? state.pcState + (state.remotePeer ? ` (with ${state.remotePeer})` : "")
+    : "off (?rtc=0: chat goes through the gateway)";
   const rtt = client?.rttMs;
   $("rtt").textContent = rtt === undefined ? "–" : `${rtt.toFixed(1)} ms`;
 
@@ -109,28 +119,43 @@ function render(): void {
   }
   for (const id of ids) {
     const s = state.peers[id]!;
+    const reason = state.peerReasons[id];
     const li = document.createElement("li");
-    li.className = s;
     li.dataset.peerId = id;
     li.dataset.state = s;
-    const silent = s === "unreachable" && silentFor[id] !== undefined ? ` (silent for ${(silentFor[id]! / 1000).toFixed(1)} s)` : "";
-    li.textContent = `${id}  ${s.toUpperCase()}${silent}`;
+    if (reason) li.dataset.reason = reason;
+    li.className = s === "unreachable" && reason === "suspended" ? "suspended" : s;
+    li.textContent = `${id}  ${peerLabel(id, s, reason)}`;
     ul.append(li);
   }
 
-  const ready = dc?.readyState === "open";
+  const ready = state.rtc ? dc?.readyState === "open" : canChatViaGateway();
   $<HTMLInputElement>("chat-input").disabled = !ready;
   $<HTMLButtonElement>("chat-send").disabled = !ready;
 
   const ds = document.body.dataset;
+  ds.rtc = String(state.rtc);
   ds.clientState = state.clientState;
   ds.transport = state.transport ?? "";
-  ds.parked = String(state.parked);
   ds.peerId = state.peerId ?? "";
   ds.pcState = state.pcState;
   ds.peers = JSON.stringify(state.peers);
+  ds.peerReasons = JSON.stringify(state.peerReasons);
   ds.received = String(state.received.length);
   ds.dataChannel = dc?.readyState ?? "none";
+}
+
+/**
+ * A peer the gateway cannot reach is shown by why: its browser suspended the page (it comes
+ * back on its own when the page runs again) is not the same news as its network being gone.
+ */
+function peerLabel(id: string, s: DemoPeerState, reason: PeerReason | undefined): string {
+  if (s === "online") return "ONLINE";
+  if (s === "left") return `LEFT${reason ? ` (${reason === "bye" ? "said bye" : reason})` : ""}`;
+  if (reason === "suspended") return "SUSPENDED (page frozen or cached; may resume)";
+  const silent = silentFor[id] !== undefined ? `, silent for ${(silentFor[id]! / 1000).toFixed(1)} s` : "";
+  const why = reason === "client_closed" ? "connection closed" : (reason ?? "connection lost").replace(/_/g, " ");
+  return `UNREACHABLE (${why}${silent})`;
 }
 
 function chatLine(text: string): void {
@@ -159,11 +184,15 @@ select.addEventListener("change", () => reloadWith("transport", select.value ===
 const videoToggle = $<HTMLInputElement>("video-toggle");
 videoToggle.checked = withVideo;
 videoToggle.addEventListener("change", () => reloadWith("video", videoToggle.checked ? "1" : null));
+videoToggle.disabled = !useRtc;
 $("videos").hidden = !withVideo;
-const parkToggle = $<HTMLInputElement>("park-toggle");
-parkToggle.checked = parkWhenHidden && transportPref === "auto";
-parkToggle.disabled = transportPref !== "auto";
-parkToggle.addEventListener("change", () => reloadWith("park", parkToggle.checked ? null : "0"));
+const rtcToggle = $<HTMLInputElement>("rtc-toggle");
+rtcToggle.checked = useRtc;
+rtcToggle.addEventListener("change", () => reloadWith("rtc", rtcToggle.checked ? null : "0"));
+$<HTMLButtonElement>("leave-button").addEventListener("click", () => {
+  client?.close();
+  syncClientState();
+});
 
 $<HTMLFormElement>("chat-form").addEventListener("submit", (ev) => {
   ev.preventDefault();
@@ -183,8 +212,36 @@ let localStream: MediaStream | null = null;
 let pendingCandidates: RTCIceCandidateInit[] = [];
 
 function send(text: string): boolean {
+  if (!state.rtc) return sendViaGateway(text);
   if (!dc || dc.readyState !== "open") return false;
   dc.send(text);
+  chatLine(`me: ${text}`);
+  return true;
+}
+
+/** Peers a message through the gateway goes to: all in the room that have not left. */
+function gatewayRecipients(): string[] {
+  return Object.keys(state.peers).filter((id) => state.peers[id] !== "left");
+}
+
+function canChatViaGateway(): boolean {
+  return !!client && client.state !== "closed" && client.state !== "closing" && gatewayRecipients().length > 0;
+}
+
+/**
+ * ?rtc=0: a chat message is a data signal to every peer; it is delivered (or held for a peer
+ * that is unreachable) once the gateway acknowledges it, which the log shows.
+ */
+function sendViaGateway(text: string): boolean {
+  const c = client;
+  if (!c || !canChatViaGateway()) return false;
+  const bytes = new TextEncoder().encode(text);
+  for (const to of gatewayRecipients()) {
+    c.sendData(room, to, bytes).then(
+      (id) => log(`message #${id} to ${to} acknowledged by the gateway`),
+      (err: unknown) => log(`message to ${to} not delivered: ${String(err)}`),
+    );
+  }
   chatLine(`me: ${text}`);
   return true;
 }
@@ -257,7 +314,7 @@ function createPeerConnection(remote: string): RTCPeerConnection {
 
 /** The peer with the lexicographically smaller peer id makes the offer. */
 async function maybeCall(): Promise<void> {
-  if (!client || !state.peerId || pc) return;
+  if (!state.rtc || !client || !state.peerId || pc) return;
   const remote = Object.keys(state.peers)
     .sort()
     .find((id) => state.peers[id] === "online");
@@ -273,7 +330,7 @@ async function maybeCall(): Promise<void> {
 }
 
 async function onDescription(from: string, description: RTCSessionDescriptionInit): Promise<void> {
-  if (!client) return;
+  if (!state.rtc || !client) return;
   if (description.type === "offer") {
     if (!pc || state.remotePeer !== from || pc.connectionState === "failed" || pc.connectionState === "closed") {
       createPeerConnection(from);
@@ -326,7 +383,6 @@ function syncClientState(): void {
   if (!client) return;
   state.clientState = client.state;
   state.transport = client.transport ?? null;
-  state.parked = client.parked;
   state.peerId = client.peerId ?? null;
   render();
 }
@@ -339,7 +395,6 @@ async function main(): Promise<void> {
 
   const options: SignalgateClientOptions = {
     transport: transportPref,
-    parkWhenHidden,
     client: "signalgate-demo",
     webSocketUrl: endpoints.websocket ?? `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`,
   };
@@ -358,16 +413,17 @@ async function main(): Promise<void> {
   window.signalgateDemo = { client: c, state, send };
 
   c.on("connected", (e) => {
-    log(`connected over ${e.transport} as ${e.peerId} (session ${e.sessionId})`);
+    log(`connected over ${e.transport} as ${e.peerId} (connection ${e.connectionId})`);
     syncClientState();
   });
   c.on("resumed", (e) => {
-    log(`resumed over ${e.transport} as ${e.peerId}; ${e.replayed} frames replayed`);
+    log(`resumed over ${e.transport} as ${e.peerId}; ${e.replayed} frames replayed, ${e.resent} resent`);
     syncClientState();
   });
   c.on("sessionLost", (e) => {
     log(`session lost (${e.code}): was ${e.previousPeerId}; starting a new one`);
     state.peers = {};
+    state.peerReasons = {};
     closeCall("session lost");
     syncClientState();
   });
@@ -376,12 +432,17 @@ async function main(): Promise<void> {
     syncClientState();
   });
   c.on("transportFailed", (e) => log(`${e.transport} failed: ${e.error}`));
-  c.on("transportChanged", (e) => {
-    log(`session moved from ${e.from} to ${e.to} in ${e.tookMs} ms (page ${e.reason}); same peer id, nothing lost`);
+  // The SDK acts on these (Bye, Suspend, resume); the log shows when they happen.
+  document.addEventListener("visibilitychange", () => log(`page ${document.visibilityState}`));
+  document.addEventListener("freeze", () => log("page freeze"));
+  document.addEventListener("resume", () => {
+    log("page resume");
     syncClientState();
   });
-  document.addEventListener("visibilitychange", () => {
-    log(`page ${document.visibilityState}`);
+  window.addEventListener("pagehide", (e) => log(`pagehide (persisted: ${e.persisted})`));
+  window.addEventListener("pageshow", (e) => {
+    if (!e.persisted) return;
+    log("pageshow (restored from the back/forward cache)");
     syncClientState();
   });
   c.on("reconnecting", (e) => {
@@ -390,7 +451,11 @@ async function main(): Promise<void> {
   });
   c.on("joined", (e) => {
     log(`joined ${e.room}${e.rejoined ? " again" : ""}: ${e.peers.length} other peer(s)`);
-    for (const p of e.peers) if (p.peerId !== c.peerId) state.peers[p.peerId] = p.state;
+    for (const p of e.peers) {
+      if (p.peerId === c.peerId) continue;
+      state.peers[p.peerId] = p.state;
+      delete state.peerReasons[p.peerId];
+    }
     render();
     void maybeCall().catch((err: unknown) => log(`call failed: ${String(err)}`));
   });
@@ -398,6 +463,7 @@ async function main(): Promise<void> {
     log(`${e.peer.peerId} joined ${e.room} (${e.peer.state})`);
     if (e.peer.peerId === c.peerId) return;
     state.peers[e.peer.peerId] = e.peer.state;
+    delete state.peerReasons[e.peer.peerId];
     render();
     void maybeCall().catch((err: unknown) => log(`call failed: ${String(err)}`));
   });
@@ -406,6 +472,7 @@ async function main(): Promise<void> {
     log(`${e.peerId} is ${e.state.toUpperCase()} (${e.reason}${silent}, detected by ${e.detectedBy})`);
     if (e.peerId === c.peerId) return;
     state.peers[e.peerId] = e.state;
+    state.peerReasons[e.peerId] = e.reason;
     silentFor[e.peerId] = e.silentForMs;
     render();
     void maybeCall().catch((err: unknown) => log(`call failed: ${String(err)}`));
@@ -413,6 +480,7 @@ async function main(): Promise<void> {
   c.on("peerLeft", (e) => {
     log(`${e.peerId} left ${e.room} (${e.reason})`);
     state.peers[e.peerId] = "left";
+    state.peerReasons[e.peerId] = e.reason;
     if (state.remotePeer === e.peerId) closeCall("peer left");
     render();
     void maybeCall().catch((err: unknown) => log(`call failed: ${String(err)}`));
@@ -425,10 +493,18 @@ async function main(): Promise<void> {
       onCandidate(e.from, e.candidate).catch((err: unknown) => log(`candidate error: ${String(err)}`));
     } else if (e.data) {
       log(`${e.data.length} bytes of data from ${e.from}`);
+      if (!state.rtc) {
+        const text = new TextDecoder().decode(e.data);
+        state.received.push(text);
+        chatLine(`${e.from}: ${text}`);
+        render();
+      }
     }
   });
   c.on("error", (e) => log(`error ${e.code}: ${e.message}${e.inReplyTo ? ` (frame ${e.inReplyTo})` : ""}`));
-  c.on("goAway", (e) => log(`gateway going away (${e.reason}); reconnect after ${e.reconnectAfterMs} ms`));
+  c.on("goAway", (e) =>
+    log(`gateway going away (${e.reason}); reconnect in ${e.reconnectAfterMs}–${e.reconnectAfterMs + e.spreadMs} ms`),
+  );
 
   syncClientState();
   const connecting = c.connect();

@@ -9,11 +9,15 @@ export type ClientErrorCode =
   | "CLOSED"
   /** The request needs a connection and `connect()` was never called. */
   | "NOT_CONNECTED"
-  /** The session was lost (resume refused) while the request was on the old session. */
+  /**
+   * The session could not be resumed (RESUME_EXPIRED / RESUME_GAP) before the gateway
+   * acknowledged this frame. It may or may not have been processed; it is never sent on the
+   * new session (a new peer id), so resend it yourself if it still makes sense.
+   */
   | "SESSION_LOST"
-  /** No reply within `requestTimeoutMs`. */
+  /** join()/leave(): no Joined/Left within `requestTimeoutMs` (the frame may still be processed). */
   | "TIMEOUT"
-  /** Too many requests queued while reconnecting. */
+  /** `maxQueuedFrames` frames are already kept (unacknowledged, or waiting for a connection). */
   | "QUEUE_FULL"
   /** Another connection of this session (a newer attempt) holds it now. */
   | "SUPERSEDED";

@@ -1,8 +1,8 @@
 export { SignalgateClient, SDK_VERSION, type ClientDeps } from "./client.js";
 export { SignalgateError, errorCodeName } from "./errors.js";
 export type { ClientErrorCode, ServerErrorCode, SignalgateErrorCode } from "./errors.js";
-export { Backoff, type BackoffOptions } from "./backoff.js";
-export { Liveness, type LivenessAction, type LivenessConfig } from "./liveness.js";
+export { Backoff, type BackoffOptions } from "./core/backoff.js";
+export { Liveness, type LivenessAction, type LivenessConfig } from "./core/liveness.js";
 export { documentLifecycle, type LifecycleEvent, type PageLifecycle } from "./lifecycle.js";
 export { encodeFrame, FrameDecoder, FramingError, DEFAULT_MAX_FRAME_BYTES } from "./framing.js";
 export { webSocketConnector, type WebSocketConstructor } from "./transport/websocket.js";
@@ -18,7 +18,6 @@ export type {
   SignalgateClientOptions,
   SignalgateEvents,
   SignalPayload,
-  TransportChangeReason,
   TransportKind,
   TransportPreference,
   WebTransportHashInit,

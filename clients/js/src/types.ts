@@ -1,5 +1,5 @@
 /** Public types of the SDK: options, events, results. */
-import type { BackoffOptions } from "./backoff.js";
+import type { BackoffOptions } from "./core/backoff.js";
 import type { PeerPresence, PeerReason } from "./convert.js";
 import type { SignalgateErrorCode } from "./errors.js";
 import type { TransportKind, WebTransportHashInit } from "./transport/types.js";
@@ -17,19 +17,18 @@ export interface SignalgateClientOptions {
   serverCertificateHashes?: WebTransportHashInit[];
   /** `auto` (default): WebTransport first, WebSocket when it is missing, fails or is slow. */
   transport?: TransportPreference;
-  /**
-   * `auto` mode only (ignored when a transport is forced): while the page is hidden, keep the
-   * session on WebSocket, and move it back to WebTransport when the page is visible again.
-   * Browsers freeze hidden pages, and Chromium closes a frozen page's WebTransport sessions,
-   * which the gateway must report as lost; a frozen page's WebSocket stays open and its
-   * network stack keeps answering the gateway's probes. Default `true` in `auto` mode.
-   */
-  parkWhenHidden?: boolean;
   /** How long WebTransport may take to open before WebSocket is tried. Default 3000. */
   webTransportTimeoutMs?: number;
+  /**
+   * `auto` mode: after WebTransport could not open (error or timeout) and WebSocket then
+   * worked, connect WebSocket-first for this long (UDP is probably blocked here), instead of
+   * paying `webTransportTimeoutMs` on every reconnect. A session welcomed over WebTransport
+   * clears it. Default 300 000 (5 min).
+   */
+  webTransportRetryMs?: number;
   /** How long an opened connection may take to answer Hello with Welcome. Default 10 000. */
   helloTimeoutMs?: number;
-  /** How long join()/leave() wait for the gateway's reply. Default 15 000. */
+  /** How long join()/leave() wait for the gateway's reply (Joined / Left). Default 15 000. */
   requestTimeoutMs?: number;
   /** Sent in Hello.token (authentication; reserved). */
   token?: string;
@@ -41,11 +40,27 @@ export interface SignalgateClientOptions {
   ackEveryFrames?: number;
   /** ... or this long after the first unacknowledged frame. Default 500. */
   ackDelayMs?: number;
-  /** Requests queued while (re)connecting, at most. Default 256. */
+  /**
+   * Join/Leave/Signal frames kept at most: those the gateway has not acknowledged yet plus
+   * those waiting for a connection. One more rejects with `QUEUE_FULL`. Default 256.
+   */
   maxQueuedFrames?: number;
 }
 
-export type ClientState = "idle" | "connecting" | "connected" | "reconnecting" | "closed";
+/**
+ * `connecting`: no session yet; `reconnecting`: a session exists (or just was lost) and a new
+ * connection is being made or waited for; `suspended`: the page is frozen or cached (Suspend
+ * sent), it resumes when the page runs again; `closing`: Bye sent, waiting for the gateway
+ * to close the connection.
+ */
+export type ClientState =
+  | "idle"
+  | "connecting"
+  | "connected"
+  | "reconnecting"
+  | "suspended"
+  | "closing"
+  | "closed";
 
 export interface PeerInfo {
   peerId: string;
@@ -69,15 +84,10 @@ export type DisconnectReason =
   | "protocol_error"
   /** A newer connection of this session took it over (STALE_ATTEMPT). */
   | "superseded"
-  /** `close()` was called. */
+  /** The page is about to be frozen or cached: Suspend was sent; it resumes when it runs again. */
+  | "suspended"
+  /** `close()` was called, or the page is being unloaded: Bye was sent (when connected). */
   | "closed";
-
-/** Why the session moved to another transport. */
-export type TransportChangeReason =
-  /** The page became hidden: the session moved to WebSocket ("parked"). */
-  | "hidden"
-  /** The page became visible again: the session moved back to WebTransport. */
-  | "visible";
 
 export interface SignalPayload {
   description?: RTCSessionDescriptionInit;
@@ -87,25 +97,20 @@ export interface SignalPayload {
 
 export interface SignalgateEvents {
   /** A new session is established (first connect, or after `sessionLost`). */
-  connected: { transport: TransportKind; peerId: string; sessionId: string };
+  connected: { transport: TransportKind; peerId: string; connectionId: string };
   /**
    * The session was resumed on a new connection and the gateway's replay of what was missed
-   * is complete (`replayed` frames, already delivered as their own events).
+   * is complete: `replayed` frames (already delivered as their own events); `resent`: frames
+   * of ours the gateway had not processed, sent again on the new connection.
    */
-  resumed: { transport: TransportKind; peerId: string; sessionId: string; replayed: number };
-  /** The old session could not be resumed; a fresh one follows (`connected`, then re-joins). */
+  resumed: { transport: TransportKind; peerId: string; connectionId: string; replayed: number; resent: number };
+  /**
+   * The old session could not be resumed: what was not acknowledged rejected with
+   * `SESSION_LOST`; a fresh session follows (`connected`, then automatic re-joins).
+   */
   sessionLost: { previousPeerId: string; code: "RESUME_EXPIRED" | "RESUME_GAP"; message: string };
   disconnected: { reason: DisconnectReason; willReconnect: boolean };
-  /**
-   * The session moved to another connection without being interrupted (see `parkWhenHidden`):
-   * the gateway handed it over (same peer id, no presence change for the other peers, nothing
-   * lost or repeated). `tookMs`: from the decision to the new connection's Welcome.
-   */
-  transportChanged: { from: TransportKind; to: TransportKind; reason: TransportChangeReason; tookMs: number };
-  /**
-   * One transport failed before Welcome (the next one of the round is tried, if any); or a
-   * move to `transport` failed, and the session stays where it is.
-   */
+  /** One transport failed before Welcome (the next one of the round is tried, if any). */
   transportFailed: { transport: TransportKind; error: string };
   /** The next connection attempt starts in `delayMs` (attempt counts failures since success). */
   reconnecting: { attempt: number; delayMs: number };
@@ -125,5 +130,6 @@ export interface SignalgateEvents {
   signal: { room: string; from: string } & SignalPayload;
   /** An Error frame that no pending promise took (e.g. about a signal, or unsolicited). */
   error: { code: SignalgateErrorCode; message: string; inReplyTo: number };
-  goAway: { reason: PeerReason; reconnectAfterMs: number };
+  /** The gateway is going away; the SDK reconnects at a random moment in [after, after + spread]. */
+  goAway: { reason: PeerReason; reconnectAfterMs: number; spreadMs: number };
 }

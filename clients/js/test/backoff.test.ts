@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { Backoff } from "../src/backoff.js";
+import { Backoff, spreadDelay } from "../src/core/backoff.js";
 
 describe("Backoff (full jitter)", () => {
   it("defaults to 250 ms initial, doubling, capped at 10 s", () => {
@@ -40,5 +40,15 @@ describe("Backoff (full jitter)", () => {
   it("rejects nonsensical settings", () => {
     expect(() => new Backoff({ initialMs: 500, maxMs: 100 })).toThrow(RangeError);
     expect(() => new Backoff({ multiplier: 0.5 })).toThrow(RangeError);
+  });
+});
+
+describe("spreadDelay (GoAway)", () => {
+  it("is uniform over [after, after + spread], both ends included", () => {
+    expect(spreadDelay(2000, 4000, () => 0)).toBe(2000);
+    expect(spreadDelay(2000, 4000, () => 0.999999)).toBe(6000);
+    expect(spreadDelay(2000, 0, () => 0.7)).toBe(2000);
+    const seen = new Set(Array.from({ length: 500 }, () => spreadDelay(0, 10, Math.random)));
+    expect([...seen].sort((a, b) => a - b)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
   });
 });

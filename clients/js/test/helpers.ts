@@ -28,7 +28,7 @@ export class FakeConn implements Connection {
     this.sent.push(fromBinary(ClientFrameSchema, frame));
   }
 
-  close(reason = "bye"): void {
+  close(reason = "closed"): void {
     this.closedByClient = reason;
   }
 
@@ -59,6 +59,10 @@ export class FakeConn implements Connection {
     return { id: h.id, ...h.msg.value };
   }
 
+  ack(seq: number): void {
+    this.deliver({ msg: { case: "ack", value: { seq: BigInt(seq) } } });
+  }
+
   /** Answers the Hello with a Welcome. */
   welcome(init: MessageInitShape<typeof WelcomeSchema> = {}): void {
     const h = this.sentOf("hello")[0];
@@ -69,7 +73,7 @@ export class FakeConn implements Connection {
       msg: {
         case: "welcome",
         value: create(WelcomeSchema, {
-          sessionId: "s-1",
+          connectionId: "c-1",
           peerId: "peer-a",
           resumeToken: "tok-1",
           livenessTimeoutMs: 10_000,
@@ -131,18 +135,9 @@ export class FakeNetwork {
   }
 }
 
-/** A page whose visibility the test sets. */
+/** A page lifecycle the test drives. */
 export class FakeLifecycle implements PageLifecycle {
-  private isHidden: boolean;
   private readonly listeners = new Set<(event: LifecycleEvent) => void>();
-
-  constructor(hidden = false) {
-    this.isHidden = hidden;
-  }
-
-  hidden(): boolean {
-    return this.isHidden;
-  }
 
   subscribe(listener: (event: LifecycleEvent) => void): () => void {
     this.listeners.add(listener);
@@ -153,12 +148,6 @@ export class FakeLifecycle implements PageLifecycle {
     return this.listeners.size;
   }
 
-  /** Changes the visibility and fires `visibilitychange`. */
-  setHidden(hidden: boolean): void {
-    this.isHidden = hidden;
-    this.fire("visibilitychange");
-  }
-
   fire(event: LifecycleEvent): void {
     for (const l of [...this.listeners]) l(event);
   }
@@ -167,6 +156,7 @@ export class FakeLifecycle implements PageLifecycle {
 export interface Harness {
   client: SignalgateClient;
   net: FakeNetwork;
+  page: FakeLifecycle;
   events: { type: keyof SignalgateEvents; payload: unknown }[];
   of<K extends keyof SignalgateEvents>(type: K): SignalgateEvents[K][];
   /** Lets promises settle and runs timers due within `ms`. */
@@ -192,13 +182,13 @@ const EVENT_TYPES: (keyof SignalgateEvents)[] = [
   "signal",
   "error",
   "goAway",
-  "transportChanged",
 ];
 
 export function harness(
   options: Partial<SignalgateClientOptions> = {},
   deps: Partial<ClientDeps> & { wtAvailable?: boolean } = {},
 ): Harness {
+  const page = new FakeLifecycle();
   const net = new FakeNetwork();
   let offset = 0;
   const client = new SignalgateClient(
@@ -208,11 +198,13 @@ export function harness(
       ...options,
     },
     {
-      connectors: { webtransport: net.connector("webtransport"), websocket: net.connector("websocket") },
       webTransportAvailable: () => deps.wtAvailable ?? true,
       now: () => Date.now() + offset,
       random: () => 0.5,
+      lifecycle: page,
       ...deps,
+      // A test replaces one connector; the other stays the fake network's.
+      connectors: { webtransport: net.connector("webtransport"), websocket: net.connector("websocket"), ...deps.connectors },
     },
   );
   const events: Harness["events"] = [];
@@ -220,6 +212,7 @@ export function harness(
   const h: Harness = {
     client,
     net,
+    page,
     events,
     of: (type) => events.filter((e) => e.type === type).map((e) => e.payload) as never,
     tick: async (ms = 0) => {

@@ -3,7 +3,7 @@ import { describe, expect, it, vi } from "vitest";
 import { encodeFrame, FrameDecoder } from "../src/framing.js";
 import { ServerFrameSchema } from "../src/gen/signalgate/v1/signalgate_pb.js";
 import { webSocketConnector, type WebSocketConstructor } from "../src/transport/websocket.js";
-import { LEAVE_GRACE_MS, webTransportConnector, type WebTransportConstructor } from "../src/transport/webtransport.js";
+import { CLOSE_GRACE_MS, webTransportConnector, type WebTransportConstructor } from "../src/transport/webtransport.js";
 import type { CloseInfo, ConnectionHandlers } from "../src/transport/types.js";
 
 function recorder() {
@@ -42,6 +42,9 @@ class FakeWebSocket {
   close(code?: number, reason?: string) {
     if (code !== undefined && code !== 1000 && (code < 3000 || code > 4999)) {
       throw new Error("InvalidAccessError: browsers refuse this close code");
+    }
+    if (reason !== undefined && new TextEncoder().encode(reason).length > 123) {
+      throw new Error("SyntaxError: the close reason is longer than 123 bytes");
     }
     this.closeCalls.push([code, reason]);
     this.readyState = 2;
@@ -90,8 +93,8 @@ describe("WebSocket adapter", () => {
     const p2 = webSocketConnector(WS)("ws://h/ws", r2.handlers, { signal: new AbortController().signal });
     const ws2 = FakeWebSocket.last!;
     ws2.serverOpen();
-    (await p2).close();
-    expect(ws2.closeCalls).toEqual([[1000, "bye"]]);
+    (await p2).close("liveness_timeout");
+    expect(ws2.closeCalls).toEqual([[1000, "liveness_timeout"]]);
     ws2.serverClose(1000, true);
     expect(r2.closes).toEqual([]);
   });
@@ -122,6 +125,15 @@ describe("WebSocket adapter", () => {
     expect(r.frames).toEqual([]);
     expect(r.closes).toMatchObject([{ protocolError: true }]);
     expect(ws.closeCalls).toEqual([[1000, "text messages are not supported"]]);
+  });
+
+  it("a close reason too long for the Close frame is cut, so that the socket still closes", async () => {
+    const p = webSocketConnector(WS)("ws://h/ws", recorder().handlers, { signal: new AbortController().signal });
+    const ws = FakeWebSocket.last!;
+    ws.serverOpen();
+    (await p).close("é".repeat(100));
+    expect(ws.closeCalls).toHaveLength(1);
+    expect(new TextEncoder().encode(ws.closeCalls[0]![1]).length).toBeLessThanOrEqual(123);
   });
 
   it("rejects at once when WebSocket does not exist", async () => {
@@ -162,12 +174,14 @@ class FakeWebTransport {
 
   /** The client ended its side of the stream (FIN). */
   finSent = false;
+  /** Writes never complete (a dead path). */
+  stallWrites = false;
 
   async createBidirectionalStream() {
     this.streamsCreated++;
     const readable = new ReadableStream<Uint8Array>({ start: (c) => void (this.toClient = c) });
     const writable = new WritableStream<Uint8Array>({
-      write: (chunk) => void this.written.push(chunk),
+      write: (chunk) => (this.stallWrites ? new Promise<void>(() => undefined) : void this.written.push(chunk)),
       close: () => {
         this.finSent = true;
       },
@@ -290,32 +304,33 @@ describe("WebTransport adapter", () => {
     expect(wt.closeCalls.length).toBeGreaterThanOrEqual(1);
   });
 
-  it("close() sends FIN first (the gateway reads it as leaving) and closes the session once the gateway has", async () => {
+  it("close() ends the stream after the pending writes, then closes the session (a last Bye is not reset)", async () => {
     const { wt, conn, r } = await openWt();
-    conn.send(Uint8Array.of(1, 2));
-    conn.close();
+    conn.send(Uint8Array.of(1, 2)); // e.g. the Bye of a page being unloaded
+    conn.close("page unloaded");
+    // Nothing may reset the stream before the write and the FIN are through.
+    expect(wt.closeCalls).toHaveLength(0);
     await settle();
-    // Pending frames first, then FIN; the session is not closed by us yet (that would reset
-    // the stream, which reads as a lost connection).
     expect(wt.written).toEqual([Uint8Array.of(2, 1, 2)]);
     expect(wt.finSent).toBe(true);
-    expect(wt.closeCalls).toHaveLength(0);
-    wt.serverCloseSession(0, "");
-    await settle();
-    expect(wt.closeCalls).toHaveLength(1);
+    expect(wt.closeCalls).toEqual([{ closeCode: 0, reason: "page unloaded" }]);
     expect(r.closes).toEqual([]);
+    conn.send(Uint8Array.of(3));
+    await settle();
+    expect(wt.written).toHaveLength(1);
   });
 
-  it("close(): if the gateway does not close the session within LEAVE_GRACE_MS, the client does", async () => {
+  it("close(): if the stream cannot be ended within CLOSE_GRACE_MS, the session is closed anyway", async () => {
     vi.useFakeTimers();
     try {
       const { wt, conn } = await openWt();
-      conn.close("bye");
-      await vi.advanceTimersByTimeAsync(LEAVE_GRACE_MS - 1);
-      expect(wt.finSent).toBe(true);
+      wt.stallWrites = true; // the path is dead: nothing drains
+      conn.send(Uint8Array.of(1));
+      conn.close("gone");
+      await vi.advanceTimersByTimeAsync(CLOSE_GRACE_MS - 1);
       expect(wt.closeCalls).toHaveLength(0);
       await vi.advanceTimersByTimeAsync(1);
-      expect(wt.closeCalls).toEqual([{ closeCode: 0, reason: "bye" }]);
+      expect(wt.closeCalls).toEqual([{ closeCode: 0, reason: "gone" }]);
     } finally {
       vi.useRealTimers();
     }

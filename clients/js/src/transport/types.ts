@@ -29,8 +29,9 @@ export interface Connection {
   /** Sends one frame. Errors surface as `onClose`, never as a throw. */
   send(frame: Uint8Array): void;
   /**
-   * Closes as a client that is leaving: the gateway ends the session (WebSocket close 1000;
-   * WebTransport FIN on the stream, then the session closes). `onClose` is not called after it.
+   * Closes the connection after what was sent before it (a Bye or Suspend written just before
+   * must still arrive). A close says nothing about the session: only a Bye frame leaves.
+   * `onClose` is not called after it.
    */
   close(reason?: string): void;
 }

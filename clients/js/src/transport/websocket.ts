@@ -57,7 +57,7 @@ export function webSocketConnector(
             // A failing send means the socket is closing; its close event reports it.
           }
         },
-        close(reason = "bye") {
+        close(reason = "closed") {
           if (finished) return;
           finish();
           safeClose(ws, 1000, reason);
@@ -101,7 +101,8 @@ export function webSocketConnector(
 
 function safeClose(ws: WebSocket, code: number, reason: string): void {
   try {
-    ws.close(code, reason);
+    // A reason over 123 bytes makes close() throw, and the socket would stay open.
+    ws.close(code, new TextDecoder().decode(new TextEncoder().encode(reason).slice(0, 120)).replace(/\uFFFD+$/, ""));
   } catch {
     // Already closing.
   }

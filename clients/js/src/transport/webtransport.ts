@@ -2,10 +2,10 @@ import { encodeFrame, FrameDecoder, FramingError } from "../framing.js";
 import type { CloseInfo, Connection, ConnectionHandlers, ConnectOptions, Connector } from "./types.js";
 
 /**
- * After `close()` has sent FIN on the stream, how long the gateway gets to close the session
- * before the client closes it.
+ * After `close()` has ended the stream, how long its last frames get to be delivered before
+ * the session is closed anyway.
  */
-export const LEAVE_GRACE_MS = 1000;
+export const CLOSE_GRACE_MS = 1000;
 
 /** The part of the WebTransport constructor the adapter uses (injectable for tests). */
 export type WebTransportConstructor = new (url: string, options?: WebTransportOptions) => WebTransport;
@@ -105,19 +105,20 @@ export function webTransportConnector(
           end({ clean: false, reason: `write failed: ${describe(err)}` });
         });
       },
-      close(reason = "bye") {
+      close(reason = "closed") {
         if (finished) return;
         finished = true;
-        // Leaving: end our side of the stream first. The gateway reads that FIN as "the client
-        // is leaving" and then closes the session itself. Closing the session right away would
-        // reset the stream, which the gateway cannot tell apart from a lost connection.
-        const fallback = setTimeout(() => safeClose(wt, reason), LEAVE_GRACE_MS);
+        // Closing the session resets its streams, which can discard a frame written just
+        // before (the Bye of a page being unloaded). So end the stream after the pending
+        // writes first, and close the session once that is done (or the gateway has closed
+        // it, or the grace time is over).
+        const fallback = setTimeout(() => done(), CLOSE_GRACE_MS);
         const done = () => {
           clearTimeout(fallback);
           reader.cancel().catch(() => undefined);
           safeClose(wt, reason);
         };
-        writer.close().catch(() => undefined);
+        writer.close().then(done, done);
         wt.closed.then(done, done);
       },
     };

@@ -54,3 +54,12 @@ export class Backoff {
     this.n = 0;
   }
 }
+
+/**
+ * A GoAway's reconnect moment: uniformly random in [afterMs, afterMs + spreadMs], so that all
+ * clients of a gateway that shuts down do not come back at the same instant.
+ */
+export function spreadDelay(afterMs: number, spreadMs: number, random: () => number): number {
+  const spread = Math.max(0, Math.floor(spreadMs));
+  return Math.max(0, afterMs) + Math.min(spread, Math.floor(random() * (spread + 1)));
+}

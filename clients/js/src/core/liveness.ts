@@ -1,14 +1,14 @@
 /**
  * Client-side liveness of the gateway, as a small sans-IO state machine: it owns no timer and
- * reads no clock. The client feeds it `now` (milliseconds on a monotonic clock), arms one timer
- * for `pollTimeout()`, and on that timer calls `handleTimeout(now, armedFor)`.
+ * reads no clock. The caller feeds it `now` (milliseconds on a monotonic clock) and calls
+ * `handleTimeout(now)` at or after `pollTimeout()`.
  *
  * Rules:
  * - Anything arriving from the gateway (any frame, Pong or not) proves it alive: `onInbound`.
  * - Every `pingIntervalMs` the client sends an app-level Ping, so a healthy gateway always has
  *   something to answer.
  * - Nothing at all for `livenessTimeoutMs` → the gateway (or the path to it) is dead.
- * - Timer drift: a throttled or frozen tab runs its timers late. If the check fires more than
+ * - Timer drift: a throttled or frozen tab runs its timers late. If the check runs more than
  *   `pingIntervalMs` after it was due, the silence may be our own (JS was asleep, the network
  *   may be fine and its frames simply not dispatched yet), so that tick never declares the
  *   gateway dead: the deadline restarts from now and a Ping goes out at once.
@@ -57,11 +57,11 @@ export class Liveness {
     return Math.min(this.nextPing, this.lastInbound + this.livenessTimeoutMs);
   }
 
-  /**
-   * Called when the timer armed for `armedFor` (a value of `pollTimeout()`) fires at `now`.
-   */
-  handleTimeout(now: number, armedFor: number): LivenessAction {
-    const lateBy = now - armedFor;
+  /** Called at or after `pollTimeout()`; earlier calls return `none`. */
+  handleTimeout(now: number): LivenessAction {
+    const due = this.pollTimeout();
+    if (now < due) return { kind: "none" };
+    const lateBy = now - due;
     if (lateBy > this.pingIntervalMs) {
       this.lastInbound = now;
       this.nextPing = now + this.pingIntervalMs;

@@ -1,0 +1,20 @@
+/** What the core asks its driver to do. */
+import type { SignalgateError } from "../errors.js";
+import type { TransportKind } from "../transport/types.js";
+import type { JoinResult, SignalgateEvents } from "../types.js";
+
+export type CoreEvent = {
+  [K in keyof SignalgateEvents]: { name: K; payload: SignalgateEvents[K] };
+}[keyof SignalgateEvents];
+
+export type Output =
+  /** Open a connection over `kind`; report it as `link` (opened / openFailed / received / closed). */
+  | { type: "open"; link: number; kind: TransportKind }
+  /** Send one frame (protobuf bytes, unframed) on `link`. */
+  | { type: "write"; link: number; bytes: Uint8Array }
+  /** Close `link` (or give up opening it); nothing more is reported about it. */
+  | { type: "close"; link: number; reason: string }
+  | { type: "event"; event: CoreEvent }
+  /** App request `req` succeeded: connect (undefined), join (JoinResult), leave (undefined), signal (frame id). */
+  | { type: "resolve"; req: number; value: JoinResult | number | undefined }
+  | { type: "reject"; req: number; error: SignalgateError };

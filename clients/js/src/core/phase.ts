@@ -1,0 +1,96 @@
+/**
+ * The one state of a client: where its connection and its session stand. Each variant carries
+ * exactly the data that exists in it, so no flag can contradict another.
+ *
+ *   idle ──connect──▶ connecting ──opened──▶ handshaking ──Welcome──▶ connected
+ *                        ▲   │ fails: next transport of the round       │
+ *                        │   ▼ round exhausted                          │ lost / liveness / GoAway
+ *                     backingOff ◀─────────────────────────────────────┘
+ *   freeze / pagehide(persisted) from any live phase ──▶ suspended ──resume / pageshow──▶ connecting
+ *   close() when connected ──▶ closing (Bye sent) ──gateway closes / grace──▶ closed
+ *   close() otherwise, pagehide (unload), STALE_ATTEMPT ──▶ closed
+ */
+import type { TransportKind } from "../transport/types.js";
+import type { Liveness } from "./liveness.js";
+
+/** One transport connection the core asked for (its id names it in inputs and outputs). */
+export interface Link {
+  readonly id: number;
+  readonly kind: TransportKind;
+}
+
+/** A round of connection attempts: each transport of `order` in turn, until one is welcomed. */
+export interface Round {
+  readonly order: readonly TransportKind[];
+  index: number;
+  /** WebTransport failed to open in this round (error or timeout; not refused by the gateway). */
+  webTransportOpenFailed: boolean;
+}
+
+/** The gateway's replay after a resumed Welcome, until `until` (Welcome.replay_until_seq). */
+export interface Replay {
+  readonly until: bigint;
+  /** Frames processed so far in the replay. */
+  count: number;
+  /** Welcome.last_client_seq: its acknowledgement takes effect with the end of the replay. */
+  readonly lastClientSeq: number;
+  /** Acks that arrived during the replay, applied with its end. */
+  deferredAck: number;
+  readonly resent: number;
+}
+
+export interface Connecting {
+  readonly kind: "connecting";
+  readonly link: Link;
+  readonly round: Round;
+  readonly deadline: number;
+}
+
+export interface Handshaking {
+  readonly kind: "handshaking";
+  readonly link: Link;
+  readonly round: Round;
+  /** The Hello carried a resume token. */
+  readonly resuming: boolean;
+  readonly deadline: number;
+}
+
+export interface Connected {
+  readonly kind: "connected";
+  readonly link: Link;
+  readonly liveness: Liveness;
+  /** When the connection counts as healthy (the back-off resets); undefined once it has. */
+  healthyAt: number | undefined;
+  replay: Replay | undefined;
+  /** A GoAway arrived: when to reconnect once this connection ends. */
+  goAwayAt: number | undefined;
+}
+
+export interface BackingOff {
+  readonly kind: "backingOff";
+  readonly at: number;
+  /** Waiting for a GoAway's moment: the page's `resume` does not cut it short. */
+  readonly afterGoAway: boolean;
+}
+
+export interface Suspended {
+  readonly kind: "suspended";
+  /** The connection Suspend was written to, until it ends (closed by us on resume). */
+  detached: Link | undefined;
+}
+
+export interface Closing {
+  readonly kind: "closing";
+  readonly link: Link;
+  readonly deadline: number;
+}
+
+export type Phase =
+  | { readonly kind: "idle" }
+  | Connecting
+  | Handshaking
+  | Connected
+  | BackingOff
+  | Suspended
+  | Closing
+  | { readonly kind: "closed" };
