@@ -64,6 +64,13 @@ impl LivenessConfig {
     pub fn ping_interval(&self) -> Duration {
         self.ping_interval
     }
+
+    /// When the transport itself gives up on a silent peer (QUIC's idle timeout, TCP's
+    /// user timeout): a backstop strictly after the liveness verdict, so that the verdict —
+    /// with its reason and its measured silence — is always ours.
+    pub fn transport_backstop(&self) -> Duration {
+        self.timeout + self.ping_interval
+    }
 }
 
 impl Default for LivenessConfig {

@@ -50,7 +50,7 @@ pub async fn accept_loop(ctx: Arc<ServerContext>, listener: TcpListener, tls: Op
                 continue;
             }
         };
-        tune_socket(&tcp, ctx.config.hub.liveness.timeout());
+        tune_socket(&tcp, ctx.config.hub.liveness.transport_backstop());
         let ctx2 = ctx.clone();
         let tls = tls.clone();
         ctx.tasks.spawn(async move {
@@ -77,6 +77,7 @@ pub async fn accept_loop(ctx: Arc<ServerContext>, listener: TcpListener, tls: Op
 
 /// - TCP_USER_TIMEOUT: the kernel's backstop for a vanished peer; without it unacknowledged
 ///   data is retransmitted for ~15 minutes (tcp_retries2 = 15) before the socket errors out.
+///   Set just after the liveness timeout, so that the liveness verdict comes first.
 /// - Linear retransmission timeouts for thin streams: a lost probe or reply is retried every
 ///   RTO instead of after 0.4, 0.8, 1.6, 3.2 s …, so a lossy but live connection gets many
 ///   more chances within one liveness timeout (signaling connections are always thin).

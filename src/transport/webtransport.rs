@@ -39,10 +39,6 @@ pub fn activity_sampling(liveness: &LivenessConfig) -> Duration {
     (liveness.timeout() / 40).clamp(Duration::from_millis(25), Duration::from_millis(250))
 }
 
-/// QUIC idle timeout: a backstop behind the liveness check, never before it.
-pub fn quic_idle_timeout(liveness: &LivenessConfig) -> Duration {
-    liveness.timeout() + liveness.ping_interval()
-}
 
 /// Kernel receive/send buffer of the QUIC socket. All sessions share one UDP socket; with
 /// the default (~200 KiB) a burst — thousands of clients reconnecting at once — overflows it,
@@ -86,7 +82,7 @@ pub fn server_config(
     let config = ServerConfig::builder()
         .with_bind_socket(socket)
         .with_custom_tls(tls)
-        .max_idle_timeout(Some(quic_idle_timeout(liveness)))
+        .max_idle_timeout(Some(liveness.transport_backstop()))
         .expect("the idle timeout is far below QUIC's 2^62 ms limit")
         .keep_alive_interval(Some(liveness.ping_interval()))
         .allow_migration(true)
@@ -464,7 +460,7 @@ mod tests {
             .expect("valid");
             assert!(activity_sampling(&l) <= Duration::from_millis(250));
             assert!(
-                quic_idle_timeout(&l) > l.timeout(),
+                l.transport_backstop() > l.timeout(),
                 "QUIC's idle timeout is only a backstop"
             );
         }

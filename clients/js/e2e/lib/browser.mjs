@@ -171,7 +171,6 @@ export async function launchBrowserOverCdp(name) {
 
 const SDK_EVENTS = [
   "connected",
-  "transportChanged",
   "resumed",
   "sessionLost",
   "disconnected",
@@ -231,6 +230,9 @@ function recorderScript(opts) {
   }).observe(document, { subtree: true, attributes: true, attributeOldValue: true, attributeFilter: Object.keys(watched) });
   for (const type of ["freeze", "resume", "visibilitychange"]) {
     document.addEventListener(type, () => events.push({ t: Date.now(), type: `document.${type}`, visibilityState: document.visibilityState }));
+  }
+  for (const type of ["pagehide", "pageshow"]) {
+    window.addEventListener(type, (e) => events.push({ t: Date.now(), type: `window.${type}`, persisted: e.persisted }));
   }
   if (opts.noWebTransport) {
     // As in a browser without WebTransport: the SDK's automatic fallback must notice by itself.
