@@ -404,6 +404,8 @@ impl TryFrom<Settings> for Config {
             // GoAway) always find room behind a full window.
             send_window_frames: outbound_queue / 2,
             send_window_bytes: defaults.send_window_bytes,
+            max_sessions: defaults.max_sessions,
+            max_pending_hellos: defaults.max_pending_hellos,
         };
         let reconnect_spread = s.reconnect_spread.unwrap_or(hub_defaults.reconnect_spread);
         if reconnect_spread > Duration::from_secs(600) {
@@ -456,6 +458,8 @@ impl TryFrom<Settings> for Config {
                 hello_timeout,
                 reconnect_after: hub_defaults.reconnect_after,
                 reconnect_spread,
+                authentication: false,
+                token_grace: hub_defaults.token_grace,
                 limits,
             },
             tls,

@@ -112,6 +112,8 @@ const CLOSE_REASONS: &[Reason] = &[
     Reason::Bye,
     Reason::Superseded,
     Reason::ResumeGap,
+    Reason::TokenExpired,
+    Reason::Disconnected,
     Reason::SlowConsumer,
     Reason::ProtocolError,
     Reason::ServerShutdown,
@@ -129,12 +131,13 @@ const LEFT_REASONS: &[Reason] = &[
     Reason::Bye,
     Reason::ResumeWindowExpired,
     Reason::ResumeGap,
+    Reason::Disconnected,
     Reason::ServerShutdown,
 ];
 const REFUSAL_REASONS: &[ErrorCode] = &[
     ErrorCode::RateLimited,
     ErrorCode::RecipientBufferFull,
-    ErrorCode::UnknownRoom,
+    ErrorCode::SignalNotGranted,
     ErrorCode::NotJoined,
     ErrorCode::PeerNotInRoom,
     ErrorCode::InvalidArgument,

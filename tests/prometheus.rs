@@ -68,7 +68,7 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus_scraping_a_real_gat
         (r#"sum(signalgate_sessions_left_total{reason="bye"})"#, 2.0),
         (r#"sum(signalgate_resumes_total{outcome="resumed"})"#, 2.0),
         (
-            r#"sum(signalgate_signals_dropped_total{reason="unknown_room"})"#,
+            r#"sum(signalgate_signals_dropped_total{reason="not_joined"})"#,
             1.0,
         ),
     ];
@@ -154,12 +154,13 @@ async fn scenario(gateway: &GatewayProcess) -> (Report, Vec<Session>) {
         }
     }
 
-    // Refused signals: to a peer not in the room, into a room that does not exist.
+    // Refused signals: to a peer not in the room, into a room that does not exist (answered
+    // like a room the sender is not in: no existence leak).
     let to_nobody = alice.signal("call", "nobody", data(b"?")).expect("send");
     let no_room = alice.signal("nowhere", &b, data(b"?")).expect("send");
     for (id, code) in [
         (to_nobody, ErrorCode::PeerNotInRoom),
-        (no_room, ErrorCode::UnknownRoom),
+        (no_room, ErrorCode::NotJoined),
     ] {
         let error = alice
             .wait_for(WAIT, "an Error", |f| {
@@ -540,7 +541,7 @@ fn scenario_counts_are_visible(prometheus: &Prometheus) {
             2.0,
         );
     }
-    for reason in ["peer_not_in_room", "unknown_room"] {
+    for reason in ["peer_not_in_room", "not_joined"] {
         at_least(
             &format!(r#"signalgate_signals_dropped_total{{reason="{reason}"}}"#),
             1.0,

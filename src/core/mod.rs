@@ -6,6 +6,7 @@
 
 pub mod codec;
 pub mod hub;
+pub mod identity;
 pub mod ids;
 pub mod liveness;
 pub mod rate_limit;
@@ -66,5 +67,8 @@ pub fn reason_label(reason: proto::Reason) -> &'static str {
         R::Bye => "bye",
         R::Suspended => "suspended",
         R::ResumeGap => "resume_gap",
+        R::TokenExpired => "token_expired",
+        R::Disconnected => "disconnected",
+        R::GatewayFull => "gateway_full",
     }
 }

@@ -20,6 +20,13 @@ impl TokenBucket {
         }
     }
 
+    /// `count` requests per `period` on average (e.g. one per 2 s), bursts up to `burst`.
+    pub fn new_per(now: Instant, count: u32, period: std::time::Duration, burst: u32) -> Self {
+        let mut bucket = Self::new(now, 0, burst);
+        bucket.rate_per_sec = f64::from(count) / period.as_secs_f64().max(f64::MIN_POSITIVE);
+        bucket
+    }
+
     /// Takes one token if there is one.
     pub fn try_take(&mut self, now: Instant) -> bool {
         let elapsed = now

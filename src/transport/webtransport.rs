@@ -39,7 +39,6 @@ pub fn activity_sampling(liveness: &LivenessConfig) -> Duration {
     (liveness.timeout() / 40).clamp(Duration::from_millis(25), Duration::from_millis(250))
 }
 
-
 /// Kernel receive/send buffer of the QUIC socket. All sessions share one UDP socket; with
 /// the default (~200 KiB) a burst — thousands of clients reconnecting at once — overflows it,
 /// and established sessions whose packets are dropped look silent. Measured with 19,000

@@ -27,6 +27,11 @@ pub struct Limits {
     /// them; keep it well below the runtime's outbound queue.
     pub send_window_frames: usize,
     pub send_window_bytes: usize,
+    /// Sessions the gateway holds at once (online or away); beyond, Hello gets
+    /// TOO_MANY_SESSIONS.
+    pub max_sessions: usize,
+    /// Connections that have not said Hello yet; beyond, new ones are closed at once.
+    pub max_pending_hellos: usize,
 }
 
 impl Default for Limits {
@@ -42,6 +47,8 @@ impl Default for Limits {
             max_protocol_errors: 16,
             send_window_frames: 128,
             send_window_bytes: 512 * 1024,
+            max_sessions: 100_000,
+            max_pending_hellos: 4096,
         }
     }
 }
@@ -57,6 +64,12 @@ pub struct HubConfig {
     /// [reconnect_after, reconnect_after + reconnect_spread].
     pub reconnect_after: Duration,
     pub reconnect_spread: Duration,
+    /// Tokens are required: a Hello or Refresh must come through
+    /// [`super::Hub::hello_received`] / [`super::Hub::refresh_received`] with verified
+    /// credentials.
+    pub authentication: bool,
+    /// After its token expired, a session gets this long to refresh before it is closed.
+    pub token_grace: Duration,
     pub limits: Limits,
 }
 
@@ -68,6 +81,8 @@ impl Default for HubConfig {
             hello_timeout: Duration::from_secs(10),
             reconnect_after: Duration::from_secs(1),
             reconnect_spread: Duration::from_secs(2),
+            authentication: false,
+            token_grace: Duration::from_secs(10),
             limits: Limits::default(),
         }
     }

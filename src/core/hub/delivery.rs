@@ -40,6 +40,22 @@ pub(super) fn error_msg(code: ErrorCode, message: impl Into<String>, in_reply_to
     })
 }
 
+/// Text a client sent, fit to be echoed in an Error or a log line: at most 64 characters,
+/// control characters escaped (a 64 KiB room name of control bytes must not become a
+/// 320 KiB error).
+pub(super) fn shown(text: &str) -> String {
+    const MAX: usize = 64;
+    let mut out: String = text
+        .chars()
+        .take(MAX)
+        .flat_map(char::escape_debug)
+        .collect();
+    if text.chars().nth(MAX).is_some() {
+        out.push('…');
+    }
+    format!("\"{out}\"")
+}
+
 fn millis_u32(d: Duration) -> u32 {
     u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
 }
@@ -203,6 +219,8 @@ impl Hub {
         let Some(connection) = self.connections.get_mut(&conn) else {
             return;
         };
+        // Frames no well-behaved client sends, bad tokens included: a connection that keeps
+        // sending them is closed rather than answered forever.
         let misbehaving = matches!(
             code,
             ErrorCode::MalformedFrame
@@ -210,6 +228,15 @@ impl Hub {
                 | ErrorCode::UnsupportedFrame
                 | ErrorCode::HelloRequired
                 | ErrorCode::AlreadyWelcomed
+                | ErrorCode::TokenMissing
+                | ErrorCode::TokenMalformed
+                | ErrorCode::TokenBadSignature
+                | ErrorCode::TokenExpired
+                | ErrorCode::TokenNotYetValid
+                | ErrorCode::TokenWrongAudience
+                | ErrorCode::TokenWrongIssuer
+                | ErrorCode::TokenRevoked
+                | ErrorCode::IdentityMismatch
         );
         if misbehaving {
             connection.protocol_errors += 1;

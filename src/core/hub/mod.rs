@@ -12,8 +12,10 @@
 //! | file | rules |
 //! | --- | --- |
 //! | `mod.rs` | the inputs; which handler a client frame goes to; numbered client frames (exactly once, in order) and rate limits |
-//! | `hello.rs` | Hello: a new session, resume, take-over, the fences (attempt, last_seq, gaps), Welcome |
-//! | `requests.rs` | Join, Leave, Signal (validation and relay), Ack, Bye, Suspend |
+//! | `hello.rs` | Hello: a new session, resume, take-over (by resume token or by identity), the fences (attempt, last_seq, gaps, resume rate), Welcome |
+//! | `requests.rs` | Join, Leave, Signal (validation, grants and relay), Ack, Bye, Refresh |
+//! | `admin.rs` | what the application's backend may see and do: list sessions and rooms, disconnect |
+//! | `tokens.rs` | token expiry during a session: warning, grace, close |
 //! | `presence.rs` | ONLINE -> away -> LEFT, and telling room members |
 //! | `delivery.rs` | a session's stream to its connection: numbering, pacing by the send window, Acks to the client, errors, closes |
 //! | `backlog.rs`, `pending.rs` | the ordered stream and its bounds; presence coalescing |
@@ -22,6 +24,7 @@
 //! | `deadlines.rs` | per-item timers (Hello deadline, resume window) |
 //! | `session.rs`, `config.rs`, `output.rs` | the data and the vocabulary |
 
+mod admin;
 mod backlog;
 mod config;
 mod deadlines;
@@ -34,16 +37,19 @@ mod presence;
 mod requests;
 mod rooms;
 mod session;
+mod tokens;
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+pub use admin::{DisconnectTarget, RoomView, SessionView};
 pub use config::{HubConfig, Limits};
 pub use output::{Gauges, HubEvent, Output, ResumeOutcome, SignalKind};
 
 use super::codec::FrameProblem;
+use super::identity::{Credentials, Identity};
 use super::ids::{Entropy, SystemEntropy};
-use crate::proto::{ClientFrame, ErrorCode, Reason, client_frame};
+use crate::proto::{ClientFrame, ErrorCode, Hello, Reason, client_frame};
 use deadlines::Deadlines;
 use rooms::Rooms;
 use session::{Connection, Session};
@@ -61,12 +67,19 @@ impl std::fmt::Display for ConnId {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 struct SessionKey(u64);
 
+/// A Pong echoes its Ping's payload outside the paced stream: keep it small.
+const MAX_PING_PAYLOAD: usize = 128;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum Deadline {
     /// The connection must have said Hello by then.
     Hello(ConnId),
     /// The session, away, is gone (LEFT) at the end of its resume window.
     ResumeWindow(SessionKey),
+    /// The session's token expires: warn it to refresh.
+    TokenExpiry(SessionKey),
+    /// The grace after expiry ran out: close the connection.
+    TokenGrace(SessionKey),
 }
 
 pub struct Hub {
@@ -76,6 +89,7 @@ pub struct Hub {
     sessions: HashMap<SessionKey, Session>,
     by_peer_id: HashMap<String, SessionKey>,
     by_resume_token: HashMap<String, SessionKey>,
+    by_identity: HashMap<Identity, SessionKey>,
     rooms: Rooms,
     deadlines: Deadlines<Deadline>,
     outputs: VecDeque<Output>,
@@ -102,6 +116,7 @@ impl Hub {
             sessions: HashMap::new(),
             by_peer_id: HashMap::new(),
             by_resume_token: HashMap::new(),
+            by_identity: HashMap::new(),
             rooms: Rooms::default(),
             deadlines: Deadlines::new(),
             outputs: VecDeque::new(),
@@ -132,9 +147,19 @@ impl Hub {
     // Inputs
     // ----------------------------------------------------------------------------------------
 
-    /// A transport accepted a connection. It must say Hello within `hello_timeout`.
+    /// A transport accepted a connection. It must say Hello within `hello_timeout`. Beyond
+    /// `max_pending_hellos` connections waiting for Hello it is closed at once.
     pub fn connection_opened(&mut self, now: Instant, conn: ConnId, transport: Transport) {
         let limits = &self.config.limits;
+        let pending = self.connections.len() - self.sessions_online();
+        if pending >= limits.max_pending_hellos {
+            tracing::warn!(%conn, pending, "too many connections waiting for Hello: closing");
+            self.outputs.push_back(Output::Close {
+                conn,
+                reason: Reason::GatewayFull,
+            });
+            return;
+        }
         self.connections.insert(
             conn,
             Connection {
@@ -159,12 +184,21 @@ impl Hub {
         };
         let Some(key) = connection.session else {
             return match msg {
-                client_frame::Msg::Hello(hello) => self.hello(now, conn, id, hello),
+                client_frame::Msg::Hello(hello) => {
+                    let credentials = self.unverified();
+                    self.hello(now, conn, id, hello, credentials)
+                }
                 _ => self.refuse(now, conn, id, ErrorCode::HelloRequired, "send Hello first"),
             };
         };
         use client_frame::Msg;
         match msg {
+            Msg::Refresh(_) => {
+                if self.within_rate(now, key, id, false) {
+                    let credentials = self.unverified();
+                    self.refresh(now, key, id, credentials);
+                }
+            }
             Msg::Hello(_) => self.refuse(
                 now,
                 conn,
@@ -172,12 +206,27 @@ impl Hub {
                 ErrorCode::AlreadyWelcomed,
                 "this connection already has a session",
             ),
-            // Never rate limited: refusing Acks would only grow the backlog.
-            Msg::Ack(ack) => self.client_ack(key, id, ack.seq),
+            // Never answered with an Error (that would amplify a flood); beyond their own
+            // rate, Acks are dropped unread.
+            Msg::Ack(ack) => {
+                if self
+                    .sessions
+                    .get_mut(&key)
+                    .is_some_and(|s| s.ack_limiter.try_take(now))
+                {
+                    self.client_ack(key, id, ack.seq);
+                }
+            }
             Msg::Bye(_) => self.bye(key),
             Msg::Suspend(_) => self.close_connection(now, conn, Reason::Suspended),
             Msg::Ping(ping) => {
-                if self.within_rate(now, key, id, false) {
+                if ping.payload.len() > MAX_PING_PAYLOAD {
+                    let message = format!(
+                        "a Ping payload may have at most {MAX_PING_PAYLOAD} bytes, got {}",
+                        ping.payload.len()
+                    );
+                    self.reply_error(key, id, ErrorCode::InvalidArgument, message);
+                } else if self.within_rate(now, key, id, false) {
                     self.pong(conn, id, ping.payload);
                 }
             }
@@ -198,6 +247,60 @@ impl Hub {
             }
         }
         self.check_overload(now, key);
+    }
+
+    /// A Hello whose token the runtime verified (or that authentication does not apply to).
+    pub fn hello_received(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        id: u64,
+        hello: Hello,
+        credentials: Credentials,
+    ) {
+        let Some(connection) = self.connections.get(&conn) else {
+            return;
+        };
+        if connection.session.is_some() {
+            let message = "this connection already has a session";
+            return self.refuse(now, conn, id, ErrorCode::AlreadyWelcomed, message);
+        }
+        self.hello(now, conn, id, hello, credentials);
+    }
+
+    /// A Refresh whose token the runtime verified.
+    pub fn refresh_received(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        id: u64,
+        credentials: Credentials,
+    ) {
+        let Some(connection) = self.connections.get(&conn) else {
+            return;
+        };
+        let Some(key) = connection.session else {
+            return self.refuse(now, conn, id, ErrorCode::HelloRequired, "send Hello first");
+        };
+        if self.within_rate(now, key, id, false) {
+            self.refresh(now, key, id, credentials);
+        }
+    }
+
+    /// What a Hello or Refresh that did not come through the runtime's verification gets.
+    fn unverified(&self) -> Credentials {
+        if self.config.authentication {
+            Credentials::Refused {
+                code: ErrorCode::TokenMissing,
+                message: "the token was not verified".into(),
+            }
+        } else {
+            Credentials::Anonymous
+        }
+    }
+
+    fn sessions_online(&self) -> usize {
+        self.gauges.online.iter().sum()
     }
 
     /// Bytes arrived that are not a valid frame. Fatal problems close the connection.
@@ -282,6 +385,8 @@ impl Hub {
                         self.end_session(key, Reason::ResumeWindowExpired);
                     }
                 }
+                Deadline::TokenExpiry(key) => self.token_expired(now, key),
+                Deadline::TokenGrace(key) => self.token_grace_over(now, key),
             }
         }
     }
@@ -304,6 +409,7 @@ impl Hub {
         self.sessions.clear();
         self.by_peer_id.clear();
         self.by_resume_token.clear();
+        self.by_identity.clear();
         self.rooms.clear();
         self.deadlines.clear();
         self.acks_due.clear();

@@ -49,10 +49,27 @@ struct Marker {
     first: News,
     /// A PeerLeft followed by a later join (the client must see the peer go and come back).
     left: Option<PeerLeft>,
+    /// The latest PeerJoined: what the peer looks like (name, metadata) when it is announced.
+    joined: Option<Peer>,
     last: News,
 }
 
 impl Marker {
+    fn new(room: &str, peer_id: &str, news: News) -> Self {
+        let joined = match &news {
+            News::Joined(j) => j.peer.clone(),
+            _ => None,
+        };
+        Self {
+            room: room.to_string(),
+            peer_id: peer_id.to_string(),
+            first: news.clone(),
+            left: None,
+            joined,
+            last: news,
+        }
+    }
+
     fn update(&mut self, news: News) {
         if let News::Left(left) = &self.last
             && self.left.is_none()
@@ -60,18 +77,24 @@ impl Marker {
         {
             self.left = Some(left.clone());
         }
+        if let News::Joined(j) = &news {
+            self.joined = j.peer.clone();
+        }
         self.last = news;
     }
 
     /// What the client must be told, 0 to 2 messages.
     fn into_msgs(self) -> Vec<Msg> {
+        let template = self.joined;
         let joined_from_state = |s: PeerState| {
+            let peer = Peer {
+                peer_id: s.peer_id,
+                state: s.state,
+                ..template.clone().unwrap_or_default()
+            };
             Msg::PeerJoined(PeerJoined {
                 room: s.room,
-                peer: Some(Peer {
-                    peer_id: s.peer_id,
-                    state: s.state,
-                }),
+                peer: Some(peer),
             })
         };
         if let News::Joined(_) = self.first {
@@ -169,13 +192,8 @@ impl Pending {
             return;
         }
         self.open.insert(key, self.front + self.items.len() as u64);
-        self.items.push_back(Item::Presence(Marker {
-            room: room.to_string(),
-            peer_id: peer_id.to_string(),
-            first: news.clone(),
-            left: None,
-            last: news,
-        }));
+        self.items
+            .push_back(Item::Presence(Marker::new(room, peer_id, news)));
     }
 
     /// Takes the oldest item: the frames it becomes (a coalesced marker may become none).
@@ -234,6 +252,8 @@ mod tests {
             peer: Some(Peer {
                 peer_id: peer.into(),
                 state: PresenceState::Online.into(),
+                name: format!("name of {peer}"),
+                ..Default::default()
             }),
         })
     }
@@ -317,6 +337,22 @@ mod tests {
         p.push_news("r", "k", joined("k"));
         p.push_news("r", "k", state("k", PresenceState::Unreachable));
         assert_eq!(drain(&mut p), ["left:k", "joined:k:unreachable"]);
+    }
+
+    #[test]
+    fn a_coalesced_join_keeps_what_peers_see_of_the_peer() {
+        let mut p = Pending::default();
+        p.push_news("r", "a", joined("a"));
+        p.push_news("r", "a", state("a", PresenceState::Unreachable));
+        let released = p.pop().expect("one marker");
+        match &released[0].msg {
+            Msg::PeerJoined(j) => {
+                let peer = j.peer.clone().unwrap_or_default();
+                assert_eq!(peer.name, "name of a");
+                assert_eq!(peer.state(), PresenceState::Unreachable);
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -100,12 +100,19 @@ impl Hub {
         for room in rooms {
             self.remove_from_room(key, &room, reason);
         }
+        self.forget_identity(key);
         let Some(session) = self.sessions.remove(&key) else {
             return;
         };
         self.by_peer_id.remove(&session.peer_id);
         self.by_resume_token.remove(&session.resume_token);
-        self.deadlines.cancel(Deadline::ResumeWindow(key));
+        for deadline in [
+            Deadline::ResumeWindow(key),
+            Deadline::TokenExpiry(key),
+            Deadline::TokenGrace(key),
+        ] {
+            self.deadlines.cancel(deadline);
+        }
         tracing::info!(peer = %session.peer_id, reason = reason_label(reason), "peer left");
         let transport = session.transport.index();
         match session.presence {

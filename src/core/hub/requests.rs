@@ -1,6 +1,7 @@
-//! What a session asks for: Join, Leave, Signal (validated and relayed), Ack, Bye.
+//! What a session asks for: Join, Leave, Signal (validated, checked against its grants and
+//! relayed), Ack, Bye.
 
-use super::delivery::{Item, error_msg};
+use super::delivery::{Item, error_msg, shown};
 use super::pending::News;
 use super::{Hub, HubEvent, SessionKey, SignalKind};
 use crate::proto::{
@@ -23,7 +24,8 @@ impl Hub {
     pub(super) fn join(&mut self, key: SessionKey, id: u64, room: String) {
         if !valid_room_name(&room) {
             let message = format!(
-                "room name {room:?} is invalid: 1 to {MAX_ROOM_NAME} bytes of A-Z a-z 0-9 . _ : -"
+                "room name {} is invalid: 1 to {MAX_ROOM_NAME} bytes of A-Z a-z 0-9 . _ : -",
+                shown(&room)
             );
             return self.reply_error(key, id, ErrorCode::InvalidArgument, message);
         }
@@ -31,6 +33,10 @@ impl Hub {
             return;
         };
         let limits = &self.config.limits;
+        if !session.grants.allows_room(&room) {
+            let message = format!("the session's token does not grant room {room:?}");
+            return self.reply_error(key, id, ErrorCode::RoomNotGranted, message);
+        }
         if session.rooms.contains(&room) {
             let message = format!("already in room {room:?}");
             return self.reply_error(key, id, ErrorCode::AlreadyJoined, message);
@@ -42,7 +48,17 @@ impl Hub {
             );
             return self.reply_error(key, id, ErrorCode::TooManyRooms, message);
         }
-        if self.rooms.member_count(&room) >= limits.max_peers_per_room {
+        // Capacity is for peers who are there: members who went away (and may never come
+        // back) cannot squat a room. Away members still count toward a hard bound of twice
+        // the capacity, so memory stays bounded.
+        let online = self
+            .rooms
+            .members(&room)
+            .filter(|(_, member)| self.presence_state(*member) == PresenceState::Online)
+            .count();
+        if online >= limits.max_peers_per_room
+            || self.rooms.member_count(&room) >= 2 * limits.max_peers_per_room
+        {
             let message = format!(
                 "room {room:?} is full ({} peers)",
                 limits.max_peers_per_room
@@ -50,6 +66,7 @@ impl Hub {
             return self.reply_error(key, id, ErrorCode::RoomFull, message);
         }
         let peer_id = session.peer_id.clone();
+        let profile = session.profile.clone();
         let others: Vec<(String, SessionKey)> = self
             .rooms
             .members(&room)
@@ -57,9 +74,18 @@ impl Hub {
             .collect();
         let peers = others
             .iter()
-            .map(|(peer_id, other)| Peer {
-                peer_id: peer_id.clone(),
-                state: self.presence_state(*other).into(),
+            .map(|(peer_id, other)| {
+                let profile = self
+                    .sessions
+                    .get(other)
+                    .map(|s| s.profile.clone())
+                    .unwrap_or_default();
+                Peer {
+                    peer_id: peer_id.clone(),
+                    state: self.presence_state(*other).into(),
+                    name: profile.name,
+                    metadata: profile.metadata,
+                }
             })
             .collect();
         if self.rooms.add(&room, &peer_id, key) {
@@ -73,6 +99,8 @@ impl Hub {
             peer: Some(Peer {
                 peer_id: peer_id.clone(),
                 state: PresenceState::Online.into(),
+                name: profile.name,
+                metadata: profile.metadata,
             }),
         };
         self.reply(
@@ -94,12 +122,9 @@ impl Hub {
             .get(&key)
             .is_some_and(|s| s.rooms.contains(&room));
         if !in_room {
-            let (code, message) = if self.rooms.exists(&room) {
-                (ErrorCode::NotJoined, format!("not in room {room:?}"))
-            } else {
-                (ErrorCode::UnknownRoom, format!("no room {room:?}"))
-            };
-            return self.reply_error(key, id, code, message);
+            // The same answer whether the room exists or not: an outsider learns nothing.
+            let message = format!("not in room {}", shown(&room));
+            return self.reply_error(key, id, ErrorCode::NotJoined, message);
         }
         self.remove_from_room(key, &room, Reason::LeftRoom);
         self.reply(key, id, Msg::Left(Left { room }));
@@ -113,6 +138,10 @@ impl Hub {
         let Some(sender) = self.sessions.get(&key) else {
             return;
         };
+        if !sender.grants.signal {
+            let message = "the session's token does not allow sending signals";
+            return refuse(self, ErrorCode::SignalNotGranted, message.to_string());
+        }
         let kind = match &signal.payload {
             Some(signal::Payload::Description(d)) => {
                 if d.r#type() == proto::SdpType::Unspecified {
@@ -128,23 +157,24 @@ impl Hub {
                 return refuse(self, ErrorCode::InvalidArgument, message.to_string());
             }
         };
-        if !self.rooms.exists(&signal.room) {
-            let message = format!("no room {:?}", signal.room);
-            return refuse(self, ErrorCode::UnknownRoom, message);
-        }
+        // Whether the room exists or not: an outsider learns nothing about other rooms.
         if !sender.rooms.contains(&signal.room) {
-            let message = format!("join room {:?} before signaling in it", signal.room);
+            let message = format!("join room {} before signaling in it", shown(&signal.room));
             return refuse(self, ErrorCode::NotJoined, message);
         }
         if signal.to.is_empty() || signal.to.len() > MAX_PEER_ID || signal.to == sender.peer_id {
             let message = format!(
-                "`to` must name another peer of the room, got {:?}",
-                signal.to
+                "`to` must name another peer of the room, got {}",
+                shown(&signal.to)
             );
             return refuse(self, ErrorCode::InvalidArgument, message);
         }
         let Some(recipient) = self.rooms.member(&signal.room, &signal.to) else {
-            let message = format!("peer {:?} is not in room {:?}", signal.to, signal.room);
+            let message = format!(
+                "peer {} is not in room {:?}",
+                shown(&signal.to),
+                signal.room
+            );
             return refuse(self, ErrorCode::PeerNotInRoom, message);
         };
         // Never trust the client's `from`.

@@ -21,8 +21,8 @@ impl Rooms {
         self.rooms.len()
     }
 
-    pub fn exists(&self, room: &str) -> bool {
-        self.rooms.contains_key(room)
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.rooms.keys().map(String::as_str)
     }
 
     pub fn member_count(&self, room: &str) -> usize {

@@ -12,6 +12,7 @@ use super::backlog::Backlog;
 use super::flow::Flow;
 use super::{ConnId, SessionKey};
 use crate::core::Transport;
+use crate::core::identity::{Grants, Identity, Profile};
 use crate::core::rate_limit::TokenBucket;
 use crate::proto::{PresenceState, Reason};
 
@@ -59,7 +60,17 @@ pub(super) struct Session {
     pub client_seq_told: u64,
     /// Highest Hello.attempt that attached a connection.
     pub attempt: u64,
+    /// Requests (Join, Leave, Signal, Ping, Refresh).
     pub limiter: TokenBucket,
+    /// Acks (cheap, but not free: beyond this they are dropped unread).
+    pub ack_limiter: TokenBucket,
+    /// Resumes and take-overs: each one tells every peer, so flapping is bounded.
+    pub resume_limiter: TokenBucket,
+    /// With tokens: whose session this is, what it may do, what peers see, until when.
+    pub identity: Option<Identity>,
+    pub grants: Grants,
+    pub profile: Profile,
+    pub token_expires: Option<Instant>,
 }
 
 impl Session {

@@ -1,7 +1,9 @@
 //! Every hub rule, driven with a fake clock and seeded randomness: no sockets, no sleeping.
 
+mod auth;
 mod delivery;
 mod hello;
+mod limits;
 mod presence;
 mod relay;
 mod resume;
