@@ -8,7 +8,15 @@
 //! - `observer`: joins the same rooms from the gateway's side of the cut and writes every
 //!   presence change it receives as a JSON line stamped with CLOCK_REALTIME.
 //!
+//! A throughput benchmark lives here too (see bench/README.md):
+//!
+//! - `relay` ([`relay`]): one-way latency of signals relayed by a running gateway at a given
+//!   rate (`bench/relay.py` drives it).
+//!
 //! Every process is bounded in time (`--max-secs`) and stops by itself.
+
+mod frames;
+mod relay;
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -35,6 +43,8 @@ enum Command {
     Clients(ClientsArgs),
     /// Join rooms and record every presence change received (JSON lines).
     Observer(ObserverArgs),
+    /// Relay latency: sender/receiver pairs through a running gateway at a given rate.
+    Relay(relay::RelayArgs),
 }
 
 #[derive(clap::Args)]
@@ -102,7 +112,7 @@ fn now_secs() -> f64 {
 }
 
 /// One JSON line on stdout (the orchestrator reads them).
-fn emit(line: Value) {
+pub(crate) fn emit(line: Value) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
     let _ = out.flush();
@@ -127,6 +137,22 @@ fn main() -> Result<(), String> {
         Command::Observer(args) => {
             let max = args.common.max_secs;
             (max, runtime.spawn(observer(args)))
+        }
+        Command::Relay(args) => {
+            let max = args.max_secs;
+            let work = async move {
+                match relay::relay(args).await {
+                    Ok(result) => {
+                        emit(result);
+                        Ok(())
+                    }
+                    Err(error) => {
+                        emit(json!({"event": "error", "error": error}));
+                        Err(error)
+                    }
+                }
+            };
+            (max, runtime.spawn(work))
         }
     };
     let result = runtime.block_on(async move {
