@@ -8,14 +8,17 @@
 //! - `observer`: joins the same rooms from the gateway's side of the cut and writes every
 //!   presence change it receives as a JSON line stamped with CLOCK_REALTIME.
 //!
-//! A throughput benchmark lives here too (see bench/README.md):
+//! Two throughput benchmarks live here too (see bench/README.md):
 //!
 //! - `relay` ([`relay`]): one-way latency of signals relayed by a running gateway at a given
 //!   rate (`bench/relay.py` drives it).
+//! - `hub-cost` ([`hub_cost`]): wall-clock cost of one input to the sans-IO hub, no I/O
+//!   (`bench/hub_cost.sh` also counts its instructions under callgrind).
 //!
 //! Every process is bounded in time (`--max-secs`) and stops by itself.
 
 mod frames;
+mod hub_cost;
 mod relay;
 
 use std::io::Write;
@@ -45,6 +48,8 @@ enum Command {
     Observer(ObserverArgs),
     /// Relay latency: sender/receiver pairs through a running gateway at a given rate.
     Relay(relay::RelayArgs),
+    /// Cost of one input to the sans-IO hub (no I/O): ns per input, best of several runs.
+    HubCost(hub_cost::HubCostArgs),
 }
 
 #[derive(clap::Args)]
@@ -128,6 +133,10 @@ async fn connect(url: &str, options: &ConnectOptions) -> Result<Connection, Clie
 
 fn main() -> Result<(), String> {
     let cli = Cli::parse();
+    let cli = match cli.command {
+        Command::HubCost(args) => return run_hub_cost(args),
+        command => Cli { command },
+    };
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("tokio runtime: {e}"))?;
     let (common, work) = match cli.command {
         Command::Clients(args) => {
@@ -154,6 +163,7 @@ fn main() -> Result<(), String> {
             };
             (max, runtime.spawn(work))
         }
+        Command::HubCost(_) => unreachable!("run without a runtime"),
     };
     let result = runtime.block_on(async move {
         use tokio::signal::unix::{SignalKind, signal};
@@ -172,6 +182,18 @@ fn main() -> Result<(), String> {
     emit(json!({"event": "exit", "t": now_secs()}));
     // Thousands of connections need no orderly teardown: the kernel closes them.
     std::process::exit(if result.is_ok() { 0 } else { 1 });
+}
+
+/// `hub-cost` runs on the main thread, without a runtime; a watchdog bounds it in time.
+fn run_hub_cost(args: hub_cost::HubCostArgs) -> Result<(), String> {
+    let max = Duration::from_secs(args.max_secs);
+    std::thread::spawn(move || {
+        std::thread::sleep(max);
+        emit(json!({"event": "max_secs", "t": now_secs()}));
+        std::process::exit(1);
+    });
+    emit(hub_cost::hub_cost(args)?);
+    Ok(())
 }
 
 fn options(common: &Common, bind: Option<IpAddr>) -> Result<ConnectOptions, String> {
