@@ -78,6 +78,8 @@ git = lambda *a: subprocess.run(["git", "-C", root, *a], capture_output=True, te
 inputs = cg["inputs"]
 result = {
     "commit": git("rev-parse", "--short", "HEAD"),
+    # The last commit that changed the hub's source (src/, proto/, build.rs, Cargo.toml).
+    "hub_commit": git("log", "-1", "--format=%h", "--", "src", "proto", "build.rs", "Cargo.toml"),
     "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
     "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     "cpus": os.cpu_count(),
@@ -102,7 +104,7 @@ result = {
     },
 }
 c = result["callgrind"]
-print(f"hub cost per input at {result['commit']}{' (dirty)' if result['dirty'] else ''}: "
+print(f"hub cost per input at {result['commit']}{' (dirty)' if result['dirty'] else ''} (hub source {result['hub_commit']}): "
       f"{cg['connections']} connections in rooms of {cg['room_size']}, {cg['bytes']} B signals, ack every {cg['ack_every']}")
 print(f"  callgrind, {signals:,} signals + {c['acks']:,} acks = {inputs:,} inputs, {c['outputs']:,} outputs:")
 print(f"    {c['ir_per_input']:,.1f} Ir per input ({c['ir_feeding']:,} Ir in feed_hub); "

@@ -244,7 +244,8 @@ def write_report(results: dict, out_dir: Path) -> str:
         f"# Relay latency — {meta['label']}" if meta.get("label") else "# Relay latency",
         "",
         f"`{meta['command']}` on {meta['started'][:16].replace('T', ' ')} UTC, at commit "
-        f"{meta['commit']}{' (with uncommitted changes)' if meta['dirty'] else ''}; machine: "
+        f"{meta['commit']}{' (with uncommitted changes)' if meta['dirty'] else ''} (gateway source: "
+        f"{meta['gateway_commit']}, the last commit to src/, proto/, build.rs or Cargo.toml); machine: "
         f"{meta['machine']['cpus']} cores ({meta['machine']['cpu_model'] or 'unknown CPU'}), shared by the load "
         f"generator and the gateway (1-min load {meta['load_start']} at the start, {meta.get('load_end', '?')} at the end).",
         "",
@@ -334,6 +335,8 @@ def main() -> int:
             "command": ("python3 bench/relay.py " + " ".join(sys.argv[1:])).strip(),
             "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "commit": commit,
+            # The last commit that changed the gateway's source (src/, proto/, build.rs, Cargo.toml).
+            "gateway_commit": sh("git", "log", "-1", "--format=%h", "--", "src", "proto", "build.rs", "Cargo.toml"),
             "dirty": bool(sh("git", "status", "--porcelain", "--untracked-files=no")),
             "load_start": round(os.getloadavg()[0], 2),
             "machine": machine(),
