@@ -150,6 +150,28 @@ class Gateway:
         return {"lines_by_level": levels, "warn_error_messages": messages}
 
 
+def machine_busy_percent(interval: float = 2.0) -> float:
+    """CPU the whole machine used over `interval`, % of one core (200 = 2 cores busy)."""
+    def busy() -> int:
+        fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        return sum(fields[i] for i in (0, 1, 2, 5, 6, 7) if i < len(fields))
+    before = busy()
+    time.sleep(interval)
+    return round((busy() - before) / os.sysconf("SC_CLK_TCK") / interval * 100, 1)
+
+
+def wait_quiet(max_wait: float, threshold: float) -> float:
+    """Waits (at most max_wait s) until the machine uses less than `threshold` % of a core."""
+    deadline = time.time() + max_wait
+    busy = machine_busy_percent()
+    if busy >= threshold and max_wait > 0:
+        log(f"  the machine is busy ({busy:g} % of a core): waiting up to {max_wait:g} s for < {threshold:g} %")
+        while busy >= threshold and time.time() < deadline:
+            busy = machine_busy_percent()
+        log(f"  {'quiet' if busy < threshold else 'still busy'}: {busy:g} %")
+    return busy
+
+
 def build() -> None:
     log("building signalgate and signalgate-bench (release)")
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "signalgate", "-p", "signalgate-bench"],
@@ -164,6 +186,7 @@ def rate_limits(rate: float, pairs: int) -> tuple[int, int]:
 
 
 def run_rate(bench: Path, gw_bin: Path, workdir: Path, rate: float, args: argparse.Namespace) -> dict:
+    busy_before = wait_quiet(args.wait_quiet, args.quiet_below)
     limit, burst = rate_limits(rate, args.pairs)
     gw = Gateway(gw_bin, workdir, limit, burst)
     try:
@@ -194,6 +217,10 @@ def run_rate(bench: Path, gw_bin: Path, workdir: Path, rate: float, args: argpar
         result.pop("event", None)
         result["gateway_alive_after"] = gw.popen.poll() is None
         result["load_1min_before"] = round(load_before, 2)
+        result["machine_busy_before_percent"] = busy_before
+        if result.get("machine_cpu_percent") is not None and result.get("gateway_cpu_percent") is not None:
+            others = result["machine_cpu_percent"] - result["gateway_cpu_percent"] - result["loadgen_cpu_percent"]
+            result["others_cpu_percent"] = round(max(others, 0.0), 1)
     finally:
         gw.stop()
     result["gateway_log"] = gw.log_summary()
@@ -201,7 +228,8 @@ def run_rate(bench: Path, gw_bin: Path, workdir: Path, rate: float, args: argpar
                               for a in gw.argv[1:]]
     lat = result["latency_ms"]
     log(f"  achieved {result['rate_achieved']:g}/s, sent {result['sent']}, lost {result['lost']}, "
-        f"p50 {lat['p50']} ms, p99 {lat['p99']} ms, max {lat['max']} ms, gateway CPU {result['gateway_cpu_percent']} %")
+        f"p50 {lat['p50']} ms, p99 {lat['p99']} ms, max {lat['max']} ms, gateway CPU {result['gateway_cpu_percent']} %, "
+        f"load generator {result['loadgen_cpu_percent']} %, others {result.get('others_cpu_percent')} %")
     return result
 
 
@@ -251,20 +279,22 @@ def write_report(results: dict, out_dir: Path) -> str:
         "",
         f"{cfg['pairs']} sender/receiver pairs over {'WebSocket (wss)' if cfg['transport'] == 'ws' else 'WebTransport'}, "
         f"each pair alone in its own room; `Signal{{data}}` of {cfg['bytes']} bytes; warm-up {cfg['warmup_s']:g} s, "
-        f"measured {cfg['secs']:g} s per rate, a fresh gateway (release build) per rate. Latency: one way, "
+        f"measured {cfg['secs']:g} s per rate, a fresh gateway (release build) per rate, started once the machine "
+        f"was quiet (< {cfg['quiet_below']:g} % of a core busy, waiting up to {cfg['wait_quiet_s']:g} s). Latency: one way, "
         f"sender's send call to receiver's decoded frame (both clients in one process, one monotonic clock; "
         f"includes both clients' TLS and framing). Lost: sent − received after a drain wait of up to "
-        f"{cfg['drain_s']:g} s. CPU: % of one core over the measured interval (utime + stime).",
+        f"{cfg['drain_s']:g} s. CPU: % of one core over the measured interval (utime + stime); \"others\": "
+        f"the rest of the machine's busy time then (other processes on this shared machine, kernel threads).",
         "",
-        "| rate asked (/s) | achieved (/s) | p50 (ms) | p90 (ms) | p99 (ms) | p99.9 (ms) | max (ms) | lost | gateway CPU % | load generator CPU % |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| rate asked (/s) | achieved (/s) | p50 (ms) | p90 (ms) | p99 (ms) | p99.9 (ms) | max (ms) | lost | gateway CPU % | load generator CPU % | others CPU % |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results["runs"]:
         lat = r["latency_ms"]
         lines.append(
             f"| {fmt(int(r['rate_asked']))} | {fmt(r['rate_achieved'], 1)} | {fmt(lat['p50'], 3)} | {fmt(lat['p90'], 3)} "
             f"| {fmt(lat['p99'], 3)} | {fmt(lat['p99_9'], 3)} | {fmt(lat['max'], 3)} | {fmt(r['lost'])} of {fmt(r['sent'])} "
-            f"| {fmt(r['gateway_cpu_percent'], 1)} | {fmt(r['loadgen_cpu_percent'], 1)} |"
+            f"| {fmt(r['gateway_cpu_percent'], 1)} | {fmt(r['loadgen_cpu_percent'], 1)} | {fmt(r.get('others_cpu_percent'), 1)} |"
         )
     notes = []
     for r in results["runs"]:
@@ -300,6 +330,8 @@ def main() -> int:
     ap.add_argument("--pairs", type=int, default=100)
     ap.add_argument("--bytes", type=int, default=200, help="Signal data payload size")
     ap.add_argument("--transport", choices=["ws", "wt"], default="ws", help="WebSocket (wss) or WebTransport")
+    ap.add_argument("--wait-quiet", type=float, default=120, help="before each rate, wait up to this many s for the machine to be quiet (0: never)")
+    ap.add_argument("--quiet-below", type=float, default=25, help="quiet: less than this %% of one core busy (over 2 s)")
     ap.add_argument("--smoke", action="store_true", help="one rate (the first of --rates), 2 s, 1 s warm-up")
     ap.add_argument("--label", default="", help="a name for this run, in the report's title (e.g. 'before')")
     ap.add_argument("--out", type=Path, default=None, help=f"results directory (default {RESULTS.relative_to(ROOT)}, or a temp dir with --smoke)")
@@ -343,6 +375,7 @@ def main() -> int:
             "config": {
                 "rates": rates, "secs": args.secs, "warmup_s": args.warmup, "drain_s": args.drain,
                 "pairs": args.pairs, "bytes": args.bytes, "transport": args.transport,
+                "wait_quiet_s": args.wait_quiet, "quiet_below": args.quiet_below,
             },
         },
         "runs": [],

@@ -395,6 +395,24 @@ fn cpu_ticks(pid: u32) -> Option<u64> {
     Some(utime + stime)
 }
 
+/// CPU time the whole machine spent busy (every core; user, nice, system, irq, softirq,
+/// steal), in clock ticks: with the gateway's and our own, tells how much went to others.
+fn machine_busy_ticks() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let cpu = stat.lines().next()?.strip_prefix("cpu ")?;
+    let fields: Vec<u64> = cpu
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    // user nice system idle iowait irq softirq steal ...
+    Some(
+        [0, 1, 2, 5, 6, 7]
+            .iter()
+            .filter_map(|&i| fields.get(i))
+            .sum(),
+    )
+}
+
 fn clock_ticks_per_sec() -> u64 {
     std::process::Command::new("getconf")
         .arg("CLK_TCK")
@@ -498,10 +516,12 @@ pub async fn relay(args: RelayArgs) -> Result<Value, String> {
     tokio::time::sleep_until(schedule.measure_from.into()).await;
     let gateway_before = args.gateway_pid.and_then(cpu_ticks);
     let self_before = cpu_ticks(std::process::id());
+    let machine_before = machine_busy_ticks();
     let measured_started = Instant::now();
     tokio::time::sleep_until(schedule.end.into()).await;
     let gateway_after = args.gateway_pid.and_then(cpu_ticks);
     let self_after = cpu_ticks(std::process::id());
+    let machine_after = machine_busy_ticks();
     let measured_secs = measured_started.elapsed().as_secs_f64();
 
     // Drain: wait for the signals still on their way (or give up after --drain-secs).
@@ -575,6 +595,8 @@ pub async fn relay(args: RelayArgs) -> Result<Value, String> {
         },
         "gateway_cpu_percent": cpu_percent(gateway_before, gateway_after),
         "loadgen_cpu_percent": cpu_percent(self_before, self_after),
+        // Every core together (200 = both of 2 cores busy); minus the two above: others.
+        "machine_cpu_percent": cpu_percent(machine_before, machine_after),
         "acks_sent": shared.acks_sent.load(Ordering::Relaxed),
         "other_frames": other_frames,
         "connections_closed": closed.len(),
@@ -609,7 +631,8 @@ mod tests {
     }
 
     #[test]
-    fn cpu_ticks_of_this_process() {
+    fn cpu_ticks_of_this_process_and_the_machine() {
         assert!(cpu_ticks(std::process::id()).is_some());
+        assert!(machine_busy_ticks().is_some());
     }
 }
