@@ -265,6 +265,10 @@ def fmt(value, digits: int = 2) -> str:
     return f"{value:,}"
 
 
+# Other processes using more than this (% of one core) during a run: the row is marked.
+DISTURBED_PERCENT = 10.0
+
+
 def write_report(results: dict, out_dir: Path) -> str:
     meta = results["meta"]
     cfg = meta["config"]
@@ -294,12 +298,16 @@ def write_report(results: dict, out_dir: Path) -> str:
     ]
     for r in results["runs"]:
         lat = r["latency_ms"]
+        disturbed = " ⚠" if (r.get("others_cpu_percent") or 0) > DISTURBED_PERCENT else ""
         lines.append(
-            f"| {fmt(int(r['rate_asked']))} | {fmt(r['rate_achieved'], 1)} | {fmt(lat['p50'], 3)} | {fmt(lat['p90'], 3)} "
+            f"| {fmt(int(r['rate_asked']))}{disturbed} | {fmt(r['rate_achieved'], 1)} | {fmt(lat['p50'], 3)} | {fmt(lat['p90'], 3)} "
             f"| {fmt(lat['p99'], 3)} | {fmt(lat['p99_9'], 3)} | {fmt(lat['max'], 3)} | {fmt(r['lost'])} of {fmt(r['sent'])} "
             f"| {fmt(r['gateway_cpu_percent'], 1)} | {fmt(r['loadgen_cpu_percent'], 1)} | {fmt(r.get('others_cpu_percent'), 1)} |"
         )
     notes = []
+    if any((r.get("others_cpu_percent") or 0) > DISTURBED_PERCENT for r in results["runs"]):
+        notes.append(f"- ⚠: other processes used more than {DISTURBED_PERCENT:g} % of a core during that run; "
+                     "its latency tail and achieved rate are then those of a busy machine, not of the gateway")
     for r in results["runs"]:
         rate = fmt(int(r["rate_asked"]))
         other = {k: v for k, v in r.get("other_frames", {}).items() if k != "receiver:PeerJoined"}
