@@ -26,6 +26,7 @@ import math
 import os
 import platform
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -376,7 +377,7 @@ def main() -> int:
     results: dict = {
         "meta": {
             "label": args.label,
-            "command": ("python3 bench/relay.py " + " ".join(sys.argv[1:])).strip(),
+            "command": shlex.join(["python3", "bench/relay.py", *sys.argv[1:]]),
             "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "commit": commit,
             # The last commit that changed the gateway's source (src/, proto/, build.rs, Cargo.toml).
