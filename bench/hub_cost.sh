@@ -19,7 +19,7 @@
 # Usage: bench/hub_cost.sh [--no-build] [--no-wall] [--signals N] [--out DIR] [-- hub-cost options]
 #   --signals N   signals fed under callgrind (default 100000; the wall-clock run uses 1,000,000)
 #   --no-wall     skip the wall-clock run (best of 5, 1,000,000 signals)
-#   --out DIR     also write DIR/hub_cost.json
+#   --out DIR     also write DIR/hub_cost.json and DIR/hub_cost_profile.txt (callgrind_annotate)
 #   options after `--` go to every hub-cost run (e.g. -- --connections 2000 --room-size 2)
 set -euo pipefail
 
@@ -68,6 +68,16 @@ echo "callgrind: $signals signals, counting in feed_hub, then in feed_harness_on
 ir_feed="$(count_in feed_hub feed)"
 ir_harness="$(count_in feed_harness_only harness)"
 cg_json="$(grep '"event":"result"' "$tmp/feed.out")"
+if [[ -n $out ]]; then
+    # Where the feeding's instructions go (self, then inclusive), for comparing profiles.
+    mkdir -p "$out"
+    {
+        echo "# callgrind profile of feed_hub ($signals signals); bench/hub_cost.sh --out"
+        callgrind_annotate "$tmp/callgrind.feed" 2>/dev/null | sed -n '/file:function/,$p' | head -32
+        echo
+        callgrind_annotate --inclusive=yes "$tmp/callgrind.feed" 2>/dev/null | sed -n '/file:function/,$p' | head -42
+    } | sed -e "s|$root/||g" -e 's/ *$//' >"$out/hub_cost_profile.txt"
+fi
 
 python3 - "$ir_feed" "$ir_harness" "$cg_json" "$wall_json" "$out" "$root" "$signals" <<'EOF'
 import datetime as dt, json, os, subprocess, sys
