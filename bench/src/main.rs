@@ -8,7 +8,18 @@
 //! - `observer`: joins the same rooms from the gateway's side of the cut and writes every
 //!   presence change it receives as a JSON line stamped with CLOCK_REALTIME.
 //!
+//! Two throughput benchmarks live here too (see bench/README.md):
+//!
+//! - `relay` ([`relay`]): one-way latency of signals relayed by a running gateway at a given
+//!   rate (`bench/relay.py` drives it).
+//! - `hub-cost` ([`hub_cost`]): wall-clock cost of one input to the sans-IO hub, no I/O
+//!   (`bench/hub_cost.sh` also counts its instructions under callgrind).
+//!
 //! Every process is bounded in time (`--max-secs`) and stops by itself.
+
+mod frames;
+mod hub_cost;
+mod relay;
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -35,6 +46,10 @@ enum Command {
     Clients(ClientsArgs),
     /// Join rooms and record every presence change received (JSON lines).
     Observer(ObserverArgs),
+    /// Relay latency: sender/receiver pairs through a running gateway at a given rate.
+    Relay(relay::RelayArgs),
+    /// Cost of one input to the sans-IO hub (no I/O): ns per input, best of several runs.
+    HubCost(hub_cost::HubCostArgs),
 }
 
 #[derive(clap::Args)]
@@ -102,7 +117,7 @@ fn now_secs() -> f64 {
 }
 
 /// One JSON line on stdout (the orchestrator reads them).
-fn emit(line: Value) {
+pub(crate) fn emit(line: Value) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
     let _ = out.flush();
@@ -118,6 +133,10 @@ async fn connect(url: &str, options: &ConnectOptions) -> Result<Connection, Clie
 
 fn main() -> Result<(), String> {
     let cli = Cli::parse();
+    let cli = match cli.command {
+        Command::HubCost(args) => return run_hub_cost(args),
+        command => Cli { command },
+    };
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("tokio runtime: {e}"))?;
     let (common, work) = match cli.command {
         Command::Clients(args) => {
@@ -128,6 +147,23 @@ fn main() -> Result<(), String> {
             let max = args.common.max_secs;
             (max, runtime.spawn(observer(args)))
         }
+        Command::Relay(args) => {
+            let max = args.max_secs;
+            let work = async move {
+                match relay::relay(args).await {
+                    Ok(result) => {
+                        emit(result);
+                        Ok(())
+                    }
+                    Err(error) => {
+                        emit(json!({"event": "error", "error": error}));
+                        Err(error)
+                    }
+                }
+            };
+            (max, runtime.spawn(work))
+        }
+        Command::HubCost(_) => unreachable!("run without a runtime"),
     };
     let result = runtime.block_on(async move {
         use tokio::signal::unix::{SignalKind, signal};
@@ -146,6 +182,18 @@ fn main() -> Result<(), String> {
     emit(json!({"event": "exit", "t": now_secs()}));
     // Thousands of connections need no orderly teardown: the kernel closes them.
     std::process::exit(if result.is_ok() { 0 } else { 1 });
+}
+
+/// `hub-cost` runs on the main thread, without a runtime; a watchdog bounds it in time.
+fn run_hub_cost(args: hub_cost::HubCostArgs) -> Result<(), String> {
+    let max = Duration::from_secs(args.max_secs);
+    std::thread::spawn(move || {
+        std::thread::sleep(max);
+        emit(json!({"event": "max_secs", "t": now_secs()}));
+        std::process::exit(1);
+    });
+    emit(hub_cost::hub_cost(args)?);
+    Ok(())
 }
 
 fn options(common: &Common, bind: Option<IpAddr>) -> Result<ConnectOptions, String> {

@@ -1,0 +1,638 @@
+//! `relay`: one-way latency of relayed signals through a running gateway.
+//!
+//! P sender/receiver pairs, each pair alone in its own room. The senders send `Signal{data}`
+//! frames of B bytes to their receiver at an aggregate rate R (each sender R/P per second,
+//! the senders' phases staggered so that the sends are spread evenly over time), first for a
+//! warm-up, then for the measured S seconds. The payload carries the send instant (this
+//! process's monotonic clock) and the phase, so the receiver — in the same process —
+//! computes the one-way latency of every measured signal.
+//!
+//! The latency includes both clients' side: the sender's encoding, TLS and socket write, the
+//! gateway, the receiver's socket read, TLS and decoding, and any wait for a CPU (the load
+//! generator and the gateway share the machine).
+//!
+//! Every connection keeps reading whatever the gateway sends and acknowledges it (`Ack{seq}`
+//! every `--ack-every` numbered frames), as real clients do; frames it has no use for (replies,
+//! acks from the gateway, presence) are counted by kind and dropped.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+use signalgate::client::{ClientError, ConnectOptions, Connection, Incoming, Session, Trust};
+use signalgate::proto::{ErrorCode, ServerFrame, server_frame, signal};
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::time::MissedTickBehavior;
+
+use crate::frames;
+
+#[derive(clap::Args)]
+pub struct RelayArgs {
+    /// `wss://HOST:PORT/ws` (WebSocket) or `https://HOST:PORT/wt` (WebTransport).
+    #[arg(long)]
+    url: String,
+    /// SHA-256 of the gateway's certificate (64 hex characters, as the gateway prints it).
+    #[arg(long)]
+    cert_sha256: String,
+    /// Sender/receiver pairs, each alone in its own room.
+    #[arg(long, default_value_t = 100)]
+    pairs: usize,
+    /// Size of each signal's `data` payload, in bytes (at least 16).
+    #[arg(long, default_value_t = 200)]
+    bytes: usize,
+    /// Aggregate rate asked, signals per second (spread evenly over the senders).
+    #[arg(long, default_value_t = 1000.0)]
+    rate: f64,
+    /// Measured interval, seconds.
+    #[arg(long, default_value_t = 10.0)]
+    secs: f64,
+    /// Sending before the measured interval (not counted), seconds.
+    #[arg(long, default_value_t = 2.0)]
+    warmup_secs: f64,
+    /// After the last send: wait at most this long for the signals still on their way.
+    #[arg(long, default_value_t = 3.0)]
+    drain_secs: f64,
+    /// Acknowledge every this many numbered frames received (as the SDK does).
+    #[arg(long, default_value_t = 16)]
+    ack_every: u64,
+    /// The gateway's process id: report its CPU time over the measured interval.
+    #[arg(long)]
+    gateway_pid: Option<u32>,
+    /// Rooms are PREFIX{i}.
+    #[arg(long, default_value = "relay-")]
+    room_prefix: String,
+    /// Pairs being set up at once.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Exit after this many seconds, whatever happens.
+    #[arg(long, default_value_t = 300)]
+    pub max_secs: u64,
+}
+
+/// Payload layout: send instant (ns since `epoch()`, u64 LE), phase, then padding.
+const PAYLOAD_MIN: usize = 16;
+const PHASE_WARMUP: u8 = 0;
+const PHASE_MEASURED: u8 = 1;
+
+/// The process's reference instant for payload stamps (same monotonic clock on both ends).
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn stamp_now() -> u64 {
+    u64::try_from(epoch().elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn payload(template: &mut [u8], phase: u8) -> Bytes {
+    template[..8].copy_from_slice(&stamp_now().to_le_bytes());
+    template[8] = phase;
+    Bytes::copy_from_slice(template)
+}
+
+/// (send stamp, phase) of a payload written by [`payload`].
+fn read_payload(data: &[u8]) -> Option<(u64, u8)> {
+    let stamp = u64::from_le_bytes(data.get(..8)?.try_into().ok()?);
+    Some((stamp, *data.get(8)?))
+}
+
+/// Counters shared by every task.
+#[derive(Default)]
+struct Shared {
+    sent_warmup: AtomicU64,
+    sent: AtomicU64,
+    received: AtomicU64,
+    received_warmup: AtomicU64,
+    acks_sent: AtomicU64,
+    /// Frames received that this benchmark does not use, by kind (and errors by code).
+    other_frames: Mutex<BTreeMap<String, u64>>,
+    /// Connections that ended during the run, with why.
+    closed: Mutex<Vec<String>>,
+}
+
+impl Shared {
+    fn count_other(&self, kind: String) {
+        let mut map = self.other_frames.lock().unwrap_or_else(|e| e.into_inner());
+        *map.entry(kind).or_default() += 1;
+    }
+}
+
+/// Sequence tracking and acknowledgements for one connection.
+struct Acker {
+    every: u64,
+    last_seq: u64,
+    unacked: u64,
+    next_id: u64,
+}
+
+impl Acker {
+    fn new(every: u64, last_seq: u64, next_id: u64) -> Self {
+        Self {
+            every,
+            last_seq,
+            unacked: 0,
+            next_id,
+        }
+    }
+
+    fn next_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// Notes a received frame; sends an Ack when `every` numbered frames are unacknowledged.
+    fn on_frame(&mut self, conn: &Connection, frame: &ServerFrame, shared: &Shared) {
+        if frame.seq == 0 || frame.seq <= self.last_seq {
+            return;
+        }
+        self.last_seq = frame.seq;
+        self.unacked += 1;
+        if self.every > 0 && self.unacked >= self.every {
+            self.unacked = 0;
+            let id = self.next_id();
+            if conn.send_frame(frames::ack(id, self.last_seq)).is_ok() {
+                shared.acks_sent.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Name of a frame's kind, for the tally of frames the benchmark does not use.
+fn kind_name(frame: &ServerFrame) -> String {
+    match &frame.msg {
+        Some(server_frame::Msg::Error(error)) => {
+            let code = ErrorCode::try_from(error.code).map_or("UNKNOWN", |c| c.as_str_name());
+            format!("error:{code}")
+        }
+        Some(msg) => {
+            // "Joined(Joined { .. })" -> "Joined": the variant's name, whatever it is.
+            let debug = format!("{msg:?}");
+            debug.split('(').next().unwrap_or("?").to_string()
+        }
+        None => "empty".to_string(),
+    }
+}
+
+struct Pair {
+    room: String,
+    sender: Connection,
+    sender_acker: Acker,
+    receiver: Connection,
+    receiver_acker: Acker,
+    /// The receiver's peer id (the sender's `to`).
+    to: String,
+}
+
+async fn connect(url: &str, options: &ConnectOptions) -> Result<Connection, ClientError> {
+    if url.starts_with("https://") {
+        Connection::webtransport(url, options).await
+    } else {
+        Connection::websocket(url, options).await
+    }
+}
+
+/// Connects the receiver, then the sender, into the same room; the sender learns the
+/// receiver's peer id from its Joined reply.
+async fn open_pair(
+    url: &str,
+    options: &ConnectOptions,
+    room: String,
+    ack_every: u64,
+) -> Result<Pair, String> {
+    let mut last = String::new();
+    for attempt in 0..3u64 {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(500 * attempt)).await;
+        }
+        let opened = tokio::time::timeout(Duration::from_secs(30), async {
+            let mut receiver = Session::start(connect(url, options).await?).await?;
+            receiver.join(&room).await?;
+            let mut sender = Session::start(connect(url, options).await?).await?;
+            let joined = sender.join(&room).await?;
+            Ok::<_, ClientError>((receiver, sender, joined))
+        })
+        .await;
+        match opened {
+            Ok(Ok((receiver, sender, joined))) => {
+                let to = match joined.peers.first() {
+                    Some(peer) => peer.peer_id.clone(),
+                    None => return Err(format!("room {room}: the receiver is not in it")),
+                };
+                // A Session used ids 1 (Hello) and 2 (Join): go on after them.
+                let receiver_acker = Acker::new(ack_every, receiver.last_seq(), 100);
+                let sender_acker = Acker::new(ack_every, sender.last_seq(), 100);
+                return Ok(Pair {
+                    room,
+                    sender: sender.into_connection(),
+                    sender_acker,
+                    receiver: receiver.into_connection(),
+                    receiver_acker,
+                    to,
+                });
+            }
+            Ok(Err(error)) => last = error.to_string(),
+            Err(_) => last = "timed out".into(),
+        }
+    }
+    Err(last)
+}
+
+/// When the run's phases begin and end.
+#[derive(Clone, Copy)]
+struct Schedule {
+    start: Instant,
+    measure_from: Instant,
+    end: Instant,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_sender(
+    mut conn: Connection,
+    mut acker: Acker,
+    room: String,
+    to: String,
+    bytes: usize,
+    period: Duration,
+    first_tick: Instant,
+    schedule: Schedule,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut template = vec![0u8; bytes];
+    let mut ticks = tokio::time::interval_at(first_tick.into(), period);
+    // A late wake-up sends once and keeps to the schedule: no burst to catch up.
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let mut sending = true;
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.changed() => return,
+            incoming = conn.recv() => {
+                if !handle_other(&conn, &mut acker, incoming, &shared, "sender") {
+                    return;
+                }
+            }
+            _ = ticks.tick(), if sending => {
+                let now = Instant::now();
+                if now >= schedule.end {
+                    sending = false;
+                    continue;
+                }
+                let phase = if now >= schedule.measure_from { PHASE_MEASURED } else { PHASE_WARMUP };
+                let id = acker.next_id();
+                let frame = frames::data_signal(id, &room, &to, payload(&mut template, phase));
+                if conn.send_frame(frame).is_err() {
+                    continue; // The closure arrives through recv().
+                }
+                let counter = if phase == PHASE_MEASURED { &shared.sent } else { &shared.sent_warmup };
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Handles a frame the task has no use for; false when the connection ended.
+fn handle_other(
+    conn: &Connection,
+    acker: &mut Acker,
+    incoming: Incoming,
+    shared: &Shared,
+    role: &str,
+) -> bool {
+    match incoming {
+        Incoming::Frame(frame) => {
+            acker.on_frame(conn, &frame, shared);
+            shared.count_other(format!("{role}:{}", kind_name(&frame)));
+            true
+        }
+        Incoming::Undecodable(what) => {
+            shared.count_other(format!("{role}:undecodable"));
+            let _ = what;
+            true
+        }
+        Incoming::Closed { code, reason } => {
+            let mut closed = shared.closed.lock().unwrap_or_else(|e| e.into_inner());
+            closed.push(format!("{role}: code {code:?}: {reason}"));
+            false
+        }
+    }
+}
+
+async fn run_receiver(
+    mut conn: Connection,
+    mut acker: Acker,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) -> Vec<u64> {
+    let mut latencies_ns = Vec::new();
+    loop {
+        let incoming = tokio::select! {
+            biased;
+            _ = stop.changed() => return latencies_ns,
+            incoming = conn.recv() => incoming,
+        };
+        let Incoming::Frame(frame) = incoming else {
+            if !handle_other(&conn, &mut acker, incoming, &shared, "receiver") {
+                return latencies_ns;
+            }
+            continue;
+        };
+        let stamp = match &frame.msg {
+            Some(server_frame::Msg::Signal(s)) => match &s.payload {
+                Some(signal::Payload::Data(data)) => read_payload(data),
+                _ => None,
+            },
+            _ => None,
+        };
+        let Some((sent_at, phase)) = stamp else {
+            handle_other(
+                &conn,
+                &mut acker,
+                Incoming::Frame(frame),
+                &shared,
+                "receiver",
+            );
+            continue;
+        };
+        let now = stamp_now();
+        acker.on_frame(&conn, &frame, &shared);
+        if phase == PHASE_MEASURED {
+            latencies_ns.push(now.saturating_sub(sent_at));
+            shared.received.fetch_add(1, Ordering::Relaxed);
+        } else {
+            shared.received_warmup.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Nearest-rank percentile of sorted values.
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    // The epsilon keeps 99.9 % of 1,000 at rank 999 despite 0.999 not being exact in binary.
+    let rank = ((p / 100.0) * sorted.len() as f64 - 1e-9).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn ms(ns: u64) -> f64 {
+    (ns as f64 / 1e6 * 1000.0).round() / 1000.0
+}
+
+/// utime + stime of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// CPU time the whole machine spent busy (every core; user, nice, system, irq, softirq,
+/// steal), in clock ticks: with the gateway's and our own, tells how much went to others.
+fn machine_busy_ticks() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let cpu = stat.lines().next()?.strip_prefix("cpu ")?;
+    let fields: Vec<u64> = cpu
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    // user nice system idle iowait irq softirq steal ...
+    Some(
+        [0, 1, 2, 5, 6, 7]
+            .iter()
+            .filter_map(|&i| fields.get(i))
+            .sum(),
+    )
+}
+
+fn clock_ticks_per_sec() -> u64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100)
+}
+
+pub async fn relay(args: RelayArgs) -> Result<Value, String> {
+    if args.bytes < PAYLOAD_MIN {
+        return Err(format!("--bytes must be at least {PAYLOAD_MIN}"));
+    }
+    if args.pairs == 0 || args.rate <= 0.0 || args.secs <= 0.0 {
+        return Err("--pairs, --rate and --secs must be positive".into());
+    }
+    let _ = epoch();
+    let trust = Trust::sha256_hex(&args.cert_sha256).map_err(|e| e.to_string())?;
+    let options = ConnectOptions::new(trust);
+    let transport = if args.url.starts_with("https://") {
+        "webtransport"
+    } else {
+        "websocket"
+    };
+
+    // Setup: every pair connected and joined before anything is sent.
+    let setup_started = Instant::now();
+    let gate = Arc::new(Semaphore::new(args.concurrency.max(1)));
+    let (pairs_tx, mut pairs_rx) = mpsc::unbounded_channel();
+    for i in 0..args.pairs {
+        let (gate, tx, url, options) = (
+            gate.clone(),
+            pairs_tx.clone(),
+            args.url.clone(),
+            options.clone(),
+        );
+        let room = format!("{}{i}", args.room_prefix);
+        let ack_every = args.ack_every;
+        tokio::spawn(async move {
+            let _permit = gate.acquire_owned().await;
+            let _ = tx.send((i, open_pair(&url, &options, room, ack_every).await));
+        });
+    }
+    drop(pairs_tx);
+    let mut pairs: Vec<Option<Pair>> = (0..args.pairs).map(|_| None).collect();
+    let mut failures = Vec::new();
+    while let Some((i, opened)) = pairs_rx.recv().await {
+        match opened {
+            Ok(pair) => pairs[i] = Some(pair),
+            Err(error) => failures.push(format!("pair {i}: {error}")),
+        }
+    }
+    if !failures.is_empty() {
+        return Err(format!(
+            "{} of {} pairs could not be set up, e.g. {:?}",
+            failures.len(),
+            args.pairs,
+            &failures[..failures.len().min(3)]
+        ));
+    }
+    let setup_secs = setup_started.elapsed().as_secs_f64();
+    crate::emit(json!({"event": "ready", "pairs": args.pairs, "setup_secs": setup_secs}));
+
+    // The schedule: each sender sends every `period`; sender i's phase is i/P of a period,
+    // so together they send one signal every 1/R seconds.
+    let period = Duration::from_secs_f64(args.pairs as f64 / args.rate);
+    let start = Instant::now() + Duration::from_millis(200);
+    let schedule = Schedule {
+        start,
+        measure_from: start + Duration::from_secs_f64(args.warmup_secs),
+        end: start + Duration::from_secs_f64(args.warmup_secs + args.secs),
+    };
+    let shared = Arc::new(Shared::default());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut receivers = Vec::new();
+    let mut senders = Vec::new();
+    for (i, pair) in pairs.into_iter().flatten().enumerate() {
+        let offset = period.mul_f64(i as f64 / args.pairs as f64);
+        receivers.push(tokio::spawn(run_receiver(
+            pair.receiver,
+            pair.receiver_acker,
+            shared.clone(),
+            stop_rx.clone(),
+        )));
+        senders.push(tokio::spawn(run_sender(
+            pair.sender,
+            pair.sender_acker,
+            pair.room,
+            pair.to,
+            args.bytes,
+            period,
+            schedule.start + offset,
+            schedule,
+            shared.clone(),
+            stop_rx.clone(),
+        )));
+    }
+
+    // The measured interval, with the gateway's and this process's CPU time around it.
+    tokio::time::sleep_until(schedule.measure_from.into()).await;
+    let gateway_before = args.gateway_pid.and_then(cpu_ticks);
+    let self_before = cpu_ticks(std::process::id());
+    let machine_before = machine_busy_ticks();
+    let measured_started = Instant::now();
+    tokio::time::sleep_until(schedule.end.into()).await;
+    let gateway_after = args.gateway_pid.and_then(cpu_ticks);
+    let self_after = cpu_ticks(std::process::id());
+    let machine_after = machine_busy_ticks();
+    let measured_secs = measured_started.elapsed().as_secs_f64();
+
+    // Drain: wait for the signals still on their way (or give up after --drain-secs).
+    let drain_deadline = Instant::now() + Duration::from_secs_f64(args.drain_secs);
+    // Let the senders see the end of their schedule first.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    while Instant::now() < drain_deadline
+        && shared.received.load(Ordering::Relaxed) < shared.sent.load(Ordering::Relaxed)
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = stop_tx.send(true);
+    let mut latencies = Vec::new();
+    for receiver in receivers {
+        if let Ok(mut l) = receiver.await {
+            latencies.append(&mut l);
+        }
+    }
+    for sender in senders {
+        let _ = sender.await;
+    }
+    latencies.sort_unstable();
+
+    let sent = shared.sent.load(Ordering::Relaxed);
+    let received = shared.received.load(Ordering::Relaxed);
+    let ticks = clock_ticks_per_sec() as f64;
+    let cpu_percent = |before: Option<u64>, after: Option<u64>| match (before, after) {
+        (Some(b), Some(a)) => Value::from(
+            (a.saturating_sub(b) as f64 / ticks / measured_secs * 1000.0).round() / 10.0,
+        ),
+        _ => Value::Null,
+    };
+    let mean_ns = if latencies.is_empty() {
+        0
+    } else {
+        latencies.iter().sum::<u64>() / latencies.len() as u64
+    };
+    let closed = shared
+        .closed
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let other_frames = shared
+        .other_frames
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    Ok(json!({
+        "event": "result",
+        "transport": transport,
+        "pairs": args.pairs,
+        "bytes": args.bytes,
+        "secs": args.secs,
+        "measured_secs": (measured_secs * 1000.0).round() / 1000.0,
+        "warmup_secs": args.warmup_secs,
+        "rate_asked": args.rate,
+        "rate_achieved": (sent as f64 / args.secs * 10.0).round() / 10.0,
+        "sent": sent,
+        "received": received,
+        "lost": sent.saturating_sub(received),
+        "sent_warmup": shared.sent_warmup.load(Ordering::Relaxed),
+        "received_warmup": shared.received_warmup.load(Ordering::Relaxed),
+        "latency_ms": {
+            "min": ms(latencies.first().copied().unwrap_or(0)),
+            "mean": ms(mean_ns),
+            "p50": ms(percentile(&latencies, 50.0)),
+            "p90": ms(percentile(&latencies, 90.0)),
+            "p99": ms(percentile(&latencies, 99.0)),
+            "p99_9": ms(percentile(&latencies, 99.9)),
+            "max": ms(latencies.last().copied().unwrap_or(0)),
+        },
+        "gateway_cpu_percent": cpu_percent(gateway_before, gateway_after),
+        "loadgen_cpu_percent": cpu_percent(self_before, self_after),
+        // Every core together (200 = both of 2 cores busy); minus the two above: others.
+        "machine_cpu_percent": cpu_percent(machine_before, machine_after),
+        "acks_sent": shared.acks_sent.load(Ordering::Relaxed),
+        "other_frames": other_frames,
+        "connections_closed": closed.len(),
+        "closed_examples": closed.iter().take(5).collect::<Vec<_>>(),
+        "setup_secs": (setup_secs * 1000.0).round() / 1000.0,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_round_trips() {
+        let mut template = vec![0u8; 32];
+        let data = payload(&mut template, PHASE_MEASURED);
+        assert_eq!(data.len(), 32);
+        let (stamp, phase) = read_payload(&data).expect("long enough");
+        assert_eq!(phase, PHASE_MEASURED);
+        assert!(stamp <= stamp_now());
+        assert!(read_payload(&data[..5]).is_none());
+    }
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let values: Vec<u64> = (1..=1000).collect();
+        assert_eq!(percentile(&values, 50.0), 500);
+        assert_eq!(percentile(&values, 99.9), 999);
+        assert_eq!(percentile(&values, 100.0), 1000);
+        assert_eq!(percentile(&[7], 99.0), 7);
+        assert_eq!(percentile(&[], 50.0), 0);
+    }
+
+    #[test]
+    fn cpu_ticks_of_this_process_and_the_machine() {
+        assert!(cpu_ticks(std::process::id()).is_some());
+        assert!(machine_busy_ticks().is_some());
+    }
+}
