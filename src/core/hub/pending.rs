@@ -122,7 +122,8 @@ enum Item {
         size: usize,
         class: Class,
     },
-    Presence(Marker),
+    /// Boxed: a marker holds several messages, a frame one.
+    Presence(Box<Marker>),
 }
 
 /// A frame that leaves the pending queue to be numbered.
@@ -193,7 +194,7 @@ impl Pending {
         }
         self.open.insert(key, self.front + self.items.len() as u64);
         self.items
-            .push_back(Item::Presence(Marker::new(room, peer_id, news)));
+            .push_back(Item::Presence(Box::new(Marker::new(room, peer_id, news))));
     }
 
     /// Takes the oldest item: the frames it becomes (a coalesced marker may become none).

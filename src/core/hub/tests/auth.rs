@@ -232,7 +232,6 @@ fn the_same_identity_without_a_resume_token_takes_its_session_over_with_one_tran
 #[test]
 fn another_device_of_the_same_identity_is_another_session() {
     let mut f = authenticated();
-    let now = f.at(0.0);
     let phone = verified(&f, "alice", Some("phone"), &["r"], 3600.0);
     let laptop = verified(&f, "alice", Some("laptop"), &["r"], 3600.0);
     let (c1, out1) = hello_as(&mut f, 0.0, phone, Hello::default());
