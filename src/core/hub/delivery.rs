@@ -15,6 +15,13 @@ use super::pending::{Class, News};
 use super::{ConnId, Hub, HubEvent, Output, SessionKey};
 use crate::proto::{self, Ack, ErrorCode, GoAway, Pong, Reason, ServerFrame, server_frame::Msg};
 
+/// The signals waiting for a session are at the backlog bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct BacklogFull {
+    pub waiting: usize,
+    pub waiting_bytes: usize,
+}
+
 /// Something for a session's ordered stream.
 pub(super) enum Item {
     /// A reply (or an Error) to the session's own request `in_reply_to`.
@@ -61,18 +68,19 @@ fn millis_u32(d: Duration) -> u32 {
 }
 
 impl Hub {
-    /// Appends to the session's stream (nothing happens for a session that is gone).
-    pub(super) fn deliver(&mut self, key: SessionKey, item: Item) {
+    /// Appends to the session's stream (nothing happens for a session that is gone). A
+    /// signal is refused ([`BacklogFull`]) when the signals waiting for the session are at the
+    /// backlog bound — it can only be when something waits, so the common path (nothing
+    /// waiting, window open: numbered and sent at once) checks no budget.
+    pub(super) fn deliver(&mut self, key: SessionKey, item: Item) -> Result<(), BacklogFull> {
         let Some(session) = self.sessions.get_mut(&key) else {
-            return;
+            return Ok(());
         };
         let conn = session.conn();
-        let window_open = conn
-            .and_then(|conn| self.connections.get(&conn))
-            .is_some_and(|c| c.flow.can_take());
         if let Some(conn) = conn
-            && window_open
             && session.backlog.is_drained()
+            && let Some(connection) = self.connections.get_mut(&conn)
+            && connection.flow.can_take()
         {
             let (in_reply_to, msg, signal) = match item {
                 Item::Reply { in_reply_to, msg } => (in_reply_to, msg, false),
@@ -84,16 +92,33 @@ impl Hub {
             session
                 .backlog
                 .drop_unacked_beyond(limits.backlog_frames, limits.backlog_bytes);
-            self.send_numbered(conn, frame, size);
-            return;
+            self.outputs.push_back(Output::Send { conn, frame });
+            if let Some(mark) = connection.flow.sent(size) {
+                self.outputs.push_back(Output::Checkpoint { conn, mark });
+            }
+            return Ok(());
         }
+        let limits = &self.config.limits;
         match item {
             Item::Reply { in_reply_to, msg } => {
                 let size = msg.encoded_len();
                 session.backlog.push(in_reply_to, msg, size, Class::Reply);
+                if conn.is_some() && session.backlog.pending_replies() > limits.backlog_frames {
+                    // Closed once the current input is done (see `check_overloaded`).
+                    self.overloaded.push(key);
+                }
             }
             Item::Signal(msg) => {
                 let size = msg.encoded_len();
+                let (waiting, waiting_bytes) = session.backlog.unsent_signals();
+                if waiting + 1 > limits.backlog_frames
+                    || waiting_bytes + size > limits.backlog_bytes
+                {
+                    return Err(BacklogFull {
+                        waiting,
+                        waiting_bytes,
+                    });
+                }
                 session.backlog.push(0, msg, size, Class::Signal);
             }
             Item::News {
@@ -105,6 +130,7 @@ impl Hub {
         if conn.is_some() {
             self.pump(key);
         }
+        Ok(())
     }
 
     /// Sends what waits in the session's stream while its connection's window is open.
@@ -142,15 +168,6 @@ impl Hub {
         }
     }
 
-    fn send_numbered(&mut self, conn: ConnId, frame: Arc<ServerFrame>, size: usize) {
-        self.outputs.push_back(Output::Send { conn, frame });
-        if let Some(connection) = self.connections.get_mut(&conn)
-            && let Some(mark) = connection.flow.sent(size)
-        {
-            self.outputs.push_back(Output::Checkpoint { conn, mark });
-        }
-    }
-
     /// The client's numbered frames were processed: an Ack is due (sent by
     /// [`Self::send_due_acks`]).
     pub(super) fn ack_due(&mut self, key: SessionKey) {
@@ -176,24 +193,25 @@ impl Hub {
         }
     }
 
-    /// A client that sends requests without reading their replies: closed as a slow
-    /// consumer once the unsent replies exceed the backlog bound (it may resume and read).
-    pub(super) fn check_overload(&mut self, now: Instant, key: SessionKey) {
-        let Some(session) = self.sessions.get(&key) else {
-            return;
-        };
-        if session.backlog.pending_replies() <= self.config.limits.backlog_frames {
-            return;
-        }
-        if let Some(conn) = session.conn() {
-            tracing::warn!(%conn, peer = %session.peer_id, "replies not read: closing the slow consumer");
-            self.close_connection(now, conn, Reason::SlowConsumer);
+    /// Clients that send requests without reading their replies: closed as slow consumers
+    /// once their unsent replies exceed the backlog bound (they may resume and read).
+    pub(super) fn check_overloaded(&mut self, now: Instant) {
+        for key in std::mem::take(&mut self.overloaded) {
+            let Some(session) = self.sessions.get(&key) else {
+                continue;
+            };
+            if let Some(conn) = session.conn() {
+                let peer = session.peer_id.clone();
+                tracing::warn!(%conn, %peer, "replies not read: closing the slow consumer");
+                self.close_connection(now, conn, Reason::SlowConsumer);
+            }
         }
     }
 
-    /// A reply to the session's own request (kept for replay like everything else).
+    /// A reply to the session's own request (kept for replay like everything else; replies
+    /// are never refused: a client that does not read them is closed instead).
     pub(super) fn reply(&mut self, key: SessionKey, in_reply_to: u64, msg: Msg) {
-        self.deliver(key, Item::Reply { in_reply_to, msg });
+        let _ = self.deliver(key, Item::Reply { in_reply_to, msg });
     }
 
     pub(super) fn reply_error(

@@ -31,6 +31,7 @@ mod deadlines;
 mod delivery;
 mod flow;
 mod hello;
+mod numbered_map;
 mod output;
 mod pending;
 mod presence;
@@ -51,6 +52,7 @@ use super::identity::{Credentials, Identity};
 use super::ids::{Entropy, SystemEntropy};
 use crate::proto::{ClientFrame, ErrorCode, Hello, Reason, client_frame};
 use deadlines::Deadlines;
+use numbered_map::NumberedMap;
 use rooms::Rooms;
 use session::{Connection, Session};
 
@@ -85,8 +87,8 @@ enum Deadline {
 pub struct Hub {
     config: HubConfig,
     entropy: Box<dyn Entropy>,
-    connections: HashMap<ConnId, Connection>,
-    sessions: HashMap<SessionKey, Session>,
+    connections: NumberedMap<ConnId, Connection>,
+    sessions: NumberedMap<SessionKey, Session>,
     by_peer_id: HashMap<String, SessionKey>,
     by_resume_token: HashMap<String, SessionKey>,
     by_identity: HashMap<Identity, SessionKey>,
@@ -96,6 +98,8 @@ pub struct Hub {
     /// Sessions whose client may need an Ack of its numbered frames (sent once the outputs
     /// of the current inputs are taken: one Ack per session per batch).
     acks_due: Vec<SessionKey>,
+    /// Sessions whose unread replies passed the bound during the current input.
+    overloaded: Vec<SessionKey>,
     gauges: Gauges,
     next_session_key: u64,
     shutting_down: bool,
@@ -112,8 +116,8 @@ impl Hub {
         Self {
             config,
             entropy,
-            connections: HashMap::new(),
-            sessions: HashMap::new(),
+            connections: NumberedMap::default(),
+            sessions: NumberedMap::default(),
             by_peer_id: HashMap::new(),
             by_resume_token: HashMap::new(),
             by_identity: HashMap::new(),
@@ -121,6 +125,7 @@ impl Hub {
             deadlines: Deadlines::new(),
             outputs: VecDeque::new(),
             acks_due: Vec::new(),
+            overloaded: Vec::new(),
             gauges: Gauges::default(),
             next_session_key: 0,
             shutting_down: false,
@@ -246,7 +251,7 @@ impl Hub {
                 }
             }
         }
-        self.check_overload(now, key);
+        self.check_overloaded(now);
     }
 
     /// A Hello whose token the runtime verified (or that authentication does not apply to).

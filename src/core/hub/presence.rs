@@ -79,7 +79,8 @@ impl Hub {
 
     /// Presence news about `peer_id` in `room` for the session `to`.
     pub(super) fn tell(&mut self, to: SessionKey, room: &str, peer_id: &str, news: News) {
-        self.deliver(
+        // News is never refused (it is coalesced while it waits).
+        let _ = self.deliver(
             to,
             Item::News {
                 room: room.to_string(),

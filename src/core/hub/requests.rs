@@ -1,7 +1,7 @@
 //! What a session asks for: Join, Leave, Signal (validated, checked against its grants and
 //! relayed), Ack, Bye.
 
-use super::delivery::{Item, error_msg, shown};
+use super::delivery::{BacklogFull, Item, error_msg, shown};
 use super::pending::News;
 use super::{Hub, HubEvent, SessionKey, SignalKind};
 use crate::proto::{
@@ -179,27 +179,23 @@ impl Hub {
         };
         // Never trust the client's `from`.
         signal.from = sender.peer_id.clone();
-        let msg = Msg::Signal(signal);
-        let size = msg.encoded_len();
-        let limits = &self.config.limits;
-        let (waiting, waiting_bytes) = self
-            .sessions
-            .get(&recipient)
-            .map_or((0, 0), |r| r.backlog.unsent_signals());
-        if waiting + 1 > limits.backlog_frames || waiting_bytes + size > limits.backlog_bytes {
-            let to = match &msg {
-                Msg::Signal(s) => s.to.clone(),
-                _ => String::new(),
-            };
-            let message = format!(
-                "peer {to:?} has {waiting} signals ({waiting_bytes} bytes) waiting to be \
-                 delivered, the most it may have ({} / {} bytes); this signal was not accepted",
-                limits.backlog_frames, limits.backlog_bytes
-            );
-            return refuse(self, ErrorCode::RecipientBufferFull, message);
+        let to = signal.to.clone();
+        match self.deliver(recipient, Item::Signal(Msg::Signal(signal))) {
+            Ok(()) => self.event(HubEvent::SignalRelayed { kind }),
+            Err(BacklogFull {
+                waiting,
+                waiting_bytes,
+            }) => {
+                let limits = &self.config.limits;
+                let message = format!(
+                    "peer {to:?} has {waiting} signals ({waiting_bytes} bytes) waiting to be \
+                     delivered, the most it may have ({} / {} bytes); this signal was not \
+                     accepted",
+                    limits.backlog_frames, limits.backlog_bytes
+                );
+                refuse(self, ErrorCode::RecipientBufferFull, message);
+            }
         }
-        self.deliver(recipient, Item::Signal(msg));
-        self.event(HubEvent::SignalRelayed { kind });
     }
 
     /// The client processed every frame of its stream up to `seq`.
