@@ -7,6 +7,16 @@
 //! arrived for `timeout` it declares the peer dead. Successful writes prove nothing: the
 //! kernel accepts them into its send buffer long after the peer is gone.
 //!
+//! A lossy link must not look dead: once a probe of a silence went unanswered, the machine
+//! probes again every ~1.5 round trips (bounded by an eighth and a half of the ping interval)
+//! instead of every ping interval. Several probes in flight give the peer's TCP later segments
+//! to send, so a lost reply is recovered by SACK / fast retransmit within a round trip or two,
+//! not by the exponential RTO back-off that a single probe per interval runs into (0.4, 0.8,
+//! 1.6, 3.2 s … until the timeout); over QUIC each probe is one more ack-eliciting packet. A
+//! healthy quiet link answers the first probe and never sees the others: the idle cost is
+//! unchanged. The deadline itself never moves: a vanished peer is still declared dead at
+//! `timeout`.
+//!
 //! A verdict needs the caller to have been awake: if it is woken long after the deadline it
 //! asked for (the process was starved of CPU), replies may be sitting unread in its own
 //! buffers. It then probes and gives the peer one more `ping_interval` instead of declaring
@@ -94,6 +104,9 @@ pub enum LivenessEvent {
     Stalled { late_by: Duration },
 }
 
+/// Round trip assumed until one is measured (a mobile link, conservatively).
+const DEFAULT_RTT: Duration = Duration::from_millis(200);
+
 #[derive(Debug, Clone)]
 pub struct Liveness {
     config: LivenessConfig,
@@ -101,6 +114,8 @@ pub struct Liveness {
     last_probe: Option<Instant>,
     /// Set after a stall: the deadline of this silence is no earlier than this.
     grace_until: Option<Instant>,
+    /// Smoothed round-trip time (7/8 old + 1/8 new, as TCP's SRTT).
+    rtt: Option<Duration>,
     dead: bool,
 }
 
@@ -112,8 +127,25 @@ impl Liveness {
             last_inbound: now,
             last_probe: None,
             grace_until: None,
+            rtt: None,
             dead: false,
         }
+    }
+
+    /// A round trip the transport measured (a WebSocket Ping's Pong, QUIC's estimate).
+    pub fn on_rtt(&mut self, rtt: Duration) {
+        self.rtt = Some(match self.rtt {
+            Some(srtt) => (srtt * 7 + rtt) / 8,
+            None => rtt,
+        });
+    }
+
+    /// Between the probes of a silence after the first: ~1.5 round trips, at least an eighth
+    /// of the ping interval (bounding the probes a mass outage costs), at most half of it.
+    fn escalated_gap(&self) -> Duration {
+        let rtt = self.rtt.unwrap_or(DEFAULT_RTT);
+        let ping = self.config.ping_interval;
+        (rtt + rtt / 2).clamp(ping / 8, ping / 2)
     }
 
     /// Anything arrived from the peer. Late reports (an older `now`) never move time back.
@@ -154,14 +186,14 @@ impl Liveness {
         self.config.ping_interval / 2
     }
 
-    /// Probes go out `ping_interval` after the later of the last inbound activity and the
-    /// last probe: a chatty peer is never probed, a quiet one every `ping_interval`.
+    /// The first probe of a silence goes out `ping_interval` after the last inbound activity
+    /// (a chatty peer is never probed); while it stays unanswered, the next ones follow every
+    /// [`Self::escalated_gap`].
     fn next_probe(&self) -> Instant {
-        let base = match self.last_probe {
-            Some(probe) if probe > self.last_inbound => probe,
-            _ => self.last_inbound,
-        };
-        base + self.config.ping_interval
+        match self.last_probe {
+            Some(probe) if probe > self.last_inbound => probe + self.escalated_gap(),
+            _ => self.last_inbound + self.config.ping_interval,
+        }
     }
 
     /// The next instant at which [`Self::handle_timeout`] has work; `None` once dead.
@@ -220,14 +252,24 @@ mod tests {
     }
 
     #[test]
-    fn quiet_peer_is_probed_every_interval_then_declared_dead_exactly_at_timeout() {
+    fn quiet_peer_is_probed_then_probed_harder_then_declared_dead_exactly_at_timeout() {
         let t0 = Instant::now();
         let mut l = Liveness::new(t0, config());
+        l.on_rtt(secs(0.4));
         assert_eq!(l.poll_timeout(), Some(t0 + secs(4.0)));
         assert_eq!(l.handle_timeout(t0 + secs(4.0)), Some(LivenessEvent::Probe));
-        assert_eq!(l.poll_timeout(), Some(t0 + secs(8.0)));
-        assert_eq!(l.handle_timeout(t0 + secs(8.0)), Some(LivenessEvent::Probe));
-        // The next probe would be at 12 s, but the deadline at 10 s comes first.
+        // Unanswered: the next ones every 1.5 round trips (0.6 s), not every 4 s.
+        let mut probes = vec![4.0];
+        while let Some(at) = l.poll_timeout() {
+            let at_s = (at - t0).as_secs_f64();
+            if at_s >= 9.999 {
+                break;
+            }
+            assert_eq!(l.handle_timeout(at), Some(LivenessEvent::Probe));
+            probes.push((at_s * 1000.0).round() / 1000.0);
+        }
+        assert_eq!(probes, [4.0, 4.6, 5.2, 5.8, 6.4, 7.0, 7.6, 8.2, 8.8, 9.4]);
+        // Whatever the probes, the deadline stays at 10 s of silence.
         assert_eq!(l.poll_timeout(), Some(t0 + secs(10.0)));
         assert_eq!(l.handle_timeout(t0 + secs(9.999)), None);
         assert_eq!(
@@ -243,6 +285,26 @@ mod tests {
             None,
             "dead is reported once"
         );
+    }
+
+    #[test]
+    fn probing_harder_is_bounded_and_an_answer_brings_the_quiet_cadence_back() {
+        let t0 = Instant::now();
+        // No RTT measured yet: 1.5 x 200 ms, but at least an eighth of the ping interval.
+        let mut l = Liveness::new(t0, config());
+        assert_eq!(l.handle_timeout(t0 + secs(4.0)), Some(LivenessEvent::Probe));
+        assert_eq!(l.poll_timeout(), Some(t0 + secs(4.5)));
+        // A slow link (RTT 5 s): at most half the ping interval.
+        l.on_rtt(secs(5.0));
+        assert_eq!(l.poll_timeout(), Some(t0 + secs(6.0)));
+        // The answer arrives: the next probe is a whole ping interval after it.
+        l.on_inbound(t0 + secs(4.2));
+        assert_eq!(l.poll_timeout(), Some(t0 + secs(8.2)));
+        // A fast link: 1.5 RTT would be 3 ms; the floor (1/8 of the ping interval) holds.
+        let mut l = Liveness::new(t0, config());
+        l.on_rtt(Duration::from_millis(2));
+        l.handle_timeout(t0 + secs(4.0));
+        assert_eq!(l.poll_timeout(), Some(t0 + secs(4.5)));
     }
 
     #[test]
@@ -300,11 +362,15 @@ mod tests {
             Some(LivenessEvent::Stalled { late_by: secs(2.5) })
         );
         assert!(!l.is_dead());
-        assert_eq!(
-            l.poll_timeout(),
-            Some(t0 + secs(16.5)),
-            "one more ping interval"
-        );
+        // Probed harder meanwhile, and no verdict before one more ping interval (16.5 s).
+        let mut probe = l.clone();
+        assert_eq!(probe.poll_timeout(), Some(t0 + secs(13.0)));
+        let mut at = t0 + secs(13.0);
+        while at < t0 + secs(16.5) {
+            assert_eq!(probe.handle_timeout(at), Some(LivenessEvent::Probe));
+            at = probe.poll_timeout().expect("alive");
+        }
+        assert_eq!(at, t0 + secs(16.5));
         // The reply that was waiting in our buffers is read now: alive.
         l.on_inbound(t0 + secs(12.6));
         assert_eq!(l.poll_timeout(), Some(t0 + secs(16.6)));

@@ -136,6 +136,7 @@ async fn drive_as(ctx: Arc<ServerContext>, conn: ConnId, mut link: Link) {
                 Some(Inbound::Activity { rtt }) => {
                     liveness.on_inbound(now);
                     if let Some(rtt) = rtt {
+                        liveness.on_rtt(rtt);
                         metrics::observe_rtt(link.transport, rtt);
                     }
                     continue;

@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::core::Transport;
 use crate::core::codec::FrameProblem;
-use crate::core::hub::{ConnId, Hub, Output};
+use crate::core::hub::{ConnId, DisconnectTarget, Hub, Output, RoomView, SessionView};
 use crate::core::reason_label;
 use crate::metrics;
 use crate::proto::{ClientFrame, Reason};
@@ -43,7 +43,22 @@ pub enum HubInput {
         reason: Reason,
         silent_for: Duration,
     },
+    /// From the backend API.
+    Admin(AdminRequest),
     Shutdown,
+}
+
+/// What the backend API asks of the hub; each carries where the answer goes.
+#[derive(Debug)]
+pub enum AdminRequest {
+    Sessions(oneshot::Sender<Vec<SessionView>>),
+    Rooms(oneshot::Sender<Vec<RoomView>>),
+    /// Ends the targeted sessions (the client sees `message`); answers how many ended.
+    Disconnect {
+        target: DisconnectTarget,
+        message: String,
+        reply: oneshot::Sender<usize>,
+    },
 }
 
 /// Hub inputs waiting to be processed. Connections wait when it is full.
@@ -110,6 +125,21 @@ fn apply(hub: &mut Hub, links: &mut HashMap<ConnId, LinkHandle>, now: Instant, i
             links.remove(&conn);
             hub.connection_lost(now, conn, reason, silent_for);
         }
+        HubInput::Admin(request) => match request {
+            AdminRequest::Sessions(reply) => {
+                let _ = reply.send(hub.sessions());
+            }
+            AdminRequest::Rooms(reply) => {
+                let _ = reply.send(hub.rooms());
+            }
+            AdminRequest::Disconnect {
+                target,
+                message,
+                reply,
+            } => {
+                let _ = reply.send(hub.disconnect(now, &target, &message));
+            }
+        },
         HubInput::Shutdown => hub.shutdown(now),
     }
 }
