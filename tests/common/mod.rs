@@ -536,3 +536,103 @@ pub async fn http_get_with_host(addr: SocketAddr, path: &str, host: &str) -> (u1
         .unwrap_or_default();
     (status, body)
 }
+
+// ---------------------------------------------------------------------------------------------
+// Connection limits and handshakes
+// ---------------------------------------------------------------------------------------------
+
+/// A GET over plain HTTP/1.1; `None` when the gateway closed or reset the connection instead
+/// of answering (a refused connection).
+pub async fn try_http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = TcpStream::connect(addr).await.ok()?;
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: localhost:{}\r\nConnection: close\r\n\r\n",
+        addr.port()
+    );
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
+        .await
+        .ok()?
+        .ok()?;
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+/// Opens a TCP connection to `addr` and sends nothing: how long until the gateway closes or
+/// resets it (`None`: still open after `within`). The socket is closed on return.
+pub async fn tcp_closed_after(addr: SocketAddr, within: Duration) -> Option<Duration> {
+    use tokio::io::AsyncReadExt;
+    let started = std::time::Instant::now();
+    let mut stream = TcpStream::connect(addr).await.ok()?;
+    let mut byte = [0u8; 1];
+    match tokio::time::timeout(within, stream.read(&mut byte)).await {
+        Ok(_) => Some(started.elapsed()),
+        Err(_) => None,
+    }
+}
+
+/// A TCP connection that says nothing (a stalled handshake) until dropped.
+pub async fn silent_tcp(addr: SocketAddr) -> TcpStream {
+    TcpStream::connect(addr).await.expect("TCP connect")
+}
+
+/// Polls `attempt` every 100 ms until it gives `Some`, for at most `within`.
+pub async fn eventually<T, F, Fut>(within: Duration, mut attempt: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let until = std::time::Instant::now() + within;
+    loop {
+        if let Some(value) = attempt().await {
+            return Some(value);
+        }
+        if std::time::Instant::now() >= until {
+            return None;
+        }
+        tokio::time::sleep(ms(100)).await;
+    }
+}
+
+impl Gateway {
+    pub fn running(&self) -> &Running {
+        &self.running
+    }
+}
+
+/// A WebTransport session (no control stream yet) from a plain wtransport client trusting the
+/// gateway's certificate by hash, with quinn's default transport (so what it may send is
+/// limited by the gateway alone). Keep the endpoint as long as the connection.
+pub async fn raw_webtransport(
+    gw: &Gateway,
+) -> (
+    wtransport::Endpoint<wtransport::endpoint::endpoint_side::Client>,
+    wtransport::Connection,
+) {
+    let hash = gw.running().certificate().sha256();
+    let config = wtransport::ClientConfig::builder()
+        .with_bind_default()
+        .with_server_certificate_hashes([wtransport::tls::Sha256Digest::new(hash)])
+        .build();
+    let endpoint = wtransport::Endpoint::client(config).expect("client endpoint");
+    let connection = endpoint
+        .connect(gw.wt_url())
+        .await
+        .expect("WebTransport session");
+    (endpoint, connection)
+}
+
+impl Gateway {
+    /// The directory of the gateway's development certificate (dev-cert.pem, dev-key.pem),
+    /// e.g. for a TLS-terminating proxy in front of it.
+    pub fn dev_cert_dir(&self) -> &std::path::Path {
+        self._certs.path()
+    }
+}
