@@ -6,13 +6,19 @@
  * Query parameters: ?room=NAME (default "demo"), ?transport=auto|webtransport|websocket,
  * ?video=1, ?rtc=0 (no WebRTC at all: chat messages go through the gateway as data signals.
  * Chromium keeps no page with an RTCPeerConnection in its back/forward cache, so this is the
- * mode in which the page can be cached, suspended and resumed).
+ * mode in which the page can be cached, suspended and resumed), ?sub=NAME (the identity asked
+ * of the gateway's development token route; default a random `guest-NNNN`).
+ *
+ * Tokens: when the gateway serves `GET /dev-token?sub=NAME` (only with an HS256 secret, on
+ * loopback) the page authenticates with those tokens, fetching a new one for every Hello and
+ * every refresh (the SDK's `getToken`); the peers' names come from them. Without the route
+ * (404) it runs anonymous.
  *
  * For automated tests: `window.signalgateDemo = { client, state, send(text) }`, and
- * `document.body.dataset` mirrors state (transport, peerId, clientState, pcState, peers,
- * peerReasons, received, rtc).
+ * `document.body.dataset` mirrors state (transport, peerId, identity, clientState, pcState,
+ * peers, peerNames, peerReasons, received, rtc).
  */
-import { SignalgateClient, type PeerReason, type SignalgateClientOptions, type TransportPreference } from "../src/index.js";
+import { SignalgateClient, SignalgateError, type PeerInfo, type PeerReason, type SignalgateClientOptions, type TransportPreference } from "../src/index.js";
 
 interface Endpoints {
   webtransport: string | null;
@@ -29,8 +35,12 @@ interface DemoState {
   clientState: string;
   transport: string | null;
   peerId: string | null;
+  /** Welcome.identity: the token's `sub` ('' when anonymous, null before a Welcome). */
+  identity: string | null;
   /** Other peers of the room: peer id → online | unreachable | left. */
   peers: Record<string, DemoPeerState>;
+  /** Names of the peers that have one (from their tokens). */
+  peerNames: Record<string, string>;
   /**
    * Why each peer is in its state, as the gateway said (e.g. `suspended`: its page is frozen
    * or cached; `liveness_timeout` / `connection_lost`: its network; `bye`: it left).
@@ -61,6 +71,8 @@ const transportPref: TransportPreference =
   transportParam === "webtransport" || transportParam === "websocket" ? transportParam : "auto";
 const useRtc = params.get("rtc") !== "0";
 const withVideo = useRtc && params.get("video") === "1";
+/** The identity this page asks the development token route for. */
+const sub = params.get("sub") || `guest-${1000 + Math.floor(Math.random() * 9000)}`;
 
 const state: DemoState = {
   room,
@@ -68,7 +80,9 @@ const state: DemoState = {
   clientState: "idle",
   transport: null,
   peerId: null,
+  identity: null,
   peers: {},
+  peerNames: {},
   peerReasons: {},
   remotePeer: null,
   pcState: "none",
@@ -103,8 +117,10 @@ function render(): void {
   $("client-state").textContent = state.clientState;
   $("transport").textContent = state.transport ?? "–";
   $("peer-id").textContent = state.peerId ?? "–";
+  const identity = document.getElementById("identity"); // absent from an older index.html
+  if (identity) identity.textContent = state.identity === null ? "–" : state.identity || "anonymous";
   $("pc-state").textContent = state.rtc
-    ? state.pcState + (state.remotePeer ? ` (with ${state.remotePeer})` : "")
+    ? state.pcState + (state.remotePeer ? ` (with ${who(state.remotePeer)})` : "")
     : "off (?rtc=0: chat goes through the gateway)";
   const rtt = client?.rttMs;
   $("rtt").textContent = rtt === undefined ? "–" : `${rtt.toFixed(1)} ms`;
@@ -125,7 +141,9 @@ function render(): void {
     li.dataset.state = s;
     if (reason) li.dataset.reason = reason;
     li.className = s === "unreachable" && reason === "suspended" ? "suspended" : s;
-    li.textContent = `${id}  ${peerLabel(id, s, reason)}`;
+    const name = state.peerNames[id];
+    if (name) li.dataset.name = name;
+    li.textContent = `${name ? `${name} (${id})` : id}  ${peerLabel(id, s, reason)}`;
     ul.append(li);
   }
 
@@ -138,8 +156,10 @@ function render(): void {
   ds.clientState = state.clientState;
   ds.transport = state.transport ?? "";
   ds.peerId = state.peerId ?? "";
+  ds.identity = state.identity ?? "";
   ds.pcState = state.pcState;
   ds.peers = JSON.stringify(state.peers);
+  ds.peerNames = JSON.stringify(state.peerNames);
   ds.peerReasons = JSON.stringify(state.peerReasons);
   ds.received = String(state.received.length);
   ds.dataChannel = dc?.readyState ?? "none";
@@ -259,7 +279,8 @@ function setupChannel(channel: RTCDataChannel): void {
   channel.onmessage = (ev: MessageEvent) => {
     const text = typeof ev.data === "string" ? ev.data : "[binary]";
     state.received.push(text);
-    chatLine(`${state.remotePeer ?? "peer"}: ${text}`);
+    const remote = state.remotePeer;
+    chatLine(`${remote ? (state.peerNames[remote] ?? remote) : "peer"}: ${text}`);
     render();
   };
 }
@@ -384,7 +405,32 @@ function syncClientState(): void {
   state.clientState = client.state;
   state.transport = client.transport ?? null;
   state.peerId = client.peerId ?? null;
+  state.identity = client.identity ?? null;
   render();
+}
+
+/** A peer as the log shows it: with its name (from its token) when it has one. */
+function who(peerId: string): string {
+  const name = state.peerNames[peerId];
+  return name ? `${name} (${peerId})` : peerId;
+}
+
+function rememberPeer(peer: PeerInfo): void {
+  state.peers[peer.peerId] = peer.state;
+  delete state.peerReasons[peer.peerId];
+  if (peer.name) state.peerNames[peer.peerId] = peer.name;
+}
+
+/**
+ * A development token for `sub` from the gateway (`GET /dev-token`, served only when it runs
+ * with an HS256 secret on loopback). Throws when there is none.
+ */
+async function devToken(): Promise<string> {
+  const res = await fetch(`/dev-token?sub=${encodeURIComponent(sub)}`, { cache: "no-store" });
+  if (!res.ok) throw new Error(`GET /dev-token: HTTP ${res.status}`);
+  const body = (await res.json()) as { token?: unknown };
+  if (typeof body.token !== "string" || !body.token) throw new Error("GET /dev-token: no token in the answer");
+  return body.token;
 }
 
 async function main(): Promise<void> {
@@ -407,6 +453,17 @@ async function main(): Promise<void> {
     options.transport = "websocket";
   }
   if (typeof WebTransport === "undefined") log("this browser has no WebTransport");
+  // Tokens when the gateway hands out development tokens; anonymous otherwise. The first one
+  // goes into the first Hello; every later Hello and every refresh fetches a new one.
+  try {
+    options.token = await devToken();
+    options.getToken = devToken;
+    log(`authenticating as "${sub}" with development tokens from /dev-token`);
+  } catch (err) {
+    // A TypeError: the request itself did not go through.
+    const why = err instanceof TypeError ? "no answer from /dev-token" : err instanceof Error ? err.message : String(err);
+    log(`anonymous: no development tokens here (${why})${params.get("sub") ? `; ?sub=${sub} is ignored` : ""}`);
+  }
 
   const c = new SignalgateClient(options);
   client = c;
@@ -423,14 +480,17 @@ async function main(): Promise<void> {
   c.on("sessionLost", (e) => {
     log(`session lost (${e.code}): was ${e.previousPeerId}; starting a new one`);
     state.peers = {};
+    state.peerNames = {};
     state.peerReasons = {};
     closeCall("session lost");
     syncClientState();
   });
   c.on("disconnected", (e) => {
-    log(`disconnected: ${e.reason}${e.willReconnect ? ", reconnecting" : ""}`);
+    log(`disconnected: ${e.reason}${e.message ? ` (${e.message})` : ""}${e.willReconnect ? ", reconnecting" : ""}`);
     syncClientState();
   });
+  c.on("tokenRefreshed", (e) => log(`token refreshed: valid for ${Math.round(e.expiresInMs / 1000)} s`));
+  c.on("authFailed", (e) => log(`authentication failed (${e.code}: ${e.message}); not reconnecting`));
   c.on("transportFailed", (e) => log(`${e.transport} failed: ${e.error}`));
   // The SDK acts on these (Bye, Suspend, resume); the log shows when they happen.
   document.addEventListener("visibilitychange", () => log(`page ${document.visibilityState}`));
@@ -453,23 +513,21 @@ async function main(): Promise<void> {
     log(`joined ${e.room}${e.rejoined ? " again" : ""}: ${e.peers.length} other peer(s)`);
     for (const p of e.peers) {
       if (p.peerId === c.peerId) continue;
-      state.peers[p.peerId] = p.state;
-      delete state.peerReasons[p.peerId];
+      rememberPeer(p);
     }
     render();
     void maybeCall().catch((err: unknown) => log(`call failed: ${String(err)}`));
   });
   c.on("peerJoined", (e) => {
-    log(`${e.peer.peerId} joined ${e.room} (${e.peer.state})`);
+    if (e.peer.peerId !== c.peerId) rememberPeer(e.peer);
+    log(`${who(e.peer.peerId)} joined ${e.room} (${e.peer.state})`);
     if (e.peer.peerId === c.peerId) return;
-    state.peers[e.peer.peerId] = e.peer.state;
-    delete state.peerReasons[e.peer.peerId];
     render();
     void maybeCall().catch((err: unknown) => log(`call failed: ${String(err)}`));
   });
   c.on("peerState", (e) => {
     const silent = e.state === "unreachable" ? `, silent for ${e.silentForMs} ms` : "";
-    log(`${e.peerId} is ${e.state.toUpperCase()} (${e.reason}${silent}, detected by ${e.detectedBy})`);
+    log(`${who(e.peerId)} is ${e.state.toUpperCase()} (${e.reason}${silent}, detected by ${e.detectedBy})`);
     if (e.peerId === c.peerId) return;
     state.peers[e.peerId] = e.state;
     state.peerReasons[e.peerId] = e.reason;
@@ -478,7 +536,7 @@ async function main(): Promise<void> {
     void maybeCall().catch((err: unknown) => log(`call failed: ${String(err)}`));
   });
   c.on("peerLeft", (e) => {
-    log(`${e.peerId} left ${e.room} (${e.reason})`);
+    log(`${who(e.peerId)} left ${e.room} (${e.reason})`);
     state.peers[e.peerId] = "left";
     state.peerReasons[e.peerId] = e.reason;
     if (state.remotePeer === e.peerId) closeCall("peer left");
@@ -496,7 +554,7 @@ async function main(): Promise<void> {
       if (!state.rtc) {
         const text = new TextDecoder().decode(e.data);
         state.received.push(text);
-        chatLine(`${e.from}: ${text}`);
+        chatLine(`${state.peerNames[e.from] ?? e.from}: ${text}`);
         render();
       }
     }
@@ -510,7 +568,17 @@ async function main(): Promise<void> {
   const connecting = c.connect();
   syncClientState();
   await connecting;
-  const joined = await c.join(room);
+  let joined;
+  try {
+    joined = await c.join(room);
+  } catch (err) {
+    if (!(err instanceof SignalgateError && err.code === "ALREADY_JOINED")) throw err;
+    // With tokens the identity owns its session: this page took over the session of another
+    // page with the same ?sub=, room included. Leave and join again for the list of peers.
+    log(`already in ${room} (this identity's session came from another page): joining again`);
+    await c.leave(room);
+    joined = await c.join(room);
+  }
   log(`in room ${joined.room}`);
   setInterval(render, 1000); // refresh rtt
 }

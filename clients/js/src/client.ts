@@ -16,7 +16,7 @@ import { documentLifecycle, type PageLifecycle } from "./lifecycle.js";
 import { webSocketConnector } from "./transport/websocket.js";
 import { webTransportAvailable, webTransportConnector } from "./transport/webtransport.js";
 import type { Connection, Connector, TransportKind, WebTransportHashInit } from "./transport/types.js";
-import type { ClientState, JoinResult, SignalgateClientOptions, SignalgateEvents } from "./types.js";
+import type { ClientState, JoinResult, SignalgateClientOptions, SignalgateEvents, TokenContext } from "./types.js";
 
 export { SDK_VERSION } from "./core/config.js";
 
@@ -52,6 +52,7 @@ export class SignalgateClient extends Emitter<SignalgateEvents> {
   private readonly deps: ClientDeps;
   private readonly urls: Partial<Record<TransportKind, string>>;
   private readonly certificateHashes: WebTransportHashInit[] | undefined;
+  private readonly getToken: ((context: TokenContext) => Promise<string>) | undefined;
   private readonly slots = new Map<number, Slot>();
   private readonly waiting = new Map<number, Waiting>();
   private timer: ReturnType<typeof setTimeout> | undefined;
@@ -74,6 +75,7 @@ export class SignalgateClient extends Emitter<SignalgateEvents> {
     this.core = new ClientCore(resolveConfig(options, this.deps.webTransportAvailable()), this.deps.random);
     this.urls = { webtransport: options.webTransportUrl, websocket: options.webSocketUrl };
     this.certificateHashes = options.serverCertificateHashes;
+    this.getToken = options.getToken;
   }
 
   // ---------------------------------------------------------------------------------------
@@ -117,6 +119,23 @@ export class SignalgateClient extends Emitter<SignalgateEvents> {
   /** Join/Leave/Signal frames not yet acknowledged by the gateway, or waiting for a connection. */
   get unacknowledged(): number {
     return this.core.unacknowledged;
+  }
+
+  /**
+   * Who the gateway says this client is: the token's `sub` (Welcome.identity). '' without
+   * authentication; undefined before the first Welcome.
+   */
+  get identity(): string | undefined {
+    return this.core.identity;
+  }
+
+  /**
+   * How long the session's token is still valid, in ms, as the gateway last said (Welcome or
+   * Refreshed; 0 once expired). Undefined when the gateway gave no expiry (no authentication).
+   */
+  get tokenExpiresInMs(): number | undefined {
+    const at = this.core.tokenExpiresAt;
+    return at === undefined ? undefined : Math.max(0, at - this.deps.now());
   }
 
   /**
@@ -224,6 +243,9 @@ export class SignalgateClient extends Emitter<SignalgateEvents> {
       case "event":
         this.emit(o.event.name, o.event.payload as never);
         return;
+      case "getToken":
+        this.fetchToken(o.ticket, o.reason);
+        return;
       case "resolve":
         this.settle(o.req)?.resolve(o.value);
         return;
@@ -280,6 +302,31 @@ export class SignalgateClient extends Emitter<SignalgateEvents> {
         if (slot.done) return;
         forget();
         this.input((now) => this.core.openFailed(now, link, err instanceof Error ? err.message : String(err)));
+      },
+    );
+  }
+
+  /**
+   * Calls the app's getToken and reports the outcome to the core (later, never inside the
+   * flush). A throw, a rejection or a non-string is a failure, never an exception here.
+   */
+  private fetchToken(ticket: number, reason: TokenContext["reason"]): void {
+    let pending: Promise<unknown>;
+    try {
+      const get = this.getToken;
+      if (!get) throw new Error("no getToken option");
+      pending = Promise.resolve(get({ reason }));
+    } catch (err) {
+      pending = Promise.reject(err instanceof Error ? err : new Error(String(err)));
+    }
+    pending.then(
+      (token) => {
+        if (typeof token === "string") this.input((now) => this.core.tokenReady(now, ticket, token));
+        else this.input((now) => this.core.tokenFailed(now, ticket, `getToken returned ${typeof token}, not a string`));
+      },
+      (err: unknown) => {
+        const message = err instanceof Error ? err.message : String(err);
+        this.input((now) => this.core.tokenFailed(now, ticket, `getToken failed: ${message}`));
       },
     );
   }

@@ -20,7 +20,12 @@ export type ClientErrorCode =
   /** `maxQueuedFrames` frames are already kept (unacknowledged, or waiting for a connection). */
   | "QUEUE_FULL"
   /** Another connection of this session (a newer attempt) holds it now. */
-  | "SUPERSEDED";
+  | "SUPERSEDED"
+  /**
+   * The `getToken` option threw, rejected, returned something other than a string, or did
+   * not answer within `helloTimeoutMs` (an `error` event; the attempt is retried).
+   */
+  | "GET_TOKEN_FAILED";
 
 export type SignalgateErrorCode = ServerErrorCode | ClientErrorCode;
 

@@ -18,6 +18,7 @@ export type {
   SignalgateClientOptions,
   SignalgateEvents,
   SignalPayload,
+  TokenContext,
   TransportKind,
   TransportPreference,
   WebTransportHashInit,

@@ -30,8 +30,25 @@ export interface SignalgateClientOptions {
   helloTimeoutMs?: number;
   /** How long join()/leave() wait for the gateway's reply (Joined / Left). Default 15 000. */
   requestTimeoutMs?: number;
-  /** Sent in Hello.token (authentication; reserved). */
+  /**
+   * A token (JWT) for Hello.token when the gateway requires authentication. With `getToken`
+   * as well, it goes only into the Hellos of the first connection (until the first Welcome or
+   * a refusal), e.g. a token rendered into the page; `getToken` provides every later one.
+   * Without either, Hello carries an empty token and the gateway decides. See "Tokens".
+   */
   token?: string;
+  /**
+   * Fetches a fresh token from the application's backend. Called for every connection attempt
+   * (in parallel with opening the transport; Hello waits for it) and for every in-band
+   * refresh before the token expires. A rejection is reported as an `error` event with code
+   * `GET_TOKEN_FAILED` and retried with back-off; it never closes the client.
+   */
+  getToken?: (context: TokenContext) => Promise<string>;
+  /**
+   * Hellos refused in a row for their token (TOKEN_* codes) before the client gives up:
+   * `authFailed`, then `closed` (no more reconnects). Default 3.
+   */
+  maxTokenRefusals?: number;
   /** Sent in Hello.client, for the gateway's logs. Default `signalgate-js/<version>`. */
   client?: string;
   /** Reconnect back-off (full jitter). Defaults: initialMs 250, maxMs 10 000, multiplier 2. */
@@ -45,6 +62,12 @@ export interface SignalgateClientOptions {
    * those waiting for a connection. One more rejects with `QUEUE_FULL`. Default 256.
    */
   maxQueuedFrames?: number;
+}
+
+/** What `getToken` is called for. */
+export interface TokenContext {
+  /** `connect`: for the Hello of a connection attempt; `refresh`: for an in-band Refresh. */
+  reason: "connect" | "refresh";
 }
 
 /**
@@ -65,6 +88,10 @@ export type ClientState =
 export interface PeerInfo {
   peerId: string;
   state: PeerPresence;
+  /** From the peer's token (`name` claim); absent when empty (no authentication). */
+  name?: string;
+  /** From the peer's token (`metadata` claim, as the gateway passes it on); absent when empty. */
+  metadata?: string;
 }
 
 export interface JoinResult {
@@ -82,12 +109,21 @@ export type DisconnectReason =
   | "go_away"
   /** The gateway sent bytes the SDK cannot read. */
   | "protocol_error"
-  /** A newer connection of this session took it over (STALE_ATTEMPT). */
+  /**
+   * Another connection took the session over (STALE_ATTEMPT, or close 4001: another page of
+   * the same identity, or a copy of the resume token); the client closed instead of fighting.
+   */
   | "superseded"
   /** The page is about to be frozen or cached: Suspend was sent; it resumes when it runs again. */
   | "suspended"
   /** `close()` was called, or the page is being unloaded: Bye was sent (when connected). */
-  | "closed";
+  | "closed"
+  /** The gateway closed the connection because the token expired (4006): resumed at once with a fresh one. */
+  | "token_expired"
+  /** The application's backend ended the session for good (Error DISCONNECTED, close 4007). */
+  | "disconnected"
+  /** Hello was refused for its token `maxTokenRefusals` times in a row (see `authFailed`). */
+  | "auth_failed";
 
 export interface SignalPayload {
   description?: RTCSessionDescriptionInit;
@@ -108,8 +144,9 @@ export interface SignalgateEvents {
    * The old session could not be resumed: what was not acknowledged rejected with
    * `SESSION_LOST`; a fresh session follows (`connected`, then automatic re-joins).
    */
-  sessionLost: { previousPeerId: string; code: "RESUME_EXPIRED" | "RESUME_GAP"; message: string };
-  disconnected: { reason: DisconnectReason; willReconnect: boolean };
+  sessionLost: { previousPeerId: string; code: "RESUME_EXPIRED" | "RESUME_GAP" | "IDENTITY_MISMATCH"; message: string };
+  /** `message`: with `disconnected` and `auth_failed`, the gateway's explanation. */
+  disconnected: { reason: DisconnectReason; willReconnect: boolean; message?: string };
   /** One transport failed before Welcome (the next one of the round is tried, if any). */
   transportFailed: { transport: TransportKind; error: string };
   /** The next connection attempt starts in `delayMs` (attempt counts failures since success). */
@@ -132,4 +169,12 @@ export interface SignalgateEvents {
   error: { code: SignalgateErrorCode; message: string; inReplyTo: number };
   /** The gateway is going away; the SDK reconnects at a random moment in [after, after + spread]. */
   goAway: { reason: PeerReason; reconnectAfterMs: number; spreadMs: number };
+  /** The gateway accepted a new token (Refreshed): it is valid for `expiresInMs` from now. */
+  tokenRefreshed: { expiresInMs: number };
+  /**
+   * Hello was refused for its token `maxTokenRefusals` times in a row (the last refusal's
+   * code and message): the client is closed and does not reconnect. The app decides (log in
+   * again, then a new client).
+   */
+  authFailed: { code: SignalgateErrorCode; message: string };
 }

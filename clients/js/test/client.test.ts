@@ -254,3 +254,90 @@ describe("the page lifecycle, synchronously", () => {
     expect(seen).toHaveLength(5);
   });
 });
+
+describe("getToken", () => {
+  it("is called for each connection attempt ({reason: 'connect'}); Hello carries what it resolves to", async () => {
+    const calls: string[] = [];
+    let n = 0;
+    const h = harness({
+      getToken: async (ctx) => {
+        calls.push(ctx.reason);
+        return `jwt-${++n}`;
+      },
+    });
+    const conn = await h.connected({ identity: "alice", livenessTimeoutMs: 60_000, pingIntervalMs: 20_000 });
+    expect(conn.hello().token).toBe("jwt-1");
+    expect(h.client.identity).toBe("alice");
+    conn.drop();
+    await h.nextAttempt();
+    const next = h.net.last().open();
+    await h.tick();
+    expect(next.hello()).toMatchObject({ token: "jwt-2", resumeToken: "tok-1" });
+    expect(calls).toEqual(["connect", "connect"]);
+  });
+
+  it("a getToken that throws, rejects or resolves to a non-string is an error event and a retry, never an exception", async () => {
+    const outcomes: (() => Promise<string>)[] = [
+      () => {
+        throw new Error("sync throw");
+      },
+      () => Promise.reject(new Error("offline")),
+      () => Promise.resolve(42 as unknown as string),
+      () => Promise.resolve("good"),
+    ];
+    const h = harness({ getToken: () => outcomes.shift()!() });
+    const connecting = h.client.connect();
+    for (let i = 0; i < 3; i++) {
+      await h.tick();
+      h.net.last().open();
+      await h.tick();
+      await h.nextAttempt();
+    }
+    expect(h.of("error")).toEqual([
+      { code: "GET_TOKEN_FAILED", message: "getToken failed: sync throw", inReplyTo: 0 },
+      { code: "GET_TOKEN_FAILED", message: "getToken failed: offline", inReplyTo: 0 },
+      { code: "GET_TOKEN_FAILED", message: "getToken returned number, not a string", inReplyTo: 0 },
+    ]);
+    const conn = h.net.last().open();
+    await h.tick();
+    expect(conn.hello().token).toBe("good");
+    conn.welcome();
+    await connecting;
+  });
+
+  it("refreshes on the real timer: getToken({reason: 'refresh'}), Refresh, Refreshed → tokenRefreshed; tokenExpiresInMs follows", async () => {
+    const reasons: string[] = [];
+    const h = harness({
+      getToken: async (ctx) => {
+        reasons.push(ctx.reason);
+        return `jwt-${reasons.length}`;
+      },
+    });
+    const conn = await h.connected({ tokenExpiresInMs: 60_000n, livenessTimeoutMs: 600_000, pingIntervalMs: 300_000 });
+    expect(h.client.tokenExpiresInMs).toBe(60_000);
+    await h.tick(47_999);
+    expect(conn.sentOf("refresh")).toEqual([]);
+    expect(h.client.tokenExpiresInMs).toBe(12_001);
+    await h.tick(1);
+    expect(reasons).toEqual(["connect", "refresh"]);
+    const refresh = conn.sentOf("refresh")[0]!;
+    expect(refresh.msg.value.token).toBe("jwt-2");
+    conn.deliver({ seq: 1n, inReplyTo: refresh.id, msg: { case: "refreshed", value: { tokenExpiresInMs: 120_000n } } });
+    expect(h.of("tokenRefreshed")).toEqual([{ expiresInMs: 120_000 }]);
+    expect(h.client.tokenExpiresInMs).toBe(120_000);
+  });
+
+  it("a token that arrives after close() is dropped", async () => {
+    let release: (token: string) => void = () => undefined;
+    const h = harness({ getToken: () => new Promise<string>((resolve) => (release = resolve)) });
+    void h.client.connect().catch(() => undefined);
+    await h.tick();
+    const conn = h.net.last().open();
+    await h.tick();
+    h.client.close();
+    release("late");
+    await h.tick();
+    expect(conn.sent).toEqual([]);
+    expect(h.client.state).toBe("closed");
+  });
+});

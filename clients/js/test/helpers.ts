@@ -182,6 +182,8 @@ const EVENT_TYPES: (keyof SignalgateEvents)[] = [
   "signal",
   "error",
   "goAway",
+  "tokenRefreshed",
+  "authFailed",
 ];
 
 export function harness(

@@ -15,6 +15,9 @@ export interface CoreConfig {
   helloTimeoutMs: number;
   requestTimeoutMs: number;
   token: string;
+  /** The app gave `getToken` (the function itself stays with the driver). */
+  getToken: boolean;
+  maxTokenRefusals: number;
   client: string;
   backoff: BackoffOptions;
   ackEveryFrames: number;
@@ -51,6 +54,8 @@ export function resolveConfig(options: SignalgateClientOptions, webTransportAvai
     helloTimeoutMs: options.helloTimeoutMs ?? 10_000,
     requestTimeoutMs: options.requestTimeoutMs ?? 15_000,
     token: options.token ?? "",
+    getToken: typeof options.getToken === "function",
+    maxTokenRefusals: Math.max(1, options.maxTokenRefusals ?? 3),
     client: options.client ?? `signalgate-js/${SDK_VERSION}`,
     backoff: options.backoff ?? {},
     ackEveryFrames: Math.max(1, options.ackEveryFrames ?? 16),

@@ -4,9 +4,10 @@
  * (monotonic milliseconds) and queues outputs:
  *
  *   inputs:  connect / join / leave / signal / close (app), lifecycle (page), opened /
- *            openFailed / received / closed (transport, per link), handleTimeout (clock)
- *   outputs: pollOutput() → open / write / close a link, emit an event, resolve / reject an
- *            app request;  pollTimeout() → when to call handleTimeout next.
+ *            openFailed / received / closed (transport, per link), tokenReady / tokenFailed
+ *            (the app's getToken, per ticket), handleTimeout (clock)
+ *   outputs: pollOutput() → open / write / close a link, call getToken, emit an event,
+ *            resolve / reject an app request;  pollTimeout() → when to call handleTimeout next.
  *
  * The driver (client.ts) performs the outputs in order and never decides anything itself.
  */
@@ -20,6 +21,7 @@ import {
   JoinSchema,
   LeaveSchema,
   PingSchema,
+  RefreshSchema,
   SignalSchema,
   SuspendSchema,
   type Error as WireError,
@@ -29,6 +31,7 @@ import {
 } from "../gen/signalgate/v1/signalgate_pb.js";
 import type { LifecycleEvent } from "../lifecycle.js";
 import type { CloseInfo, TransportKind } from "../transport/types.js";
+import type { ServerErrorCode } from "../errors.js";
 import type { ClientState, DisconnectReason, JoinResult, SignalgateEvents } from "../types.js";
 import { Backoff, spreadDelay } from "./backoff.js";
 import type { CoreConfig } from "./config.js";
@@ -37,7 +40,8 @@ import { InboundStream } from "./inbound.js";
 import { Liveness } from "./liveness.js";
 import { Outbox, type OutEntry } from "./outbox.js";
 import type { CoreEvent, Output } from "./output.js";
-import type { Connected, Connecting, Handshaking, Link, Phase, Round } from "./phase.js";
+import type { Authorizing, Connected, Connecting, Handshaking, HelloToken, Link, Phase, Round } from "./phase.js";
+import { TokenRefresh } from "./refresh.js";
 import { Requests, type Waiter } from "./requests.js";
 import { TransportChoice } from "./transport-choice.js";
 import { encodeClientFrame, decodeServerFrame, pingIdOf, pingPayload, type NumberedMsg } from "./wire.js";
@@ -45,6 +49,17 @@ import { encodeClientFrame, decodeServerFrame, pingIdOf, pingPayload, type Numbe
 /** Used when a Welcome leaves them out. */
 const DEFAULT_LIVENESS_TIMEOUT_MS = 10_000;
 const DEFAULT_PING_INTERVAL_MS = 4_000;
+
+/** Close codes the gateway uses (WebSocket close code = WebTransport session error code). */
+export const CLOSE_SUPERSEDED = 4001;
+export const CLOSE_TOKEN_EXPIRED = 4006;
+export const CLOSE_DISCONNECTED = 4007;
+export const CLOSE_GATEWAY_FULL = 4008;
+
+/** A Hello refused for its token (the only codes that count towards `maxTokenRefusals`). */
+function isTokenRefusal(code: ServerErrorCode): boolean {
+  return code.startsWith("TOKEN_");
+}
 
 /** What a resume needs; undefined when there is no session to resume. */
 interface Session {
@@ -78,6 +93,15 @@ export class ClientCore {
   private nextLinkId = 1;
   private nextFrameId = 1;
   private nextReq = 1;
+  private nextTicket = 1;
+  /** Hellos refused for their token in a row (reset by a Welcome). */
+  private tokenRefusals = 0;
+  /** With `getToken`: the `token` option was used up (a Welcome, or a refusal). */
+  private staticTokenSpent = false;
+  /** Welcome.identity of the last Welcome. */
+  private welcomedIdentity: string | undefined;
+  /** When the session's token expires (from Welcome / Refreshed); undefined without one. */
+  private tokenExpiry: number | undefined;
 
   constructor(
     private readonly config: CoreConfig,
@@ -96,6 +120,7 @@ export class ClientCore {
   get state(): ClientState {
     switch (this.phase.kind) {
       case "connecting":
+      case "authorizing":
       case "handshaking":
       case "backingOff":
         return this.hadSession ? "reconnecting" : "connecting";
@@ -133,6 +158,16 @@ export class ClientCore {
     return this.rtt;
   }
 
+  /** Welcome.identity: the token's `sub` ('' without authentication; undefined before a Welcome). */
+  get identity(): string | undefined {
+    return this.welcomedIdentity;
+  }
+
+  /** When the session's token expires, on the caller's clock (undefined: no expiry known). */
+  get tokenExpiresAt(): number | undefined {
+    return this.tokenExpiry;
+  }
+
   /** Join/Leave/Signal frames kept: not yet acknowledged, or waiting for a connection. */
   get unacknowledged(): number {
     return this.outbox.size;
@@ -151,6 +186,7 @@ export class ClientCore {
     const p = this.phase;
     switch (p.kind) {
       case "connecting":
+      case "authorizing":
       case "handshaking":
       case "closing":
         consider(p.deadline);
@@ -161,6 +197,7 @@ export class ClientCore {
       case "connected":
         consider(p.liveness.pollTimeout());
         consider(p.healthyAt);
+        consider(p.refresh?.pollTimeout());
         consider(this.inbound.ackDue);
         break;
       default:
@@ -280,6 +317,7 @@ export class ClientCore {
         this.emit("disconnected", { reason: "suspended", willReconnect: true });
         return;
       case "connecting":
+      case "authorizing":
       case "handshaking":
         this.closeLink(p.link, "page suspended");
         this.phase = { kind: "suspended", detached: undefined };
@@ -335,7 +373,18 @@ export class ClientCore {
       this.out({ type: "close", link, reason: "obsolete attempt" });
       return;
     }
-    this.sendHello(now, p);
+    if (p.token.kind === "ready") {
+      this.sendHello(now, p.link, p.round, p.token.value);
+      return;
+    }
+    // The app's getToken is still busy: Hello waits for it (at most helloTimeoutMs).
+    this.phase = {
+      kind: "authorizing",
+      link: p.link,
+      round: p.round,
+      ticket: p.token.ticket,
+      deadline: now + this.config.helloTimeoutMs,
+    };
   }
 
   openFailed(now: number, link: number, error: string): void {
@@ -362,11 +411,31 @@ export class ClientCore {
     const p = this.phase;
     switch (p.kind) {
       case "connecting":
+      case "authorizing":
       case "handshaking":
-        if (p.link.id === link) this.attemptFailed(now, p, `closed before Welcome: ${info.reason}`);
+        if (p.link.id !== link) return;
+        if (info.code === CLOSE_GATEWAY_FULL) this.gatewayFull(now, p, `gateway full (${CLOSE_GATEWAY_FULL}): ${info.reason}`);
+        else this.attemptFailed(now, p, `closed before Welcome: ${info.reason}`);
         return;
       case "connected":
         if (p.link.id !== link) return;
+        if (info.code === CLOSE_TOKEN_EXPIRED) {
+          this.tokenExpired(now, p);
+          return;
+        }
+        if (info.code === CLOSE_SUPERSEDED) {
+          // Another connection took the session over. This client never runs two, so it is
+          // someone else: another page of the same identity (with tokens, the identity owns
+          // its session) or a copy of the resume token. Taking it back would start a fight
+          // that never ends, as with STALE_ATTEMPT.
+          this.shutDown("superseded", new SignalgateError("SUPERSEDED", "another connection took this session over"));
+          return;
+        }
+        if (info.code === CLOSE_DISCONNECTED) {
+          // Normally the Error DISCONNECTED before it has already ended everything.
+          this.shutDown("disconnected", new SignalgateError("DISCONNECTED", info.reason), info.reason);
+          return;
+        }
         this.lose(now, p, p.goAwayAt !== undefined ? "go_away" : info.protocolError ? "protocol_error" : "connection_lost");
         return;
       case "closing":
@@ -375,6 +444,51 @@ export class ClientCore {
       case "suspended":
         // Expected (4005 after Suspend, or the browser closing a frozen page's connections).
         if (p.detached?.id === link) p.detached = undefined;
+        return;
+      default:
+        return;
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // The app's getToken (outputs `getToken` with a ticket)
+  // ---------------------------------------------------------------------------------------
+
+  tokenReady(now: number, ticket: number, token: string): void {
+    const p = this.phase;
+    switch (p.kind) {
+      case "connecting":
+        if (p.token.kind === "fetching" && p.token.ticket === ticket) p.token = { kind: "ready", value: token };
+        return;
+      case "authorizing":
+        if (p.ticket === ticket) this.sendHello(now, p.link, p.round, token);
+        return;
+      case "connected": {
+        const r = p.refresh;
+        if (!r?.isTicket(ticket)) return;
+        const id = this.nextFrameId++;
+        this.write(p.link, encodeClientFrame(id, 0, { case: "refresh", value: create(RefreshSchema, { token }) }));
+        r.sent(now, id);
+        return;
+      }
+      default:
+        return; // a ticket nobody waits for any more
+    }
+  }
+
+  tokenFailed(now: number, ticket: number, message: string): void {
+    const p = this.phase;
+    switch (p.kind) {
+      case "connecting":
+        if (p.token.kind === "fetching" && p.token.ticket === ticket) this.helloTokenFailed(now, p, message);
+        return;
+      case "authorizing":
+        if (p.ticket === ticket) this.helloTokenFailed(now, p, message);
+        return;
+      case "connected":
+        if (!p.refresh?.isTicket(ticket)) return;
+        this.emit("error", { code: "GET_TOKEN_FAILED", message, inReplyTo: 0 });
+        p.refresh.failed(now);
         return;
       default:
         return;
@@ -401,6 +515,9 @@ export class ClientCore {
           const ms = p.link.kind === "webtransport" ? this.config.webTransportTimeoutMs : this.config.helloTimeoutMs;
           this.attemptFailed(now, p, `${p.link.kind} did not open within ${ms} ms`);
         }
+        return;
+      case "authorizing":
+        if (now >= p.deadline) this.helloTokenFailed(now, p, `getToken did not answer within ${this.config.helloTimeoutMs} ms`);
         return;
       case "handshaking":
         if (now >= p.deadline) this.attemptFailed(now, p, `no Welcome within ${this.config.helloTimeoutMs} ms`);
@@ -438,6 +555,22 @@ export class ClientCore {
     }
     const due = this.inbound.ackDue;
     if (due !== undefined && now >= due) this.sendAck(p.link);
+    const refresh = p.refresh?.handleTimeout(now);
+    if (refresh?.kind === "fetch") {
+      this.refreshNow(now, p);
+    } else if (refresh?.kind === "late") {
+      this.emit(
+        "error",
+        refresh.what === "getToken"
+          ? { code: "GET_TOKEN_FAILED", message: `getToken did not answer within ${this.config.helloTimeoutMs} ms`, inReplyTo: 0 }
+          : { code: "TIMEOUT", message: `no reply to Refresh within ${this.config.requestTimeoutMs} ms`, inReplyTo: 0 },
+      );
+    }
+  }
+
+  /** Asks the app for a token and Refreshes with it once it comes (tokenReady). */
+  private refreshNow(now: number, c: Connected): void {
+    c.refresh?.fetching(now, this.requestToken("refresh"));
   }
 
   // ---------------------------------------------------------------------------------------
@@ -448,8 +581,12 @@ export class ClientCore {
     this.openLink(now, { order: this.choice.order(now), index: 0, webTransportOpenFailed: false });
   }
 
-  /** Opens the round's transport at `round.index`; past the last one, backs off. */
-  private openLink(now: number, round: Round): void {
+  /**
+   * Opens the round's transport at `round.index`; past the last one, backs off. The token for
+   * its Hello is asked for at the same time (or `token`, carried over from a transport of the
+   * round that failed before its Hello went out).
+   */
+  private openLink(now: number, round: Round, token?: HelloToken): void {
     const kind = round.order[round.index];
     if (kind === undefined) {
       this.backOff(now, undefined);
@@ -458,16 +595,69 @@ export class ClientCore {
     const link: Link = { id: this.nextLinkId++, kind };
     this.out({ type: "open", link: link.id, kind });
     const timeout = kind === "webtransport" ? this.config.webTransportTimeoutMs : this.config.helloTimeoutMs;
-    this.phase = { kind: "connecting", link, round, deadline: now + timeout };
+    this.phase = { kind: "connecting", link, round, deadline: now + timeout, token: token ?? this.helloToken() };
+  }
+
+  /**
+   * The token for the next Hello: the `token` option (without `getToken`, or until it is used
+   * up), else a fresh one from `getToken`: a Hello never carries a token kept from earlier.
+   */
+  private helloToken(): HelloToken {
+    if (!this.config.getToken || (this.config.token !== "" && !this.staticTokenSpent)) {
+      return { kind: "ready", value: this.config.token };
+    }
+    return { kind: "fetching", ticket: this.requestToken("connect") };
+  }
+
+  private requestToken(reason: "connect" | "refresh"): number {
+    const ticket = this.nextTicket++;
+    this.out({ type: "getToken", ticket, reason });
+    return ticket;
   }
 
   /** This transport failed before Welcome: the next one of the round. */
-  private attemptFailed(now: number, p: Connecting | Handshaking, why: string): void {
+  private attemptFailed(now: number, p: Connecting | Authorizing | Handshaking, why: string): void {
     this.closeLink(p.link, "failed");
     if (p.kind === "connecting" && p.link.kind === "webtransport") p.round.webTransportOpenFailed = true;
     this.emit("transportFailed", { transport: p.link.kind, error: why });
     p.round.index++;
-    this.openLink(now, p.round);
+    // A token not yet sent in a Hello serves the next transport of the round.
+    const token: HelloToken | undefined =
+      p.kind === "connecting" ? p.token : p.kind === "authorizing" ? { kind: "fetching", ticket: p.ticket } : undefined;
+    this.openLink(now, p.round, token);
+  }
+
+  /** getToken failed (or was too slow) for this attempt: an error event, and a retry after back-off. */
+  private helloTokenFailed(now: number, p: Connecting | Authorizing, message: string): void {
+    this.emit("error", { code: "GET_TOKEN_FAILED", message, inReplyTo: 0 });
+    this.closeLink(p.link, "no token");
+    this.backOff(now, undefined);
+  }
+
+  /**
+   * The gateway holds as many sessions as it may (TOO_MANY_SESSIONS, close 4008): the other
+   * transport would reach the same gateway, so back off (a load balancer may pick another).
+   */
+  private gatewayFull(now: number, p: Connecting | Authorizing | Handshaking, why: string): void {
+    this.closeLink(p.link, "gateway full");
+    this.emit("transportFailed", { transport: p.link.kind, error: why });
+    this.backOff(now, undefined);
+  }
+
+  /**
+   * Hello refused for its token: a fresh one after back-off (getToken is called again), unless
+   * that was the `maxTokenRefusals`-th refusal in a row: then the client gives up.
+   */
+  private tokenRefused(now: number, p: Handshaking, code: ServerErrorCode, message: string): void {
+    this.staticTokenSpent = true;
+    this.tokenRefusals++;
+    if (this.tokenRefusals >= this.config.maxTokenRefusals) {
+      this.emit("authFailed", { code, message });
+      this.shutDown("auth_failed", new SignalgateError(code, message), message);
+      return;
+    }
+    this.closeLink(p.link, "token refused");
+    this.backOff(now, undefined);
   }
 
   private backOff(now: number, goAwayAt: number | undefined): void {
@@ -477,8 +667,8 @@ export class ClientCore {
     this.emit("reconnecting", { attempt: this.backoff.attempts, delayMs: at - now });
   }
 
-  private sendHello(now: number, p: Connecting): void {
-    const hello = create(HelloSchema, { token: this.config.token, client: this.config.client });
+  private sendHello(now: number, link: Link, round: Round, token: string): void {
+    const hello = create(HelloSchema, { token, client: this.config.client });
     const s = this.session;
     if (s) {
       hello.resumeToken = s.resumeToken;
@@ -486,11 +676,11 @@ export class ClientCore {
       hello.attempt = BigInt(++s.attempt);
       this.inbound.ackedByHello();
     }
-    this.write(p.link, encodeClientFrame(this.nextFrameId++, 0, { case: "hello", value: hello }));
+    this.write(link, encodeClientFrame(this.nextFrameId++, 0, { case: "hello", value: hello }));
     this.phase = {
       kind: "handshaking",
-      link: p.link,
-      round: p.round,
+      link,
+      round,
       resuming: s !== undefined,
       deadline: now + this.config.helloTimeoutMs,
     };
@@ -504,32 +694,52 @@ export class ClientCore {
     }
     if (msg.case !== "error") return; // nothing else is valid before Welcome
     const code = errorCodeName(msg.value.code);
-    if (p.resuming && (code === "RESUME_EXPIRED" || code === "RESUME_GAP")) {
-      this.loseSession(code, msg.value.message);
+    const message = msg.value.message;
+    // IDENTITY_MISMATCH: the resume token belongs to a session of another identity (another
+    // user logged in on this page): that session is not ours to continue.
+    if (p.resuming && (code === "RESUME_EXPIRED" || code === "RESUME_GAP" || code === "IDENTITY_MISMATCH")) {
+      this.loseSession(code, message);
       // A fresh session at once, on the same transport: this one works.
       this.closeLink(p.link, "resume refused");
       this.openLink(now, p.round);
       return;
     }
-    this.emit("error", { code, message: msg.value.message, inReplyTo: Number(frame.inReplyTo || msg.value.inReplyTo) });
+    this.emit("error", { code, message, inReplyTo: Number(frame.inReplyTo || msg.value.inReplyTo) });
     if (p.resuming && code === "STALE_ATTEMPT") {
       // A newer attempt holds the session. This client never runs two attempts at once, so
       // that one belongs to someone else with the token: fighting over it would make the two
       // supersede each other forever.
-      this.shutDown("superseded", new SignalgateError("SUPERSEDED", msg.value.message));
+      this.shutDown("superseded", new SignalgateError("SUPERSEDED", message));
       return;
     }
-    this.attemptFailed(now, p, `${code}: ${msg.value.message}`);
+    if (isTokenRefusal(code)) {
+      this.tokenRefused(now, p, code, message);
+      return;
+    }
+    if (code === "TOO_MANY_SESSIONS") {
+      this.gatewayFull(now, p, `${code}: ${message}`);
+      return;
+    }
+    this.attemptFailed(now, p, `${code}: ${message}`);
   }
 
   private onWelcome(now: number, p: Handshaking, w: Welcome): void {
-    const resumed = p.resuming && w.resumed;
-    // Asked to resume (or had a session we could not ask for) and got a new one: lost.
-    if (!resumed && this.session) this.loseSession("RESUME_EXPIRED", "the gateway started a new session");
+    // With tokens the gateway may hand over another session of the same identity (our resume
+    // token had expired, another tab of the user holds one): not ours, so not a resume.
+    const resumed = p.resuming && w.resumed && w.peerId === this.session?.peerId;
+    // Asked to resume (or had a session we could not ask for) and got another one: lost.
+    if (!resumed && this.session) {
+      this.loseSession("RESUME_EXPIRED", w.resumed ? "the gateway gave this identity's other session" : "the gateway started a new session");
+    }
     this.choice.welcomed(now, p.link.kind, p.round.webTransportOpenFailed);
     this.peer = w.peerId;
     this.connection = w.connectionId;
     this.maxFrameBytes = w.maxFrameBytes;
+    this.welcomedIdentity = w.identity;
+    this.tokenRefusals = 0;
+    this.staticTokenSpent = this.config.getToken;
+    const expiresInMs = Number(w.tokenExpiresInMs);
+    this.tokenExpiry = expiresInMs > 0 ? now + expiresInMs : undefined;
     const liveness = new Liveness(now, {
       livenessTimeoutMs: w.livenessTimeoutMs || DEFAULT_LIVENESS_TIMEOUT_MS,
       pingIntervalMs: w.pingIntervalMs || DEFAULT_PING_INTERVAL_MS,
@@ -541,6 +751,15 @@ export class ClientCore {
       healthyAt: now + liveness.livenessTimeoutMs,
       replay: undefined,
       goAwayAt: undefined,
+      refresh:
+        expiresInMs > 0 && this.config.getToken
+          ? new TokenRefresh(
+              now,
+              expiresInMs,
+              { getTokenMs: this.config.helloTimeoutMs, replyMs: this.config.requestTimeoutMs },
+              this.random,
+            )
+          : undefined,
     };
     this.phase = c;
     this.hadSession = true;
@@ -563,8 +782,13 @@ export class ClientCore {
     this.session = w.resumeToken ? { peerId: w.peerId, resumeToken: w.resumeToken, attempt: 0 } : undefined;
     this.inbound.reset();
     this.joinedRooms.clear();
+    // Empty for a new session; a session of this identity handed over (see above) is in rooms
+    // already, and its backlog follows as a replay from seq 1 on.
+    for (const room of w.rooms) this.joinedRooms.add(room);
     // Re-joins go before anything queued, which may be signals into those rooms.
-    const rejoins = [...this.rejoinRooms].map((room) => this.newRequest("join", room, true, []));
+    const rejoins = [...this.rejoinRooms]
+      .filter((room) => !this.joinedRooms.has(room))
+      .map((room) => this.newRequest("join", room, true, []));
     this.rejoinRooms.clear();
     this.outbox.addFirst(rejoins);
     this.flushOutbox();
@@ -577,7 +801,7 @@ export class ClientCore {
    * go out on the next session (it would come from another peer id, out of its context), so
    * all of it rejects, and the rooms are remembered for the fresh session.
    */
-  private loseSession(code: "RESUME_EXPIRED" | "RESUME_GAP", message: string): void {
+  private loseSession(code: "RESUME_EXPIRED" | "RESUME_GAP" | "IDENTITY_MISMATCH", message: string): void {
     const s = this.session;
     if (!s) return;
     this.session = undefined;
@@ -600,7 +824,7 @@ export class ClientCore {
     }
     if (!this.inbound.accept(frame.seq, now)) return; // a duplicate (replay overlap)
     if (c.replay) c.replay.count++;
-    this.onStreamFrame(frame);
+    this.onStreamFrame(now, c, frame);
     if (this.phase !== c) return;
     if (this.inbound.ackNow) this.sendAck(c.link);
     if (c.replay && this.inbound.lastSeq >= c.replay.until) this.finishReplay(c);
@@ -636,11 +860,11 @@ export class ClientCore {
       case "welcome":
         return;
       default:
-        this.onStreamFrame(frame);
+        this.onStreamFrame(now, c, frame);
     }
   }
 
-  private onStreamFrame(frame: ServerFrame): void {
+  private onStreamFrame(now: number, c: Connected, frame: ServerFrame): void {
     const msg = frame.msg;
     switch (msg.case) {
       case "joined": {
@@ -658,8 +882,19 @@ export class ClientCore {
         return;
       }
       case "error":
-        this.onError(frame, msg.value);
+        this.onError(now, c, frame, msg.value);
         return;
+      case "refreshed": {
+        const r = c.refresh;
+        const expiresInMs = Number(msg.value.tokenExpiresInMs);
+        // Only the reply to the Refresh under way: a replayed one answered an older connection,
+        // whose token the resume Hello has replaced since.
+        if (!r?.isReply(Number(frame.inReplyTo))) return;
+        r.renewed(now, expiresInMs);
+        this.tokenExpiry = now + expiresInMs;
+        this.emit("tokenRefreshed", { expiresInMs });
+        return;
+      }
       default: {
         const event = peerEvent(frame);
         if (event) this.out({ type: "event", event });
@@ -668,9 +903,28 @@ export class ClientCore {
   }
 
   /** An Error about one of our frames rejects whoever waits for it; any other is an event. */
-  private onError(frame: ServerFrame, err: WireError): void {
+  private onError(now: number, c: Connected, frame: ServerFrame, err: WireError): void {
     const id = Number(frame.inReplyTo || err.inReplyTo);
     const code = errorCodeName(err.code);
+    if (code === "DISCONNECTED") {
+      // The application's backend ended the session for good (the gateway closes with 4007).
+      this.emit("error", { code, message: err.message, inReplyTo: id });
+      this.shutDown("disconnected", new SignalgateError(code, err.message), err.message);
+      return;
+    }
+    if (id && c.refresh?.isReply(id)) {
+      // The new token was refused; the current one stays in force until it expires.
+      this.emit("error", { code, message: err.message, inReplyTo: id });
+      c.refresh.failed(now);
+      return;
+    }
+    if (code === "TOKEN_EXPIRED" && !id) {
+      // The gateway's warning: the token expired, a grace runs before it closes (4006).
+      // One replayed after a resume is old news: that Hello carried a fresh token.
+      this.emit("error", { code, message: err.message, inReplyTo: 0 });
+      if (!c.replay && c.refresh?.warn(now)) this.refreshNow(now, c);
+      return;
+    }
     const error = new SignalgateError(code, err.message, id);
     let taken = false;
     const entry = id ? this.outbox.refuse(id) : undefined;
@@ -715,12 +969,23 @@ export class ClientCore {
     this.backOff(now, c.goAwayAt);
   }
 
-  /** Ends everything without a reconnect (STALE_ATTEMPT). */
-  private shutDown(reason: DisconnectReason, err: SignalgateError): void {
+  /**
+   * The gateway closed the connection because the token expired without refresh (4006): the
+   * session is still there, resumable with a fresh token, so reconnect at once.
+   */
+  private tokenExpired(now: number, c: Connected): void {
+    this.closeLink(c.link, "token expired");
+    this.detach();
+    this.emit("disconnected", { reason: "token_expired", willReconnect: true });
+    this.startRound(now);
+  }
+
+  /** Ends everything without a reconnect (STALE_ATTEMPT, DISCONNECTED, token refusals). */
+  private shutDown(reason: DisconnectReason, err: SignalgateError, message?: string): void {
     this.closeLinkOf(this.phase, reason);
     this.phase = { kind: "closed" };
     this.failEverything(err);
-    this.emit("disconnected", { reason, willReconnect: false });
+    this.emit("disconnected", message === undefined ? { reason, willReconnect: false } : { reason, willReconnect: false, message });
   }
 
   // ---------------------------------------------------------------------------------------
@@ -818,6 +1083,7 @@ export class ClientCore {
   private closeLinkOf(p: Phase, reason: string): void {
     switch (p.kind) {
       case "connecting":
+      case "authorizing":
       case "handshaking":
       case "connected":
       case "closing":

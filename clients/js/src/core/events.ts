@@ -11,7 +11,11 @@ import type { JoinResult, PeerInfo, SignalPayload } from "../types.js";
 import type { CoreEvent } from "./output.js";
 
 export function peerInfo(p: Peer): PeerInfo {
-  return { peerId: p.peerId, state: presenceName(p.state) };
+  const info: PeerInfo = { peerId: p.peerId, state: presenceName(p.state) };
+  // Only with authentication: anonymous peers keep the plain shape.
+  if (p.name) info.name = p.name;
+  if (p.metadata) info.metadata = p.metadata;
+  return info;
 }
 
 export function joinResult(j: Joined): JoinResult {

@@ -15,6 +15,11 @@ export type Output =
   /** Close `link` (or give up opening it); nothing more is reported about it. */
   | { type: "close"; link: number; reason: string }
   | { type: "event"; event: CoreEvent }
+  /**
+   * Call the app's `getToken`; report the outcome with `tokenReady(now, ticket, token)` or
+   * `tokenFailed(now, ticket, message)`. A ticket the core no longer waits for is ignored.
+   */
+  | { type: "getToken"; ticket: number; reason: "connect" | "refresh" }
   /** App request `req` succeeded: connect (undefined), join (JoinResult), leave (undefined), signal (frame id). */
   | { type: "resolve"; req: number; value: JoinResult | number | undefined }
   | { type: "reject"; req: number; error: SignalgateError };

@@ -3,15 +3,21 @@
  * exactly the data that exists in it, so no flag can contradict another.
  *
  *   idle ──connect──▶ connecting ──opened──▶ handshaking ──Welcome──▶ connected
- *                        ▲   │ fails: next transport of the round       │
- *                        │   ▼ round exhausted                          │ lost / liveness / GoAway
- *                     backingOff ◀─────────────────────────────────────┘
+ *                        ▲   │   │ opened, getToken still busy  ▲         │
+ *                        │   │   └──────▶ authorizing ──token───┘         │
+ *                        │   │ fails: next transport of the round          │
+ *                        │   ▼ round exhausted, getToken failed,           │ lost / liveness / GoAway
+ *                        │     token refused, gateway full                 │
+ *                     backingOff ◀────────────────────────────────────────┘
+ *   connected ──close 4006 (token expired)──▶ connecting (at once, fresh token)
  *   freeze / pagehide(persisted) from any live phase ──▶ suspended ──resume / pageshow──▶ connecting
  *   close() when connected ──▶ closing (Bye sent) ──gateway closes / grace──▶ closed
- *   close() otherwise, pagehide (unload), STALE_ATTEMPT ──▶ closed
+ *   close() otherwise, pagehide (unload), STALE_ATTEMPT, superseded (4001), DISCONNECTED (4007),
+ *   `maxTokenRefusals` token refusals in a row ──▶ closed
  */
 import type { TransportKind } from "../transport/types.js";
 import type { Liveness } from "./liveness.js";
+import type { TokenRefresh } from "./refresh.js";
 
 /** One transport connection the core asked for (its id names it in inputs and outputs). */
 export interface Link {
@@ -39,10 +45,27 @@ export interface Replay {
   readonly resent: number;
 }
 
+/**
+ * The token for the Hello of one connection attempt: known at once (the `token` option, or
+ * none), or asked of the app's `getToken` (output `getToken` with `ticket`) in parallel with
+ * opening the transport.
+ */
+export type HelloToken = { readonly kind: "ready"; readonly value: string } | { readonly kind: "fetching"; readonly ticket: number };
+
 export interface Connecting {
   readonly kind: "connecting";
   readonly link: Link;
   readonly round: Round;
+  readonly deadline: number;
+  token: HelloToken;
+}
+
+/** The transport is open; Hello waits for the app's `getToken` (ticket), until `deadline`. */
+export interface Authorizing {
+  readonly kind: "authorizing";
+  readonly link: Link;
+  readonly round: Round;
+  readonly ticket: number;
   readonly deadline: number;
 }
 
@@ -64,6 +87,8 @@ export interface Connected {
   replay: Replay | undefined;
   /** A GoAway arrived: when to reconnect once this connection ends. */
   goAwayAt: number | undefined;
+  /** The token's in-band refresh; undefined without an expiry or without `getToken`. */
+  readonly refresh: TokenRefresh | undefined;
 }
 
 export interface BackingOff {
@@ -88,6 +113,7 @@ export interface Closing {
 export type Phase =
   | { readonly kind: "idle" }
   | Connecting
+  | Authorizing
   | Handshaking
   | Connected
   | BackingOff

@@ -122,10 +122,26 @@ export class Gw {
     this.deliver({ seq: BigInt(seq), msg: { case: "peerJoined", value: { room, peer: { peerId, state: 1 } } } });
   }
 
-  joined(seq: number, room: string, peers: { peerId: string; state: number }[] = []): void {
+  joined(seq: number, room: string, peers: { peerId: string; state: number; name?: string; metadata?: string }[] = []): void {
     const join = this.sentOf("join").filter((j) => j.msg.value.room === room).at(-1);
     if (!join) throw new Error(`no Join for ${room} on link ${this.id}`);
     this.deliver({ seq: BigInt(seq), inReplyTo: join.id, msg: { case: "joined", value: { room, peers } } });
+  }
+
+  /** Refreshed in reply to the last Refresh (or to `inReplyTo`), on the session's stream. */
+  refreshed(expiresInMs: number, seq: number, inReplyTo?: bigint): void {
+    const r = this.sentOf("refresh").at(-1);
+    if (!r && inReplyTo === undefined) throw new Error(`no Refresh on link ${this.id}`);
+    this.deliver({
+      seq: BigInt(seq),
+      inReplyTo: inReplyTo ?? r!.id,
+      msg: { case: "refreshed", value: { tokenExpiresInMs: BigInt(expiresInMs) } },
+    });
+  }
+
+  /** The gateway's warning: an unsolicited Error TOKEN_EXPIRED on the session's stream. */
+  tokenExpiredWarning(seq: number): void {
+    this.error(ErrorCode.TOKEN_EXPIRED, 0, seq, "the session's token expired; send Refresh with a new token within 10s");
   }
 
   pong(): void {
@@ -140,6 +156,8 @@ export class CoreHarness {
   readonly core: ClientCore;
   readonly links: Gw[] = [];
   readonly events: CoreEvent[] = [];
+  /** The core's `getToken` outputs, in order. */
+  readonly tokenRequests: { ticket: number; reason: "connect" | "refresh" }[] = [];
   private readonly results = new Map<number, Result>();
 
   constructor(options: Partial<SignalgateClientOptions> = {}, env: { random?: () => number; webTransport?: boolean } = {}) {
@@ -169,6 +187,9 @@ export class CoreHarness {
           break;
         case "event":
           this.events.push(o.event);
+          break;
+        case "getToken":
+          this.tokenRequests.push({ ticket: o.ticket, reason: o.reason });
           break;
         case "resolve":
           this.results.set(o.req, { state: "resolved", value: o.value });
@@ -231,6 +252,26 @@ export class CoreHarness {
   rejection(req: number): string | undefined {
     const r = this.result(req);
     return r.state === "rejected" ? r.error.code : undefined;
+  }
+
+  // --- the app's getToken -----------------------------------------------------------------
+
+  private ticket(ticket: number | undefined): number {
+    const t = ticket ?? this.tokenRequests.at(-1)?.ticket;
+    if (t === undefined) throw new Error("getToken was never called");
+    return t;
+  }
+
+  /** getToken resolves (the last call, or `ticket`). */
+  giveToken(token: string, ticket?: number): void {
+    const t = this.ticket(ticket);
+    this.input((now) => this.core.tokenReady(now, t, token));
+  }
+
+  /** getToken rejects (the last call, or `ticket`). */
+  failToken(message = "backend down", ticket?: number): void {
+    const t = this.ticket(ticket);
+    this.input((now) => this.core.tokenFailed(now, t, message));
   }
 
   // --- app inputs -------------------------------------------------------------------------
