@@ -87,6 +87,11 @@ class Gateway:
             "--rate-burst", str(rate_burst),
             "--log", "info",
         ]
+        # Gateways since 0.2 limit connections per source address; all clients here come from
+        # 127.0.0.1 at once. (Older gateways do not know the flags.)
+        help_text = subprocess.run([str(binary), "serve", "--help"], capture_output=True, text=True).stdout
+        if "--max-connections-per-ip" in help_text:
+            argv += ["--max-connections-per-ip", "0", "--new-connections-per-ip-per-sec", "0"]
         self.argv = argv
         env = dict(os.environ, NO_COLOR="1")
         self.popen = subprocess.Popen(

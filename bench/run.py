@@ -328,6 +328,12 @@ def start_gateway(lab: Lab, setting: str, port: int = 4433) -> Gateway:
         "--rate-limit", "100000",
         "--rate-burst", "100000",
         "--outbound-queue", "65536",
+        # Thousands of clients come from 16 source addresses: no per-source limits here, and
+        # room for the reconnect bursts (the limits are tested in tests/limits.rs).
+        "--max-connections-per-ip", "0",
+        "--new-connections-per-ip-per-sec", "0",
+        "--max-handshakes", "8192",
+        "--max-pending-hellos", "65536",
         "--log", "info",
     ]
     proc = lab.spawn(f"gateway-{setting}-{port}", argv, ns=NS_GW, env={"NO_COLOR": "1"})

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::auth::{AuthConfig, AuthSettings, SecretString};
 use crate::core::hub::{HubConfig, Limits};
 use crate::core::liveness::LivenessConfig;
 
@@ -57,6 +58,26 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 #[derive(Debug, Default, Clone, clap::Args, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
+    /// Tokens (in TOML: an `[auth]` table). No key given: anyone may join any room.
+    #[command(flatten)]
+    #[serde(default)]
+    pub auth: AuthSettings,
+
+    /// Sessions the gateway holds at once (online or away); beyond, Hello gets
+    /// TOO_MANY_SESSIONS.
+    #[arg(long, env = "SIGNALGATE_MAX_SESSIONS", value_name = "N")]
+    pub max_sessions: Option<usize>,
+
+    /// Connections that have not said Hello yet; beyond, new ones are closed at once.
+    #[arg(long, env = "SIGNALGATE_MAX_PENDING_HELLOS", value_name = "N")]
+    pub max_pending_hellos: Option<usize>,
+
+    /// After a session's token expired, how long it may still Refresh before its connection
+    /// is closed (4006; the session stays resumable with a new token).
+    #[arg(long, env = "SIGNALGATE_TOKEN_GRACE", value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, with = "humantime_serde::option")]
+    pub token_grace: Option<Duration>,
+
     /// TCP (HTTPS + WebSocket at /ws) and UDP (HTTP/3 + WebTransport at /wt) address.
     #[arg(long, env = "SIGNALGATE_LISTEN", value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
@@ -94,7 +115,9 @@ pub struct Settings {
     #[serde(default, with = "humantime_serde::option")]
     pub hello_timeout: Option<Duration>,
 
-    /// TLS handshake plus WebSocket upgrade (or WebTransport session request) deadline.
+    /// One deadline from accept to the session: TLS handshake plus WebSocket upgrade (a TCP
+    /// connection that has not upgraded by then is closed, whatever it asked meanwhile), or
+    /// QUIC handshake plus WebTransport session request and control stream.
     #[arg(long, env = "SIGNALGATE_HANDSHAKE_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
     #[serde(default, with = "humantime_serde::option")]
     pub handshake_timeout: Option<Duration>,
@@ -178,6 +201,57 @@ pub struct Settings {
     #[arg(long, env = "SIGNALGATE_RECONNECT_SPREAD", value_name = "DURATION", value_parser = parse_duration)]
     #[serde(default, with = "humantime_serde::option")]
     pub reconnect_spread: Option<Duration>,
+
+    /// Connections open at once from one source address (TCP and QUIC together; IPv6: one
+    /// /64). A connection beyond it is closed right after accept (TCP) or refused before its
+    /// handshake (QUIC). 0: no limit (e.g. behind a proxy that connects from one address).
+    /// Default 256 (many users can share one address behind a carrier's NAT).
+    #[arg(long, env = "SIGNALGATE_MAX_CONNECTIONS_PER_IP", value_name = "N")]
+    pub max_connections_per_ip: Option<u32>,
+
+    /// New connections per second from one source address (TCP and QUIC together; IPv6: one
+    /// /64), with a burst of twice this; beyond it they are refused like
+    /// --max-connections-per-ip. 0: no limit. Default 50.
+    #[arg(
+        long,
+        env = "SIGNALGATE_NEW_CONNECTIONS_PER_IP_PER_SEC",
+        value_name = "PER_SEC"
+    )]
+    pub new_connections_per_ip_per_sec: Option<u32>,
+
+    /// Connections in their handshake at once (TLS + WebSocket upgrade, QUIC handshake +
+    /// WebTransport session request), all listeners together; beyond it new connections are
+    /// refused. From half of it on, QUIC clients must first prove their address (Retry).
+    /// Default 512.
+    #[arg(long, env = "SIGNALGATE_MAX_HANDSHAKES", value_name = "N")]
+    pub max_handshakes: Option<u32>,
+
+    /// How often the --cert/--key files are checked for changes; a changed pair that loads
+    /// is used for new handshakes (open sessions keep theirs), a broken one is logged and the
+    /// current certificate kept. `0s`: never. Default 5s.
+    #[arg(long, env = "SIGNALGATE_CERT_RELOAD_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, with = "humantime_serde::option")]
+    pub cert_reload_interval: Option<Duration>,
+
+    /// Backend API listener for the application's own servers (plain HTTP, JSON, bearer
+    /// secret; see docs/api/openapi.yaml), or `off` (the default). It needs --api-secret-file
+    /// (or --api-secret). Keep it on loopback or a private network: it is not TLS.
+    #[arg(long, env = "SIGNALGATE_API_LISTEN", value_name = "ADDR|off")]
+    pub api_listen: Option<Listen>,
+
+    /// Bearer secret of the backend API (at least 32 bytes of printable ASCII, no spaces).
+    /// Prefer --api-secret-file: a command line is visible to other users.
+    #[arg(
+        long,
+        env = "SIGNALGATE_API_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub api_secret: Option<SecretString>,
+
+    /// File holding the backend API's bearer secret (trailing newlines are ignored).
+    #[arg(long, env = "SIGNALGATE_API_SECRET_FILE", value_name = "FILE")]
+    pub api_secret_file: Option<PathBuf>,
 }
 
 macro_rules! layer_fields {
@@ -185,13 +259,19 @@ macro_rules! layer_fields {
         impl Settings {
             /// `self` wins where it has a value; `lower` fills the rest.
             pub fn over(self, lower: Settings) -> Settings {
-                Settings { $($field: self.$field.or(lower.$field),)* }
+                Settings {
+                    auth: self.auth.over(lower.auth),
+                    $($field: self.$field.or(lower.$field),)*
+                }
             }
         }
     };
 }
 
 layer_fields!(
+    max_sessions,
+    max_pending_hellos,
+    token_grace,
     listen,
     http_listen,
     metrics_listen,
@@ -215,6 +295,13 @@ layer_fields!(
     backlog_bytes,
     outbound_queue,
     reconnect_spread,
+    max_connections_per_ip,
+    new_connections_per_ip_per_sec,
+    max_handshakes,
+    cert_reload_interval,
+    api_listen,
+    api_secret,
+    api_secret_file,
 );
 
 #[derive(Debug, thiserror::Error)]
@@ -266,6 +353,8 @@ pub enum TlsSource {
 /// The validated configuration the server runs with.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Token verification; None: authentication is off (anyone may join any room).
+    pub auth: Option<AuthConfig>,
     pub listen: SocketAddr,
     pub http_listen: Option<SocketAddr>,
     pub metrics_listen: Option<SocketAddr>,
@@ -276,6 +365,113 @@ pub struct Config {
     pub outbound_queue: usize,
     pub handshake_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// Per source address (IPv6: /64), TCP and QUIC together; 0: no limit.
+    pub max_connections_per_ip: u32,
+    /// Per source address, burst twice this; 0: no limit.
+    pub new_connections_per_ip_per_sec: u32,
+    /// Connections in their handshake at once, all listeners together.
+    pub max_handshakes: u32,
+    /// How often `--cert/--key` are checked for changes; `None`: never.
+    pub cert_reload_interval: Option<Duration>,
+    /// The backend API; None: off.
+    pub api: Option<ApiConfig>,
+}
+
+/// The backend API's listener and the bearer secret its callers present.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    pub listen: SocketAddr,
+    /// `Debug` shows its length only.
+    pub secret: SecretString,
+}
+
+/// Shortest accepted backend API secret, in bytes.
+pub const MIN_API_SECRET_BYTES: usize = 32;
+/// Longest accepted backend API secret, in bytes (it travels in a header).
+pub const MAX_API_SECRET_BYTES: usize = 1024;
+
+/// The backend API from `--api-listen` and `--api-secret` / `--api-secret-file`: a secret
+/// given is checked even when the API is off; the API on without a secret is refused. Messages
+/// name the flag (and the file), never the secret.
+fn check_api(
+    listen: Option<Listen>,
+    inline: Option<SecretString>,
+    file: Option<PathBuf>,
+) -> Result<Option<ApiConfig>, ConfigError> {
+    let (secret, origin) = match (inline, file) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "give the backend API secret once: --api-secret and --api-secret-file are both set"
+                    .to_owned(),
+            ));
+        }
+        (None, None) => (None, String::new()),
+        (Some(inline), None) => (Some(inline.expose().to_owned()), "--api-secret".to_owned()),
+        (None, Some(path)) => {
+            let origin = format!("--api-secret-file {}", path.display());
+            let mut bytes = std::fs::read(&path)
+                .map_err(|e| invalid(format!("{origin}: cannot read it: {e}")))?;
+            while matches!(bytes.last(), Some(b'\n' | b'\r')) {
+                bytes.pop();
+            }
+            let text = String::from_utf8(bytes).map_err(|_| {
+                invalid(format!(
+                    "{origin}: the secret must be printable ASCII without spaces"
+                ))
+            })?;
+            (Some(text), origin)
+        }
+    };
+    if let Some(secret) = &secret {
+        let len = secret.len();
+        if len < MIN_API_SECRET_BYTES {
+            return Err(invalid(format!(
+                "the backend API secret ({origin}) is {len} bytes long; at least \
+                 {MIN_API_SECRET_BYTES} are required (e.g. `openssl rand -hex 32`)"
+            )));
+        }
+        if len > MAX_API_SECRET_BYTES {
+            return Err(invalid(format!(
+                "the backend API secret ({origin}) is {len} bytes long, more than \
+                 {MAX_API_SECRET_BYTES}"
+            )));
+        }
+        if !secret.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(invalid(format!(
+                "the backend API secret ({origin}) must be printable ASCII without spaces \
+                 (it travels in an Authorization header)"
+            )));
+        }
+    }
+    match (listen.and_then(Listen::addr), secret) {
+        (None, _) => Ok(None),
+        (Some(listen), Some(secret)) => Ok(Some(ApiConfig {
+            listen,
+            secret: SecretString::new(secret),
+        })),
+        (Some(listen), None) => Err(invalid(format!(
+            "--api-listen {listen} is set but the backend API has no secret: give \
+             --api-secret-file FILE (or --api-secret); it does not start without one"
+        ))),
+    }
+}
+
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: u32 = 256;
+pub const DEFAULT_NEW_CONNECTIONS_PER_IP_PER_SEC: u32 = 50;
+pub const DEFAULT_MAX_HANDSHAKES: u32 = 512;
+pub const DEFAULT_CERT_RELOAD_INTERVAL: Duration = Duration::from_secs(5);
+
+/// `0s` turns reloading off; otherwise 100ms to 1h.
+fn check_cert_reload_interval(value: Option<Duration>) -> Result<Option<Duration>, ConfigError> {
+    match value.unwrap_or(DEFAULT_CERT_RELOAD_INTERVAL) {
+        Duration::ZERO => Ok(None),
+        value if value < Duration::from_millis(100) || value > Duration::from_secs(3600) => {
+            Err(invalid(format!(
+                "cert_reload_interval = {value:?} is out of range (0s to turn it off, or 100ms to 1h)"
+            )))
+        }
+        value => Ok(Some(value)),
+    }
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:4433";
@@ -355,6 +551,17 @@ impl TryFrom<Settings> for Config {
             16,
             1_000_000,
         )?;
+        let auth = s
+            .auth
+            .validate()
+            .map_err(|e| invalid(format!("auth: {e}")))?;
+        let authentication = auth.is_some();
+        let token_grace = s.token_grace.unwrap_or(hub_defaults.token_grace);
+        if token_grace > Duration::from_secs(3600) {
+            return Err(invalid(format!(
+                "token_grace = {token_grace:?} is longer than an hour"
+            )));
+        }
         let limits = Limits {
             max_frame_bytes: check_range(
                 "max_frame_bytes",
@@ -404,8 +611,18 @@ impl TryFrom<Settings> for Config {
             // GoAway) always find room behind a full window.
             send_window_frames: outbound_queue / 2,
             send_window_bytes: defaults.send_window_bytes,
-            max_sessions: defaults.max_sessions,
-            max_pending_hellos: defaults.max_pending_hellos,
+            max_sessions: check_range(
+                "max_sessions",
+                s.max_sessions.unwrap_or(defaults.max_sessions),
+                1,
+                100_000_000,
+            )?,
+            max_pending_hellos: check_range(
+                "max_pending_hellos",
+                s.max_pending_hellos.unwrap_or(defaults.max_pending_hellos),
+                1,
+                10_000_000,
+            )?,
         };
         let reconnect_spread = s.reconnect_spread.unwrap_or(hub_defaults.reconnect_spread);
         if reconnect_spread > Duration::from_secs(600) {
@@ -448,6 +665,7 @@ impl TryFrom<Settings> for Config {
             .unwrap_or(Listen::On(default_addr(DEFAULT_METRICS_LISTEN)))
             .addr();
         Ok(Config {
+            auth,
             listen,
             http_listen,
             metrics_listen,
@@ -458,8 +676,8 @@ impl TryFrom<Settings> for Config {
                 hello_timeout,
                 reconnect_after: hub_defaults.reconnect_after,
                 reconnect_spread,
-                authentication: false,
-                token_grace: hub_defaults.token_grace,
+                authentication,
+                token_grace,
                 limits,
             },
             tls,
@@ -467,6 +685,28 @@ impl TryFrom<Settings> for Config {
             outbound_queue,
             handshake_timeout,
             shutdown_grace: s.shutdown_grace.unwrap_or(Duration::from_secs(5)),
+            max_connections_per_ip: check_range(
+                "max_connections_per_ip",
+                s.max_connections_per_ip
+                    .unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_IP),
+                0,
+                1_000_000,
+            )?,
+            new_connections_per_ip_per_sec: check_range(
+                "new_connections_per_ip_per_sec",
+                s.new_connections_per_ip_per_sec
+                    .unwrap_or(DEFAULT_NEW_CONNECTIONS_PER_IP_PER_SEC),
+                0,
+                1_000_000,
+            )?,
+            max_handshakes: check_range(
+                "max_handshakes",
+                s.max_handshakes.unwrap_or(DEFAULT_MAX_HANDSHAKES),
+                1,
+                1_000_000,
+            )?,
+            cert_reload_interval: check_cert_reload_interval(s.cert_reload_interval)?,
+            api: check_api(s.api_listen, s.api_secret, s.api_secret_file)?,
         })
     }
 }

@@ -3,8 +3,10 @@
 //! - [`core`]: the sans-IO signaling core (sessions, rooms, presence, relay, liveness).
 //! - [`transport`]: WebSocket and WebTransport adapters that feed the core.
 //! - [`server`]: the tokio runtime that owns listeners, drives the core and shuts down.
+//! - [`auth`]: token verification (JWT signatures, claims, revocation) for the runtime.
 //! - [`client`]: a typed Rust client, used by the tests and the benchmarks.
 
+pub mod auth;
 pub mod client;
 pub mod config;
 pub mod core;

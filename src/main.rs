@@ -20,10 +20,13 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant, reason = "parsed once, at start-up")]
 enum Command {
     /// Run the gateway. Settings: flags over SIGNALGATE_* environment variables over the
     /// --config TOML file over built-in defaults.
     Serve(ServeArgs),
+    /// Development tokens (HS256), e.g. `signalgate token create --sub alice --room demo`.
+    Token(signalgate::auth::token_cli::TokenArgs),
 }
 
 #[derive(clap::Args)]
@@ -49,6 +52,11 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Token(args) => {
+            let token = signalgate::auth::token_cli::run(args, std::time::SystemTime::now())?;
+            println!("{token}");
+            Ok(())
+        }
     }
 }
 

@@ -64,6 +64,12 @@ pub const PROCESS_START_TIME: &str = "process_start_time_seconds";
 
 /// Every exported name (histograms by their base name), for checks against the dashboards.
 pub const ALL: &[&str] = &[
+    AUTH_REFUSALS,
+    CONNECTIONS_REFUSED,
+    HANDSHAKES_IN_PROGRESS,
+    TRACKED_SOURCES,
+    QUIC_RETRIES,
+    CERTIFICATE_RELOADS,
     SESSIONS,
     SESSIONS_UNREACHABLE,
     SESSIONS_OPENED,
@@ -348,9 +354,11 @@ fn describe_all() {
         metrics::Unit::Seconds,
         "Configured time an unreachable session may be resumed before it is gone."
     );
+    describe_limits();
 }
 
 fn register_zeroes() {
+    describe_auth();
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     gauge!(ROOMS).set(0.0);
     for transport in Transport::ALL {
@@ -388,6 +396,7 @@ fn register_zeroes() {
     for code in REFUSAL_REASONS {
         counter!(SIGNALS_DROPPED, "reason" => error_code_label(*code)).absolute(0);
     }
+    register_limit_zeroes();
 }
 
 /// Translates what the hub reports into metrics.
@@ -645,4 +654,149 @@ mod tests {
             );
         }
     }
+}
+
+// --- abuse limits: connection admission, handshakes, QUIC address validation, certificate
+// reloads. Labels: `transport` ∈ {websocket, webtransport} (TCP listeners count as
+// websocket), refusal `reason` ∈ [`REFUSAL_REASONS_LIMITS`], reload `outcome` ∈
+// [`CERTIFICATE_RELOAD_OUTCOMES`].
+
+pub const CONNECTIONS_REFUSED: &str = "signalgate_connections_refused_total";
+pub const HANDSHAKES_IN_PROGRESS: &str = "signalgate_handshakes_in_progress";
+pub const TRACKED_SOURCES: &str = "signalgate_tracked_sources";
+pub const QUIC_RETRIES: &str = "signalgate_quic_retries_total";
+pub const CERTIFICATE_RELOADS: &str = "signalgate_certificate_reloads_total";
+
+/// The names of this block, exported from the start like those in [`ALL`].
+pub const ALL_LIMITS: &[&str] = &[
+    CONNECTIONS_REFUSED,
+    HANDSHAKES_IN_PROGRESS,
+    TRACKED_SOURCES,
+    QUIC_RETRIES,
+    CERTIFICATE_RELOADS,
+];
+
+/// Why a connection was refused before its handshake, for [`connection_refused`].
+pub const REFUSAL_REASONS_LIMITS: &[&str] =
+    &["per_ip_limit", "per_ip_rate", "per_ip_table", "handshakes"];
+/// Outcomes of a certificate reload, for [`certificate_reload`].
+pub const CERTIFICATE_RELOAD_OUTCOMES: &[&str] = &["loaded", "failed"];
+
+fn describe_limits() {
+    describe_counter!(
+        CONNECTIONS_REFUSED,
+        "Connections refused before their handshake (TCP: closed right after accept; QUIC: refused before the handshake), by transport and reason."
+    );
+    describe_gauge!(
+        HANDSHAKES_IN_PROGRESS,
+        "Connections in their handshake now (TLS + WebSocket upgrade, QUIC handshake + WebTransport session request)."
+    );
+    describe_gauge!(
+        TRACKED_SOURCES,
+        "Source addresses (IPv6: /64 prefixes) the per-address connection limits track now."
+    );
+    describe_counter!(
+        QUIC_RETRIES,
+        "QUIC connection attempts answered with a Retry (address validation while half the handshake slots or more are taken)."
+    );
+    describe_counter!(
+        CERTIFICATE_RELOADS,
+        "Changes of the --cert/--key files seen, by outcome (loaded: used for new handshakes; failed: the current certificate stays)."
+    );
+}
+
+fn register_limit_zeroes() {
+    for transport in Transport::ALL {
+        for reason in REFUSAL_REASONS_LIMITS {
+            counter!(CONNECTIONS_REFUSED, "transport" => transport.label(), "reason" => *reason)
+                .absolute(0);
+        }
+    }
+    gauge!(HANDSHAKES_IN_PROGRESS).set(0.0);
+    gauge!(TRACKED_SOURCES).set(0.0);
+    counter!(QUIC_RETRIES).absolute(0);
+    for outcome in CERTIFICATE_RELOAD_OUTCOMES {
+        counter!(CERTIFICATE_RELOADS, "outcome" => *outcome).absolute(0);
+    }
+}
+
+/// `reason` must be one of [`REFUSAL_REASONS_LIMITS`].
+pub fn connection_refused(transport: Transport, reason: &'static str) {
+    debug_assert!(REFUSAL_REASONS_LIMITS.contains(&reason));
+    counter!(CONNECTIONS_REFUSED, "transport" => transport.label(), "reason" => reason)
+        .increment(1);
+}
+
+pub fn handshakes_in_progress(count: u32) {
+    gauge!(HANDSHAKES_IN_PROGRESS).set(f64::from(count));
+}
+
+pub fn tracked_sources(count: usize) {
+    gauge!(TRACKED_SOURCES).set(count as f64);
+}
+
+pub fn quic_retry() {
+    counter!(QUIC_RETRIES).increment(1);
+}
+
+/// `outcome` must be one of [`CERTIFICATE_RELOAD_OUTCOMES`].
+pub fn certificate_reload(outcome: &'static str) {
+    debug_assert!(CERTIFICATE_RELOAD_OUTCOMES.contains(&outcome));
+    counter!(CERTIFICATE_RELOADS, "outcome" => outcome).increment(1);
+}
+
+#[cfg(test)]
+mod limits_tests {
+    use super::*;
+
+    #[test]
+    fn every_limit_metric_is_exported_from_the_start() {
+        let recorder = recorder().expect("valid buckets");
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            describe_all();
+            register_zeroes();
+        });
+        let text = handle.render();
+        for name in ALL_LIMITS {
+            assert!(name.starts_with("signalgate_"), "{name}");
+            assert!(
+                text.contains(&format!("# TYPE {name} ")),
+                "{name} is not exported:\n{text}"
+            );
+        }
+        let series =
+            format!("{CONNECTIONS_REFUSED}{{transport=\"webtransport\",reason=\"per_ip_rate\"}} 0");
+        assert!(text.contains(&series), "{series} in\n{text}");
+    }
+}
+
+// --- authentication
+
+pub const AUTH_REFUSALS: &str = "signalgate_auth_refusals_total";
+
+/// Why a token was refused (the labels of `crate::auth::AuthRefusal`).
+const AUTH_REFUSAL_REASONS: &[&str] = &[
+    "missing",
+    "malformed",
+    "bad_signature",
+    "expired",
+    "not_yet_valid",
+    "wrong_audience",
+    "wrong_issuer",
+    "revoked",
+];
+
+fn describe_auth() {
+    describe_counter!(
+        AUTH_REFUSALS,
+        "Tokens refused (Hello or Refresh), by reason."
+    );
+    for reason in AUTH_REFUSAL_REASONS {
+        counter!(AUTH_REFUSALS, "reason" => *reason).absolute(0);
+    }
+}
+
+pub fn auth_refused(reason: &'static str) {
+    counter!(AUTH_REFUSALS, "reason" => reason).increment(1);
 }

@@ -49,6 +49,14 @@ pub enum TlsError {
     Generate(#[from] rcgen::Error),
     #[error("the certificate and key do not form a usable TLS identity: {0}")]
     Rustls(#[from] rustls::Error),
+    #[error("{cert} and {key} do not form a usable TLS identity: {source}")]
+    Unusable {
+        cert: PathBuf,
+        key: PathBuf,
+        source: rustls::Error,
+    },
+    #[error("{path} is a symbolic link: the development certificate is not written through one")]
+    Symlink { path: PathBuf },
 }
 
 #[derive(Debug)]
@@ -93,19 +101,34 @@ impl Identity {
                 path: cert.to_owned(),
             });
         }
-        let key = PrivateKeyDer::from_pem_file(key).map_err(read_err(key))?;
+        let key_path = key;
+        let key = PrivateKeyDer::from_pem_file(key_path).map_err(read_err(key_path))?;
         let identity = Identity {
             chain,
             key,
             not_after: None,
             generated: false,
         };
-        identity.certified_key()?; // Fail now, naming the files, if they do not match.
+        // Fail now, naming the files, if they do not match.
+        identity.certified_key().map_err(|error| match error {
+            TlsError::Rustls(source) => TlsError::Unusable {
+                cert: cert.to_owned(),
+                key: key_path.to_owned(),
+                source,
+            },
+            other => other,
+        })?;
         Ok(identity)
     }
 
     /// The development certificate in `dir`: reused while valid for a while, else renewed.
+    ///
+    /// The key is only ever readable by its owner: an existing key file readable by others is
+    /// tightened to 0600 (and logged); a new one is written to a temporary file created 0600
+    /// in the same directory, flushed to disk and renamed over the old one, so a crash never
+    /// leaves half a key. Nothing is written through a symbolic link.
     pub fn development(dir: &Path, now: SystemTime) -> Result<Identity, TlsError> {
+        tighten_key_file(&dir.join(DEV_KEY_FILE));
         if let Some(identity) = Self::stored_development(dir, now) {
             return Ok(identity);
         }
@@ -114,6 +137,9 @@ impl Identity {
             path: dir.to_owned(),
             source,
         })?;
+        for file in [DEV_CERT_FILE, DEV_KEY_FILE, DEV_EXPIRY_FILE] {
+            refuse_symlink(&dir.join(file))?;
+        }
         write_file(&dir.join(DEV_CERT_FILE), cert_pem.as_bytes(), 0o644)?;
         write_file(&dir.join(DEV_KEY_FILE), key_pem.as_bytes(), 0o600)?;
         let expiry = unix_secs(not_after).to_string();
@@ -264,6 +290,106 @@ impl ResolvesServerCert for LiveCertificate {
     }
 }
 
+/// The `--cert/--key` files as last seen, to notice when they are replaced (a CA's
+/// certificate is renewed in place, by a rename, or by a symbolic link moved to new files).
+///
+/// [`CertificateFiles::check`] is called every few seconds. A change is loaded once the files
+/// have stayed the same for one check (so a pair caught half-written is not even tried); a
+/// pair that does not load is reported once, and tried again when the files change again.
+#[derive(Debug)]
+pub struct CertificateFiles {
+    cert: PathBuf,
+    key: PathBuf,
+    /// What the current certificate was loaded from, or what last failed to load.
+    settled: Stamp,
+    /// A change seen at the last check, loaded if it is still the same at the next.
+    pending: Option<Stamp>,
+}
+
+/// What a check found.
+#[derive(Debug)]
+pub enum Reload {
+    Unchanged,
+    /// The files changed since the last check: wait for them to settle.
+    Changing,
+    Loaded(Identity),
+    Failed(TlsError),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    cert: Option<FileStamp>,
+    key: Option<FileStamp>,
+}
+
+/// Enough of a file's metadata to see it was rewritten, replaced or re-linked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl FileStamp {
+    /// `None` when the file cannot be looked at (missing, say).
+    fn read(path: &Path) -> Option<FileStamp> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = fs::metadata(path).ok()?; // Follows links: the file they point to now.
+        Some(FileStamp {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        })
+    }
+}
+
+impl CertificateFiles {
+    /// Takes the files' state now: call it before loading them for the first time, so that
+    /// a change in between is seen by the first check.
+    pub fn new(cert: &Path, key: &Path) -> CertificateFiles {
+        let mut files = CertificateFiles {
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+            settled: Stamp {
+                cert: None,
+                key: None,
+            },
+            pending: None,
+        };
+        files.settled = files.stamp();
+        files
+    }
+
+    fn stamp(&self) -> Stamp {
+        Stamp {
+            cert: FileStamp::read(&self.cert),
+            key: FileStamp::read(&self.key),
+        }
+    }
+
+    pub fn check(&mut self) -> Reload {
+        let now = self.stamp();
+        if now == self.settled {
+            self.pending = None;
+            return Reload::Unchanged;
+        }
+        if self.pending != Some(now) {
+            self.pending = Some(now);
+            return Reload::Changing;
+        }
+        self.pending = None;
+        self.settled = now;
+        match Identity::from_pem_files(&self.cert, &self.key) {
+            Ok(identity) => Reload::Loaded(identity),
+            Err(error) => Reload::Failed(error),
+        }
+    }
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -272,22 +398,93 @@ fn unix_secs(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
+/// Refuses `path` if it is a symbolic link (a missing file is fine).
+fn refuse_symlink(path: &Path) -> Result<(), TlsError> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => Err(TlsError::Symlink {
+            path: path.to_owned(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Writes `path` whole or not at all: a temporary file in the same directory, created with
+/// `mode` (exactly, whatever the umask), flushed to disk, then renamed over `path` (a rename
+/// replaces a link at `path` rather than following it); the directory is flushed too.
 fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TlsError> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let write = || -> std::io::Result<()> {
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(path)?;
-        file.write_all(bytes)
-    };
-    write().map_err(|source| TlsError::Write {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+
+    refuse_symlink(path)?;
+    let write_error = |source| TlsError::Write {
         path: path.to_owned(),
         source,
-    })
+    };
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .map_or_else(|| "file".into(), |n| n.to_string_lossy());
+    let temp = dir.join(format!(
+        ".{name}.{}.{}.tmp",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let written = (|| -> std::io::Result<()> {
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&temp)?;
+        file.set_permissions(fs::Permissions::from_mode(mode))?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&temp, path)
+    })();
+    if let Err(error) = written {
+        let _ = fs::remove_file(&temp);
+        return Err(write_error(error));
+    }
+    // The rename itself is durable once the directory is.
+    if let Err(error) = fs::File::open(dir).and_then(|d| d.sync_all()) {
+        tracing::debug!(%error, dir = %dir.display(), "cannot flush the directory");
+    }
+    Ok(())
+}
+
+/// An existing development key readable or writable by anyone but its owner is set to 0600.
+fn tighten_key_file(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return; // Not there yet.
+    };
+    if meta.file_type().is_symlink() {
+        tracing::warn!(
+            path = %path.display(),
+            "the development key is a symbolic link: its mode is left alone, and it will not be rewritten through the link"
+        );
+        return;
+    }
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 == 0 {
+        return;
+    }
+    match fs::set_permissions(path, fs::Permissions::from_mode(0o600)) {
+        Ok(()) => tracing::warn!(
+            path = %path.display(),
+            was = format!("{mode:o}"),
+            "the development key was readable by others: mode set to 600"
+        ),
+        Err(error) => tracing::error!(
+            path = %path.display(),
+            %error,
+            "the development key is readable by others and its mode cannot be changed"
+        ),
+    }
 }
 
 /// (certificate PEM, key PEM, notAfter) of a new development certificate.

@@ -75,7 +75,7 @@ http {{
     );
     let conf_path = dir.path().join("nginx.conf");
     std::fs::write(&conf_path, conf).expect("write nginx.conf");
-    let child = Command::new("nginx")
+    let mut child = Command::new("nginx")
         .arg("-p")
         .arg(dir.path())
         .arg("-c")
@@ -85,7 +85,10 @@ http {{
         .spawn()
         .expect("nginx must be installed (apt-get install nginx; scripts/install-test-deps)");
     for _ in 0..100 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
             return Nginx {
                 child,
                 port,
@@ -94,6 +97,8 @@ http {{
         }
         tokio::time::sleep(ms(50)).await;
     }
+    let _ = child.kill();
+    let _ = child.wait();
     let log = std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default();
     panic!("nginx did not listen on {port}: {log}");
 }
@@ -116,7 +121,9 @@ async fn a_client_whose_path_vanishes_behind_nginx_is_unreachable_in_time() {
     observer
         .signal("r", phone.peer_id(), data(b"through nginx"))
         .expect("send");
-    next_signal(&mut phone).await.expect("relayed through nginx");
+    next_signal(&mut phone)
+        .await
+        .expect("relayed through nginx");
     let noticed = assert_cut_is_noticed(
         &phone,
         &mut observer,

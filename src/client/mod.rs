@@ -269,15 +269,35 @@ pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 impl Session {
     /// Hello (new session) and Welcome.
     pub async fn start(conn: Connection) -> Result<Session, ClientError> {
+        Self::start_with_token(conn, "").await
+    }
+
+    /// Hello with a token (a JWT, when the gateway requires one) and Welcome. With tokens, a
+    /// Hello of an identity that has a session takes that session over (Welcome.resumed).
+    pub async fn start_with_token(conn: Connection, token: &str) -> Result<Session, ClientError> {
         let mut session = Session::new(conn, 0, 1);
-        session.hello(Hello::default()).await?;
+        let hello = Hello {
+            token: token.into(),
+            ..Hello::default()
+        };
+        session.hello(hello).await?;
         Ok(session)
     }
 
     /// Hello with the resume token; the Welcome says whether it resumed. Numbered frames the
     /// gateway had not processed are resent, in order, right after the Welcome.
     pub async fn resume(conn: Connection, state: &ResumeState) -> Result<Session, ClientError> {
+        Self::resume_with_token(conn, state, "").await
+    }
+
+    /// [`Session::resume`] with a (fresh) token, when the gateway requires one.
+    pub async fn resume_with_token(
+        conn: Connection,
+        state: &ResumeState,
+        token: &str,
+    ) -> Result<Session, ClientError> {
         let hello = Hello {
+            token: token.into(),
             resume_token: state.resume_token.clone(),
             last_seq: state.last_seq,
             attempt: state.attempt + 1,
@@ -529,6 +549,21 @@ impl Session {
             .await;
         }
         self.conn.close().await;
+    }
+
+    /// A new token for the session's identity; answered by Refreshed (or refused).
+    pub async fn refresh(&mut self, token: &str) -> Result<proto::Refreshed, ClientError> {
+        let reply = self
+            .request(client_frame::Msg::Refresh(proto::Refresh {
+                token: token.into(),
+            }))
+            .await?;
+        match reply.msg {
+            Some(server_frame::Msg::Refreshed(r)) => Ok(r),
+            other => Err(ClientError::Unexpected(format!(
+                "{other:?} instead of Refreshed"
+            ))),
+        }
     }
 
     /// Says the client is about to be suspended: the gateway detaches the session (peers see

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
-use super::ServerContext;
 use super::hub_driver::HubInput;
+use super::{ServerContext, tokens};
 use crate::core::hub::ConnId;
 use crate::core::liveness::{Liveness, LivenessEvent};
 use crate::core::reason_label;
@@ -115,7 +115,7 @@ async fn drive_as(ctx: Arc<ServerContext>, conn: ConnId, mut link: Link) {
             let to_hub = match input {
                 Some(Inbound::Frame(frame)) => {
                     liveness.on_inbound(now);
-                    HubInput::Frame { conn, frame }
+                    tokens::hub_input(&ctx, conn, frame)
                 }
                 Some(Inbound::Rejected(problem)) => {
                     liveness.on_inbound(now);

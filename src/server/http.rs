@@ -4,6 +4,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -21,6 +22,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
+use super::admission::{Admitted, ConnectionPermit, HandshakePermit, Refusal};
 use super::{ServerContext, assets, connection};
 use crate::core::Transport;
 use crate::metrics;
@@ -35,6 +37,11 @@ pub enum Scheme {
 }
 
 /// Accepts TCP connections until shutdown; TLS first when `tls` is given.
+///
+/// A connection beyond the per-source or handshake limits is closed right after accept,
+/// before TLS. An admitted one has `handshake_timeout` from accept to its WebSocket upgrade,
+/// TLS and every HTTP request on the way included: a connection that has not upgraded by
+/// then is closed (plain requests for the demo, /healthz … are served meanwhile).
 pub async fn accept_loop(ctx: Arc<ServerContext>, listener: TcpListener, tls: Option<TlsAcceptor>) {
     loop {
         let accepted = tokio::select! {
@@ -50,16 +57,34 @@ pub async fn accept_loop(ctx: Arc<ServerContext>, listener: TcpListener, tls: Op
                 continue;
             }
         };
+        let Admitted {
+            connection,
+            handshake,
+        } = match ctx.admission.admit(peer.ip()) {
+            Ok(admitted) => admitted,
+            Err(refusal) => {
+                refuse(tcp, peer, refusal);
+                continue;
+            }
+        };
+        let deadline = tokio::time::Instant::now() + ctx.config.handshake_timeout;
         tune_socket(&tcp, ctx.config.hub.liveness.transport_backstop());
         let ctx2 = ctx.clone();
         let tls = tls.clone();
         ctx.tasks.spawn(async move {
+            let connection = Arc::new(connection);
             match tls {
-                None => serve_http(ctx2, tcp, peer, Scheme::Http).await,
+                None => {
+                    let handshake = Handshake::new(deadline, handshake);
+                    serve_http(ctx2, tcp, peer, Scheme::Http, handshake, connection).await;
+                }
                 Some(acceptor) => {
-                    let deadline = ctx2.config.handshake_timeout;
-                    match tokio::time::timeout(deadline, acceptor.accept(tcp)).await {
-                        Ok(Ok(stream)) => serve_http(ctx2, stream, peer, Scheme::Https).await,
+                    match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
+                        Ok(Ok(stream)) => {
+                            let handshake = Handshake::new(deadline, handshake);
+                            serve_http(ctx2, stream, peer, Scheme::Https, handshake, connection)
+                                .await;
+                        }
                         Ok(Err(error)) => {
                             tracing::debug!(%peer, %error, "TLS handshake failed");
                             metrics::handshake_failed(Transport::WebSocket, "tls");
@@ -72,6 +97,32 @@ pub async fn accept_loop(ctx: Arc<ServerContext>, listener: TcpListener, tls: Op
                 }
             }
         });
+    }
+}
+
+/// Closes a connection the limits refused at once, with a reset: no TLS, no FIN handshake,
+/// no TIME_WAIT left behind on our side.
+fn refuse(tcp: TcpStream, peer: SocketAddr, refusal: Refusal) {
+    metrics::connection_refused(Transport::WebSocket, refusal.label());
+    tracing::debug!(%peer, reason = refusal.label(), "TCP connection refused");
+    if let Err(error) = socket2::SockRef::from(&tcp).set_linger(Some(Duration::ZERO)) {
+        tracing::debug!(%error, "cannot set SO_LINGER");
+    }
+    drop(tcp);
+}
+
+/// The rest of a TCP connection's handshake: its deadline and its handshake slot.
+struct Handshake {
+    deadline: tokio::time::Instant,
+    _slot: HandshakePermit,
+}
+
+impl Handshake {
+    fn new(deadline: tokio::time::Instant, slot: HandshakePermit) -> Handshake {
+        Handshake {
+            deadline,
+            _slot: slot,
+        }
     }
 }
 
@@ -92,14 +143,26 @@ fn tune_socket(tcp: &TcpStream, user_timeout: Duration) {
     }
 }
 
-async fn serve_http<S>(ctx: Arc<ServerContext>, stream: S, peer: SocketAddr, scheme: Scheme)
-where
+/// Serves HTTP on one connection until it upgrades to a WebSocket (the upgraded connection
+/// then lives on in its own task, with `permit`), ends, or reaches the handshake deadline.
+async fn serve_http<S>(
+    ctx: Arc<ServerContext>,
+    stream: S,
+    peer: SocketAddr,
+    scheme: Scheme,
+    handshake: Handshake,
+    permit: Arc<ConnectionPermit>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let ctx2 = ctx.clone();
+    let answered = Arc::new(AtomicBool::new(false));
+    let answered2 = answered.clone();
     let service = service_fn(move |req| {
         let ctx = ctx2.clone();
-        async move { Ok::<_, Infallible>(route(ctx, peer, scheme, req)) }
+        let permit = permit.clone();
+        answered2.store(true, Ordering::Relaxed);
+        async move { Ok::<_, Infallible>(route(ctx, peer, scheme, &permit, req)) }
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -108,9 +171,18 @@ where
         .with_upgrades();
     let mut conn = std::pin::pin!(conn);
     tokio::select! {
+        // Ends with the upgrade (the connection is handed over) or with the connection.
         result = conn.as_mut() => {
             if let Err(error) = result {
                 tracing::debug!(%peer, %error, "HTTP connection ended with an error");
+            }
+        }
+        () = tokio::time::sleep_until(handshake.deadline) => {
+            if answered.load(Ordering::Relaxed) {
+                tracing::debug!(%peer, "HTTP connection closed at the handshake deadline");
+            } else {
+                tracing::debug!(%peer, "no request within the handshake timeout");
+                metrics::handshake_failed(Transport::WebSocket, "timeout");
             }
         }
         () = ctx.shutdown.cancelled() => {
@@ -124,19 +196,21 @@ fn route(
     ctx: Arc<ServerContext>,
     peer: SocketAddr,
     scheme: Scheme,
+    permit: &Arc<ConnectionPermit>,
     req: Request<Incoming>,
 ) -> Response<Body> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
     }
     match req.uri().path() {
-        "/ws" => websocket_upgrade(ctx, peer, req),
+        "/ws" => websocket_upgrade(ctx, peer, permit.clone(), req),
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/cert-hash" => json(format!(
             r#"{{"algorithm":"sha-256","value":"{}"}}"#,
             ctx.certificate.sha256_hex()
         )),
         "/endpoints" => json(endpoints_json(&ctx, scheme, &req)),
+        "/dev-token" => dev_token(&ctx, peer, &req),
         path => match assets::get(path) {
             Some(asset) => Response::builder()
                 .header(header::CONTENT_TYPE, asset.content_type)
@@ -146,6 +220,49 @@ fn route(
             None => text(StatusCode::NOT_FOUND, "not found\n"),
         },
     }
+}
+
+/// Development tokens for the demo: `GET /dev-token?sub=NAME` → `{"token": "…"}` (every room,
+/// one hour, `name` = the sub). Only where nobody else can reach it: the gateway has an
+/// HS256 secret, every listener is on loopback, and the request comes from loopback.
+/// Anywhere else the route does not exist (404).
+fn dev_token(ctx: &ServerContext, peer: SocketAddr, req: &Request<Incoming>) -> Response<Body> {
+    let Some(auth) = ctx.auth.as_ref().filter(|_| dev_tokens_allowed(ctx, peer)) else {
+        return text(StatusCode::NOT_FOUND, "not found\n");
+    };
+    let sub = req
+        .uri()
+        .query()
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|pair| pair.strip_prefix("sub="))
+        .unwrap_or("");
+    let plain = |s: &str| {
+        (1..=64).contains(&s.len())
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    };
+    if !plain(sub) {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "sub must be 1 to 64 characters of A-Z a-z 0-9 . _ -\n",
+        );
+    }
+    let mut spec = crate::auth::TokenSpec::new(sub, ["*"]);
+    spec.name = Some(sub.to_string());
+    match auth.mint_hs256(&spec, std::time::SystemTime::now()) {
+        Ok(token) => json(format!(r#"{{"token":"{token}"}}"#)),
+        // The keys are public keys only: no development tokens.
+        Err(_) => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+fn dev_tokens_allowed(ctx: &ServerContext, peer: SocketAddr) -> bool {
+    let bound = &ctx.bound;
+    peer.ip().is_loopback()
+        && bound.listen.ip().is_loopback()
+        && bound.http.is_none_or(|a| a.ip().is_loopback())
+        && bound.webtransport.iter().all(|a| a.ip().is_loopback())
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Body> {
@@ -221,6 +338,7 @@ fn endpoints_json(ctx: &ServerContext, scheme: Scheme, req: &Request<Incoming>) 
 fn websocket_upgrade(
     ctx: Arc<ServerContext>,
     peer: SocketAddr,
+    permit: Arc<ConnectionPermit>,
     mut req: Request<Incoming>,
 ) -> Response<Body> {
     let headers = req.headers();
@@ -264,6 +382,8 @@ fn websocket_upgrade(
     let upgrade = hyper::upgrade::on(&mut req);
     let ctx2 = ctx.clone();
     ctx.tasks.spawn(async move {
+        // The source's connection count lasts as long as the WebSocket.
+        let _permit = permit;
         match upgrade.await {
             Ok(upgraded) => {
                 let limits = &ctx2.config.hub.limits;

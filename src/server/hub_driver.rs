@@ -10,9 +10,10 @@ use tokio::sync::{mpsc, oneshot};
 use crate::core::Transport;
 use crate::core::codec::FrameProblem;
 use crate::core::hub::{ConnId, DisconnectTarget, Hub, Output, RoomView, SessionView};
+use crate::core::identity::Credentials;
 use crate::core::reason_label;
 use crate::metrics;
-use crate::proto::{ClientFrame, Reason};
+use crate::proto::{ClientFrame, Hello, Reason};
 use crate::transport::Outbound;
 
 #[derive(Debug)]
@@ -28,6 +29,19 @@ pub enum HubInput {
     Frame {
         conn: ConnId,
         frame: ClientFrame,
+    },
+    /// A Hello whose token the connection's task verified.
+    Hello {
+        conn: ConnId,
+        id: u64,
+        hello: Hello,
+        credentials: Credentials,
+    },
+    /// A Refresh whose token the connection's task verified.
+    Refresh {
+        conn: ConnId,
+        id: u64,
+        credentials: Credentials,
     },
     Rejected {
         conn: ConnId,
@@ -115,6 +129,17 @@ fn apply(hub: &mut Hub, links: &mut HashMap<ConnId, LinkHandle>, now: Instant, i
             hub.connection_opened(now, conn, transport);
         }
         HubInput::Frame { conn, frame } => hub.frame_received(now, conn, frame),
+        HubInput::Hello {
+            conn,
+            id,
+            hello,
+            credentials,
+        } => hub.hello_received(now, conn, id, hello, credentials),
+        HubInput::Refresh {
+            conn,
+            id,
+            credentials,
+        } => hub.refresh_received(now, conn, id, credentials),
         HubInput::Rejected { conn, problem } => hub.frame_rejected(now, conn, problem),
         HubInput::Drained { conn, mark } => hub.connection_drained(now, conn, mark),
         HubInput::Lost {
@@ -224,7 +249,7 @@ fn forward(
 mod tests {
     use super::*;
     use crate::core::hub::HubConfig;
-    use crate::proto::{Hello, Join, PresenceState, Signal, client_frame, server_frame, signal};
+    use crate::proto::{Join, PresenceState, Signal, client_frame, server_frame, signal};
 
     fn frame(id: u64, msg: client_frame::Msg) -> ClientFrame {
         ClientFrame {

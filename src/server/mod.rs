@@ -1,11 +1,14 @@
 //! The tokio runtime around the core: listeners, the hub task, one driver task per
 //! connection, and a graceful shutdown that every task observes.
 
+mod admission;
+mod api;
 mod assets;
 mod connection;
 mod http;
 mod hub_driver;
 mod quic;
+mod tokens;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,11 +22,13 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::config::TlsSource;
 use crate::core::hub::Hub;
 use crate::metrics;
-use crate::tls::{Identity, LiveCertificate, TlsError};
+use crate::tls::{CertificateFiles, Identity, LiveCertificate, Reload, TlsError};
+use admission::Admission;
 use hub_driver::{HUB_QUEUE, HubInput};
 
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +55,8 @@ pub struct Bound {
     /// Plain HTTP: demo page and WebSocket without TLS.
     pub http: Option<SocketAddr>,
     pub metrics: Option<SocketAddr>,
+    /// The backend API (plain HTTP, bearer secret); None when off.
+    pub api: Option<SocketAddr>,
 }
 
 /// What every task of the server shares.
@@ -57,6 +64,10 @@ pub struct ServerContext {
     pub config: Config,
     pub certificate: Arc<LiveCertificate>,
     pub bound: Bound,
+    /// Per-source and handshake limits of new connections, shared by every listener.
+    admission: Arc<Admission>,
+    /// Verifies the tokens of Hello and Refresh; None when authentication is off.
+    pub auth: Option<Arc<Authenticator>>,
     hub: mpsc::Sender<HubInput>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -142,6 +153,11 @@ async fn bind_tcp(addr: SocketAddr, what: &'static str) -> Result<TcpListener, S
 /// Binds every listener and starts serving. Fails, naming the address, if one cannot be bound.
 pub async fn start(config: Config) -> Result<Running, ServerError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
+    // Seen before the first load, so that a change in between is reloaded.
+    let certificate_files = match &config.tls {
+        TlsSource::Files { cert, key } => Some(CertificateFiles::new(cert, key)),
+        TlsSource::Development { .. } => None,
+    };
     let identity = Identity::load(&config.tls)?;
 
     let certificate = LiveCertificate::new(&identity)?;
@@ -161,6 +177,10 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         Some(addr) => Some(bind_tcp(addr, "plain HTTP").await?),
         None => None,
     };
+    let api = match &config.api {
+        Some(api) => Some(bind_tcp(api.listen, "backend API").await?),
+        None => None,
+    };
     let metrics_stop = CancellationToken::new();
     let metrics_addr = match config.metrics_listen {
         Some(addr) => {
@@ -178,13 +198,29 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
             .unwrap_or_default(),
         http: http.as_ref().and_then(|l| l.local_addr().ok()),
         metrics: metrics_addr,
+        api: api.as_ref().and_then(|l| l.local_addr().ok()),
     };
 
     let tls_config = certificate.server_config(vec![b"http/1.1".to_vec()])?;
     let (hub_tx, hub_rx) = mpsc::channel(HUB_QUEUE);
+    let authenticator = config
+        .auth
+        .clone()
+        .map(|auth| Arc::new(Authenticator::new(auth)));
+    match &authenticator {
+        Some(auth) => {
+            tracing::info!(keys = ?auth.describe_keys(), "tokens required: every Hello carries a JWT");
+        }
+        None => tracing::warn!(
+            "authentication is OFF: anyone who can reach this gateway may join any room \
+             (development only; see --auth-hs256-secret-file, --auth-public-key, --auth-jwks)"
+        ),
+    }
     let ctx = Arc::new(ServerContext {
         certificate,
         bound,
+        admission: Admission::new(admission::Limits::from_config(&config)),
+        auth: authenticator,
         hub: hub_tx,
         shutdown: CancellationToken::new(),
         tasks: TaskTracker::new(),
@@ -200,8 +236,14 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     if let Some(listener) = webtransport {
         tokio::spawn(listener.accept_loop(ctx.clone()));
     }
+    if let Some(api) = api {
+        tokio::spawn(api::accept_loop(ctx.clone(), api));
+    }
     if matches!(ctx.config.tls, TlsSource::Development { .. }) {
         tokio::spawn(renew_certificate_hourly(ctx.clone()));
+    }
+    if let (Some(files), Some(every)) = (certificate_files, ctx.config.cert_reload_interval) {
+        tokio::spawn(reload_certificate_files(ctx.clone(), files, every));
     }
     Ok(Running {
         ctx,
@@ -240,4 +282,64 @@ fn renew_certificate(ctx: &ServerContext, now: SystemTime) -> Result<bool, TlsEr
         "development certificate renewed; pages must fetch the new hash from /cert-hash"
     );
     Ok(true)
+}
+
+/// `--cert/--key` from a CA are renewed in place: checks the files every `every` and presents
+/// a changed pair that loads to new handshakes (TLS and QUIC); open sessions keep theirs. A
+/// pair that does not load (half-written, mismatched) is logged naming the file, and the
+/// current certificate stays.
+async fn reload_certificate_files(
+    ctx: Arc<ServerContext>,
+    mut files: CertificateFiles,
+    every: Duration,
+) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await; // Immediate; the files were just loaded.
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            () = ctx.shutdown.cancelled() => return,
+        }
+        // File I/O off the runtime's threads (a slow disk or network mount).
+        let checked = tokio::task::spawn_blocking(move || {
+            let reload = files.check();
+            (files, reload)
+        })
+        .await;
+        let reload;
+        (files, reload) = match checked {
+            Ok(checked) => checked,
+            Err(error) => {
+                tracing::error!(%error, "the certificate check failed; no more reloads");
+                return;
+            }
+        };
+        match reload {
+            Reload::Unchanged | Reload::Changing => {}
+            Reload::Loaded(identity) => {
+                if identity.leaf_sha256() == ctx.certificate.sha256() {
+                    tracing::debug!("certificate files rewritten with the same certificate");
+                    continue;
+                }
+                match ctx.certificate.replace(&identity) {
+                    Ok(()) => {
+                        metrics::certificate_reload("loaded");
+                        tracing::info!(
+                            sha256 = %identity.leaf_sha256_hex(),
+                            "certificate reloaded: new handshakes get it, open sessions keep theirs"
+                        );
+                    }
+                    Err(error) => {
+                        metrics::certificate_reload("failed");
+                        tracing::error!(%error, "cannot use the changed certificate; the current one stays");
+                    }
+                }
+            }
+            Reload::Failed(error) => {
+                metrics::certificate_reload("failed");
+                tracing::error!(%error, "cannot reload the certificate; the current one stays");
+            }
+        }
+    }
 }

@@ -8,6 +8,7 @@ use wtransport::endpoint::endpoint_side::Server;
 use wtransport::error::ConnectionError;
 use wtransport::{Endpoint, VarInt};
 
+use super::admission::Admitted;
 use super::{ServerContext, ServerError, connection};
 use crate::config::Config;
 use crate::core::Transport;
@@ -73,19 +74,40 @@ fn bind_one(
         source,
     };
     let socket = webtransport::bind_socket(addr).map_err(bind_error)?;
-    let server_config = webtransport::server_config(socket, certificate, &config.hub.liveness)?;
+    let server_config = webtransport::server_config(socket, certificate, config)?;
     Endpoint::server(server_config).map_err(bind_error)
 }
 
+/// Admits or refuses each connection attempt before its handshake: while half the handshake
+/// slots or more are taken, a client that has not proven its address gets a Retry (a
+/// stateless round trip a spoofed source cannot complete) and is admitted when it comes back
+/// with the token; a source over its limits, or an attempt with every handshake slot taken,
+/// is refused (CONNECTION_REFUSED) at once.
 async fn accept_on(ctx: Arc<ServerContext>, endpoint: Endpoint<Server>, sampler: ActivitySampler) {
     loop {
         let incoming = tokio::select! {
             incoming = endpoint.accept() => incoming,
             () = ctx.shutdown.cancelled() => break,
         };
+        let peer = incoming.remote_address();
+        if !incoming.remote_address_validated() && ctx.admission.under_load() {
+            tracing::debug!(%peer, "QUIC address validation (Retry) under load");
+            metrics::quic_retry();
+            incoming.retry();
+            continue;
+        }
+        let admitted = match ctx.admission.admit(peer.ip()) {
+            Ok(admitted) => admitted,
+            Err(refusal) => {
+                tracing::debug!(%peer, reason = refusal.label(), "QUIC connection refused");
+                metrics::connection_refused(Transport::WebTransport, refusal.label());
+                incoming.refuse();
+                continue;
+            }
+        };
         let ctx2 = ctx.clone();
         ctx.tasks
-            .spawn(accept_session(ctx2, incoming, sampler.clone()));
+            .spawn(accept_session(ctx2, incoming, sampler.clone(), admitted));
     }
     // Let GoAway and close frames of the sessions drain before the socket goes.
     ctx.tasks.wait().await;
@@ -93,11 +115,18 @@ async fn accept_on(ctx: Arc<ServerContext>, endpoint: Endpoint<Server>, sampler:
     endpoint.close(code, b"server_shutdown");
 }
 
+/// One deadline (`handshake_timeout`) from the first packet to the control stream: QUIC
+/// handshake, HTTP/3 settings, the session request, its acceptance and the client's stream.
 async fn accept_session(
     ctx: Arc<ServerContext>,
     incoming: IncomingSession,
     sampler: ActivitySampler,
+    admitted: Admitted,
 ) {
+    let Admitted {
+        connection: _permit, // The source's count lasts as long as the session.
+        handshake,
+    } = admitted;
     let deadline = ctx.config.handshake_timeout;
     let established = tokio::time::timeout(deadline, async {
         let request = incoming.await?;
@@ -124,6 +153,7 @@ async fn accept_session(
         Ok::<_, ConnectionError>(Some((connection, send, recv)))
     })
     .await;
+    drop(handshake);
     let (connection, send, recv) = match established {
         Ok(Ok(Some(session))) => session,
         Ok(Ok(None)) => return,

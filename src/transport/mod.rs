@@ -79,6 +79,9 @@ pub fn close_code(reason: Reason) -> u16 {
         Reason::HelloTimeout => 4003,
         Reason::LivenessTimeout => 4004,
         Reason::Suspended => 4005,
+        Reason::TokenExpired => 4006,
+        Reason::Disconnected => 4007,
+        Reason::GatewayFull => 4008,
         _ => 1000,
     }
 }

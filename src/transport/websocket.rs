@@ -72,10 +72,16 @@ async fn read_loop<St>(
 {
     loop {
         let (event, last) = match stream.next().await {
-            Some(Ok(Message::Binary(bytes))) => match decode_client_frame(bytes, max_frame_bytes) {
-                Ok(frame) => (Inbound::Frame(frame), false),
-                Err(problem) => (Inbound::Rejected(problem), false),
-            },
+            // A copy of its own: tungstenite hands out a slice of its read buffer, and the
+            // frame's `bytes` fields (a signal's data) would be slices of that too, so one held
+            // signal would keep the whole buffer alive (up to max_frame_bytes and more, per
+            // held signal, when small held frames alternate with large ones).
+            Some(Ok(Message::Binary(bytes))) => {
+                match decode_client_frame(Bytes::copy_from_slice(&bytes), max_frame_bytes) {
+                    Ok(frame) => (Inbound::Frame(frame), false),
+                    Err(problem) => (Inbound::Rejected(problem), false),
+                }
+            }
             Some(Ok(Message::Text(_))) => (
                 Inbound::Rejected(FrameProblem::Unsupported {
                     what: "text message (frames are binary protobuf)",
@@ -190,6 +196,10 @@ mod tests {
             Reason::SlowConsumer,
             Reason::HelloTimeout,
             Reason::LivenessTimeout,
+            Reason::Suspended,
+            Reason::TokenExpired,
+            Reason::Disconnected,
+            Reason::GatewayFull,
         ];
         let mut codes: Vec<u16> = reasons.iter().map(|r| close_code(*r)).collect();
         codes.sort();

@@ -71,22 +71,78 @@ pub fn bind_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
 }
 
 /// The QUIC server configuration: our certificate with ALPN h3, keep-alives every
-/// `ping_interval`, the idle backstop, migration allowed, on `socket`.
+/// `ping_interval`, the idle backstop, migration allowed, on `socket`; the transport sized
+/// for signaling ([`transport_config`]) and connection attempts bounded before they are
+/// accepted ([`INCOMING_BUFFER_BYTES`]).
 pub fn server_config(
     socket: std::net::UdpSocket,
     certificate: &Arc<LiveCertificate>,
-    liveness: &LivenessConfig,
+    config: &Config,
 ) -> Result<ServerConfig, TlsError> {
+    let liveness = &config.hub.liveness;
     let tls = certificate.quic_server_config(vec![b"h3".to_vec()])?;
-    let config = ServerConfig::builder()
+    let transport = transport_config(config.hub.limits.max_frame_bytes);
+    let mut server = ServerConfig::builder()
         .with_bind_socket(socket)
-        .with_custom_tls(tls)
+        .with_custom_tls_and_transport(tls, transport)
         .max_idle_timeout(Some(liveness.transport_backstop()))
         .expect("the idle timeout is far below QUIC's 2^62 ms limit")
         .keep_alive_interval(Some(liveness.ping_interval()))
         .allow_migration(true)
         .build();
-    Ok(config)
+    let max_incoming = usize::try_from(config.max_handshakes)
+        .unwrap_or(usize::MAX)
+        .saturating_mul(2);
+    server
+        .quic_config_mut()
+        .max_incoming(max_incoming)
+        .incoming_buffer_size(INCOMING_BUFFER_BYTES)
+        .incoming_buffer_size_total(INCOMING_BUFFER_TOTAL_BYTES);
+    Ok(server)
+}
+
+/// Packets buffered for one connection attempt not yet admitted (quinn: 10 MiB), and for all
+/// (quinn: 100 MiB). Attempts are admitted or refused as they come, so this is only a bound.
+pub const INCOMING_BUFFER_BYTES: u64 = 64 * 1024;
+pub const INCOMING_BUFFER_TOTAL_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Bidirectional streams a client may have open: the session's extended-CONNECT request
+/// stream, the control stream, and one more so that a second stream is refused with an
+/// Error (UNSUPPORTED_FRAME) rather than left blocked without a word.
+pub const MAX_BIDI_STREAMS: u32 = 3;
+/// Unidirectional streams a client may have open: exactly HTTP/3's own (control, QPACK
+/// encoder, QPACK decoder). The protocol uses none of WebTransport's.
+pub const MAX_UNI_STREAMS: u32 = 3;
+/// Receive window of a stream beyond the largest frame: its length prefix and a few small
+/// frames behind it.
+pub const STREAM_WINDOW_HEADROOM: usize = 16 * 1024;
+/// Inbound datagrams: the smallest size that still announces datagram support (WebTransport
+/// over HTTP/3 requires a max_datagram_frame_size > 0, and quinn sends datagrams only with a
+/// receive buffer), but into which no HTTP/3 datagram fits: a client's datagram is a protocol
+/// violation that closes its connection, and nothing a client sends is ever held here.
+pub const DATAGRAM_RECEIVE_BYTES: usize = 1;
+/// Outbound datagrams queued: the probes are empty.
+pub const DATAGRAM_SEND_BYTES: usize = 4 * 1024;
+
+/// QUIC at what the protocol needs, instead of quinn's bulk-transfer defaults (1.25 MB per
+/// stream, an unlimited connection window, 100 streams each way, 1.25 MB of inbound
+/// datagrams): the streams above; receive windows of the largest frame plus headroom (per
+/// stream) and twice that (per connection), which is all a client can make the gateway hold
+/// in stream data; inbound datagrams refused.
+pub fn transport_config(max_frame_bytes: usize) -> quinn::TransportConfig {
+    let stream_window = max_frame_bytes.saturating_add(STREAM_WINDOW_HEADROOM);
+    let varint = |n: usize| {
+        quinn::VarInt::from_u64(u64::try_from(n).unwrap_or(u64::MAX)).unwrap_or(quinn::VarInt::MAX)
+    };
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .max_concurrent_bidi_streams(MAX_BIDI_STREAMS.into())
+        .max_concurrent_uni_streams(MAX_UNI_STREAMS.into())
+        .stream_receive_window(varint(stream_window))
+        .receive_window(varint(stream_window.saturating_mul(2)))
+        .datagram_receive_buffer_size(Some(DATAGRAM_RECEIVE_BYTES))
+        .datagram_send_buffer_size(DATAGRAM_SEND_BYTES);
+    transport
 }
 
 /// Starts the reader and writer tasks of an established session with its control stream,
@@ -448,6 +504,20 @@ async fn write_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quic_windows_follow_the_largest_frame_and_datagrams_get_no_room() {
+        let text = format!("{:?}", transport_config(65536));
+        for expected in [
+            "max_concurrent_bidi_streams: 3,",
+            "max_concurrent_uni_streams: 3,",
+            "stream_receive_window: 81920,",
+            "receive_window: 163840,",
+            "datagram_receive_buffer_size: Some(1),",
+        ] {
+            assert!(text.contains(expected), "{expected} in {text}");
+        }
+    }
 
     #[test]
     fn silence_is_measured_finely_enough_for_the_half_second_bound() {
