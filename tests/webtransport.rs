@@ -208,40 +208,6 @@ async fn bad_input_on_the_control_stream_gets_the_documented_errors() {
     gw.stop().await;
 }
 
-/// Chromium closes a page's WebTransport session without finishing the control stream both
-/// when the tab closes and when the page is frozen; the gateway cannot tell them apart, so
-/// it keeps the session resumable (UNREACHABLE), and the page comes back without loss.
-#[tokio::test]
-async fn a_session_closed_without_fin_is_unreachable_and_resumable() {
-    let gw = Gateway::start().await;
-    let (phone, mut observer) = phone_and_observer(&gw, gw.wt().await, "r").await;
-    let state = phone.resume_state();
-    let peer_id = phone.peer_id().to_string();
-    phone.connection().send(Outgoing::Abort).expect("abort");
-    let lost = next_peer_state(&mut observer, ms(3000))
-        .await
-        .expect("PeerState");
-    assert_eq!(lost.state(), PresenceState::Unreachable);
-    assert_eq!(lost.reason(), Reason::ConnectionLost);
-    observer
-        .signal("r", &peer_id, data(b"while away"))
-        .expect("send");
-    observer.ping().await.expect("held, not refused");
-    let mut back = Session::resume(gw.wt().await, &state)
-        .await
-        .expect("resumed");
-    assert_eq!(back.peer_id(), peer_id);
-    assert_eq!(
-        next_signal(&mut back).await.expect("held signal").from,
-        observer.peer_id()
-    );
-    let online = next_peer_state(&mut observer, ms(3000))
-        .await
-        .expect("ONLINE again");
-    assert_eq!(online.state(), PresenceState::Online);
-    gw.stop().await;
-}
-
 #[tokio::test]
 async fn webtransport_origins_are_checked_against_the_allow_list() {
     let gw = Gateway::start_with(Settings {

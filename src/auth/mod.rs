@@ -55,16 +55,10 @@ use keys::{JwksWatcher, KeyOrigin, VerifyingKey};
 /// Longest token accepted, in bytes.
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 
-/// Which rooms a token grants (the `rooms` claim).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RoomGrant {
-    /// `"*"`: every room.
-    Any,
-    /// `"lobby"`: that room.
-    Exact(String),
-    /// `"team-*"`: every room whose name starts with `team-` (stored without the `*`).
-    Prefix(String),
-}
+/// Which rooms a token grants (the `rooms` claim: `"*"` every room, `"lobby"` that room,
+/// `"team-*"` every room starting with `team-`, stored without the `*`). The core's own type:
+/// the core checks grants, this module only reads them from the token.
+pub use crate::core::identity::RoomGrant;
 
 /// What a verified token says. Absent optional claims are `None` or empty; a token without a
 /// `rooms` claim grants no room.

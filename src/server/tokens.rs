@@ -6,9 +6,9 @@ use std::time::{Instant, SystemTime};
 
 use super::ServerContext;
 use super::hub_driver::HubInput;
-use crate::auth::{self, Authenticator};
+use crate::auth::Authenticator;
 use crate::core::hub::ConnId;
-use crate::core::identity::{Credentials, Grants, Identity, Profile, RoomGrant, Verified};
+use crate::core::identity::{Credentials, Grants, Identity, Profile, Verified};
 use crate::metrics;
 use crate::proto::{ClientFrame, client_frame};
 
@@ -50,7 +50,7 @@ fn verify(auth: &Authenticator, token: &str) -> Credentials {
                 device: token.device,
             },
             grants: Grants {
-                rooms: token.rooms.into_iter().map(room_grant).collect(),
+                rooms: token.rooms,
                 signal: token.signal,
             },
             profile: Profile {
@@ -65,13 +65,5 @@ fn verify(auth: &Authenticator, token: &str) -> Credentials {
                 message: refusal.to_string(),
             }
         }
-    }
-}
-
-fn room_grant(grant: auth::RoomGrant) -> RoomGrant {
-    match grant {
-        auth::RoomGrant::Any => RoomGrant::Any,
-        auth::RoomGrant::Exact(room) => RoomGrant::Exact(room),
-        auth::RoomGrant::Prefix(prefix) => RoomGrant::Prefix(prefix),
     }
 }
