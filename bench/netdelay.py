@@ -37,8 +37,13 @@ def main() -> int:
     loop = asyncio.new_event_loop()
     delay = args.delay_ms / 1000.0
     counts = {"delayed": 0, "write_errors": 0}
+    # How late each packet was written back (ms, 1-ms buckets): the delay is only as constant
+    # as this process keeps up (it shares the CPU with everything else).
+    late_ms: dict[int, int] = {}
 
-    def write(packet: bytes) -> None:
+    def write(packet: bytes, due: float) -> None:
+        late = int((loop.time() - due) * 1000)
+        late_ms[late] = late_ms.get(late, 0) + 1
         try:
             os.write(fd, packet)
         except OSError:
@@ -51,7 +56,8 @@ def main() -> int:
             except BlockingIOError:
                 return
             counts["delayed"] += 1
-            loop.call_at(loop.time() + delay, write, packet)
+            due = loop.time() + delay
+            loop.call_at(due, write, packet, due)
 
     loop.add_reader(fd, readable)
     loop.call_later(args.max_secs, loop.stop)
@@ -60,7 +66,19 @@ def main() -> int:
         loop.run_forever()
     except KeyboardInterrupt:
         pass
-    print(f"delayed {counts['delayed']} packets, {counts['write_errors']} write errors", flush=True)
+    total = sum(late_ms.values())
+
+    def pct(p: float) -> int:
+        seen = 0
+        for ms in sorted(late_ms):
+            seen += late_ms[ms]
+            if seen >= p / 100 * total:
+                return ms
+        return 0
+
+    lateness = (f"; written late by p50 {pct(50)} / p99 {pct(99)} / p99.9 {pct(99.9)} / max {max(late_ms)} ms"
+                if total else "")
+    print(f"delayed {counts['delayed']} packets, {counts['write_errors']} write errors{lateness}", flush=True)
     return 0
 
 
