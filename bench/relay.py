@@ -239,9 +239,9 @@ def run_rate(bench: Path, gw_bin: Path, workdir: Path, rate: float, args: argpar
     return result
 
 
-def sh(*cmd: str) -> str:
+def sh(*cmd: str, cwd: Path = ROOT) -> str:
     try:
-        return subprocess.run(list(cmd), capture_output=True, text=True, timeout=30, cwd=ROOT).stdout.strip()
+        return subprocess.run(list(cmd), capture_output=True, text=True, timeout=30, cwd=cwd).stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
         return ""
 
@@ -282,8 +282,10 @@ def write_report(results: dict, out_dir: Path) -> str:
         f"# Relay latency — {meta['label']}" if meta.get("label") else "# Relay latency",
         "",
         f"`{meta['command']}` on {meta['started'][:16].replace('T', ' ')} UTC, at commit "
-        f"{meta['commit']}{' (with uncommitted changes)' if meta['dirty'] else ''} (gateway source: "
-        f"{meta['gateway_commit']}, the last commit to src/, proto/, build.rs or Cargo.toml); machine: "
+        f"{meta['commit']} (gateway source: {meta['gateway_commit']}"
+        f"{' with uncommitted changes' if meta['dirty'] else ''}, the last commit to src/, proto/, build.rs or Cargo.toml"
+        + (f" in the checkout of `{meta['gateway_bin']}`, at {meta.get('gateway_checkout_head')}" if meta.get("gateway_bin") else "")
+        + "); machine: "
         f"{meta['machine']['cpus']} cores ({meta['machine']['cpu_model'] or 'unknown CPU'}), shared by the load "
         f"generator and the gateway (1-min load {meta['load_start']} at the start, {meta.get('load_end', '?')} at the end).",
         "",
@@ -355,6 +357,10 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=None, help=f"results directory (default {RESULTS.relative_to(ROOT)}, or a temp dir with --smoke)")
     ap.add_argument("--no-build", action="store_true", help="use the release binaries as they are")
     ap.add_argument("--keep-logs", action="store_true", help="keep the gateway's logs (printed path)")
+    ap.add_argument("--gateway-bin", type=Path, default=None,
+                    help="the signalgate binary to measure (default: this checkout's release build), e.g. one built in another worktree; "
+                         "the gateway commit reported is that of the binary's checkout")
+    ap.add_argument("--bench-bin", type=Path, default=None, help="the signalgate-bench binary (default: this checkout's)")
     args = ap.parse_args()
 
     rates = [float(x) for x in args.rates.replace("_", "").split(",") if x]
@@ -369,10 +375,11 @@ def main() -> int:
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, on_signal)
 
-    if not args.no_build:
+    if not args.no_build and not (args.gateway_bin and args.bench_bin):
         build()
-    gw_bin = ROOT / "target" / "release" / "signalgate"
-    bench = ROOT / "target" / "release" / "signalgate-bench"
+    gw_bin = (args.gateway_bin or ROOT / "target" / "release" / "signalgate").resolve()
+    bench = (args.bench_bin or ROOT / "target" / "release" / "signalgate-bench").resolve()
+    gw_checkout = gw_bin.parent
     for binary in (gw_bin, bench):
         if not binary.exists():
             raise BenchError(f"{binary} is missing (build it, or drop --no-build)")
@@ -386,8 +393,10 @@ def main() -> int:
             "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "commit": commit,
             # The last commit that changed the gateway's source (src/, proto/, build.rs, Cargo.toml).
-            "gateway_commit": sh("git", "log", "-1", "--format=%h", "--", "src", "proto", "build.rs", "Cargo.toml"),
-            "dirty": bool(sh("git", "status", "--porcelain", "--untracked-files=no")),
+            "gateway_commit": sh("git", "log", "-1", "--format=%h", "--", ":/src", ":/proto", ":/build.rs", ":/Cargo.toml", cwd=gw_checkout),
+            "dirty": bool(sh("git", "status", "--porcelain", "--untracked-files=no", "--", ":/src", ":/proto", ":/build.rs", ":/Cargo.toml", cwd=gw_checkout)),
+            "gateway_bin": str(gw_bin),
+            "gateway_checkout_head": sh("git", "rev-parse", "--short", "HEAD", cwd=gw_checkout),
             "load_start": round(os.getloadavg()[0], 2),
             "machine": machine(),
             "config": {

@@ -921,7 +921,7 @@ def counter_delta(before: dict, after: dict) -> dict:
 
 def tcp_sockets(lab: Lab, ns: str) -> dict:
     """`ss -tin` of a namespace's established TCP connections, grouped by local port (the
-    gateway's, nginx's; "ephemeral": the clients' side, or nginx's connections upstream): how
+    gateway's, nginx's; "client side": the clients, the observer, nginx's upstream side): how
     many are in retransmission back-off, with unacknowledged data, their RTOs (ms). The raw
     output is kept next to the processes' logs."""
     text = sh(*in_ns(ns, "ss", "-Htin", "state", "established"), check=False)
@@ -932,7 +932,8 @@ def tcp_sockets(lab: Lab, ns: str) -> dict:
         if line and not line[0].isspace():
             fields = line.split()
             port = int(fields[2].rsplit(":", 1)[1]) if len(fields) >= 4 else 0
-            current = f":{port}" if port < 10000 else "ephemeral"
+            servers = {*range(4433, 4443), *range(GW_HTTP_PORT, GW_HTTP_PORT + 10), *range(NGINX_PORT, NGINX_PORT + 10)}
+            current = f":{port}" if port in servers else "client side"
             continue
         m = re.search(r"\brto:(\d+(?:\.\d+)?)", line)
         if not m or current is None:
@@ -955,6 +956,25 @@ def tcp_sockets(lab: Lab, ns: str) -> dict:
             "retransmitted_segments_total": sum(x["retrans"] for x in socks),
         }
     return out
+
+
+def tcp_rtt(ns: str) -> list[float]:
+    """TCP connect times (ms) from a phone to the gateway: the SYN/SYN-ACK round trip."""
+    code = (
+        "import socket,time\n"
+        "out=[]\n"
+        "for i in range(5):\n"
+        "  s=socket.socket(); s.settimeout(5); t=time.time()\n"
+        "  try:\n"
+        f"    s.connect(('{GW_IP}',4433)); out.append(round((time.time()-t)*1000,1))\n"
+        "  except OSError: out.append(None)\n"
+        "  s.close(); time.sleep(0.1)\n"
+        "print(out)\n"
+    )
+    try:
+        return json.loads(sh(*in_ns(ns, sys.executable, "-c", code)).strip().replace("None", "null"))
+    except (BenchError, json.JSONDecodeError):
+        return []
 
 
 # --------------------------------------------------------------------------------------------
