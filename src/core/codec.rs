@@ -100,7 +100,8 @@ impl LengthDelimitedDecoder {
                 max: self.max_frame_bytes,
             });
         }
-        if self.buf.len() < prefix + len {
+        // (Not `prefix + len`: with a limit near usize::MAX that sum could overflow.)
+        if self.buf.len() - prefix < len {
             return Ok(None);
         }
         self.buf.advance(prefix);

@@ -72,6 +72,11 @@ impl Backlog {
         self.next_seq - 1
     }
 
+    /// The seq of the newest frame handed to the current connection (or known to its client).
+    pub fn sent_through(&self) -> u64 {
+        self.sent_through
+    }
+
     /// Nothing waits to be sent: a new frame may be numbered and sent at once.
     pub fn is_drained(&self) -> bool {
         self.sent_through == self.last_seq() && self.pending.is_empty()

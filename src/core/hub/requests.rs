@@ -203,7 +203,9 @@ impl Hub {
         let Some(session) = self.sessions.get_mut(&key) else {
             return;
         };
-        let last_sent = session.backlog.last_seq();
+        // Not beyond what the client was sent: acknowledging frames it never received would
+        // make the gateway forget them.
+        let last_sent = session.backlog.sent_through();
         if seq > last_sent {
             let message = format!("ack of seq {seq}, but the last frame sent was {last_sent}");
             return self.reply_error(key, id, ErrorCode::InvalidArgument, message);

@@ -280,3 +280,40 @@ fn the_ack_waits_for_the_stream_to_drain() {
     f.send(now, a.conn, Msg::Ack(Ack { seq: 6 }));
     assert!(f.drain().is_empty());
 }
+
+#[test]
+fn a_client_cannot_acknowledge_frames_it_was_never_sent() {
+    let config = HubConfig {
+        limits: Limits {
+            send_window_frames: 4,
+            ..Limits::default()
+        },
+        ..HubConfig::default()
+    };
+    let mut f = Fixture::with(config);
+    let now = f.at(0.0);
+    let a = f.client(now);
+    f.stalled.insert(a.conn);
+    for seq in 1..=6 {
+        let room = format!("room{seq}");
+        f.send_numbered(now, a.conn, seq, Msg::Join(Join { room }));
+    }
+    f.drain(); // Joined 1..=4 went out; 5 and 6 wait for the window.
+    let too_far = f.send(now, a.conn, Msg::Ack(Ack { seq: 6 }));
+    f.send(now, a.conn, Msg::Ack(Ack { seq: 4 }));
+    // The replies wait behind the window too; once it opens, everything comes in order:
+    // frames 5 and 6 were not forgotten, and the Ack of 6 was refused.
+    f.stalled.clear();
+    f.hub.connection_drained(now, a.conn, 99);
+    let out = f.drain();
+    let joined: Vec<u64> = frames_to(&out, a.conn)
+        .iter()
+        .filter(|fr| matches!(fr.msg, Some(server_frame::Msg::Joined(_))))
+        .map(|fr| fr.seq)
+        .collect();
+    assert_eq!(joined, [5, 6]);
+    let errors = errors_to(&out, a.conn);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].code(), ErrorCode::InvalidArgument);
+    assert_eq!(errors[0].in_reply_to, too_far);
+}
