@@ -1,0 +1,6 @@
+//! One WebSocket binary message -> `decode_client_frame`: see `signalgate_fuzz::codec`.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    signalgate_fuzz::codec::check_websocket_frame(data);
+});
