@@ -139,10 +139,13 @@ class Proc:
 class Lab:
     """The namespaces and every process started in them; `down()` removes all of it."""
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, gateway_cc: str | None = None, phone_cc: str | None = None):
         self.workdir = workdir
         self.procs: list[Proc] = []
         self.seq = 0
+        # TCP congestion control per namespace (None: the machine's default, which a new
+        # namespace inherits).
+        self.gateway_cc, self.phone_cc = gateway_cc, phone_cc
 
     # -- processes --
     def spawn(self, name: str, argv: list[str], ns: str | None = None, env: dict | None = None) -> Proc:
@@ -229,6 +232,11 @@ class Lab:
         # The gateway side keeps the kernel's defaults (tcp_retries2 = 15): the baselines
         # are measured as deployed.
         sh(*in_ns(NS_GW, "sysctl", "-qw", "net.core.somaxconn=65535"))
+        if self.gateway_cc:
+            sh(*in_ns(NS_GW, "sysctl", "-qw", f"net.ipv4.tcp_congestion_control={self.gateway_cc}"))
+        if self.phone_cc:
+            for ns in PHONES:
+                sh(*in_ns(ns, "sysctl", "-qw", f"net.ipv4.tcp_congestion_control={self.phone_cc}"))
         sh(*in_ns(NS_GW, "sysctl", "-qw", "net.ipv4.tcp_max_syn_backlog=65535"))
         nft(
             "table inet sgb {\n"
@@ -771,7 +779,7 @@ def fmt_stats(s: dict) -> str:
 
 def false_positive_run(lab: Lab, duration: float, sessions: int, delay_ms: float, losses: tuple[int, int],
                        settings: list[str] = ("default", "aggressive"),
-                       transports: list[str] = ("ws", "wt")) -> list[dict]:
+                       transports: list[str] = ("ws", "wt"), pcap: bool = False) -> list[dict]:
     """No cut: loss both ways (one rate per phone namespace) plus delay, for `duration`.
     One gateway per setting (at once), every transport, `sessions` of each per phone."""
     log(f"false positives: {losses[0]}% / {losses[1]}% loss both ways + {delay_ms:g} ms each way, "
@@ -801,6 +809,15 @@ def false_positive_run(lab: Lab, duration: float, sessions: int, delay_ms: float
         counters_before = {ns: kernel_counters(ns) for ns in (*phones, NS_GW)}
         cpu_before = {"gateways": cpu_seconds([gw.proc for gw in gws.values()]), "clients": cpu_seconds(clients),
                       "netdelay": cpu_seconds([delay_proc]), "t": time.time()}
+        captures = []
+        if pcap:
+            # TCP headers (with their SACK options) as each side saw them: the phones' and the
+            # gateway's interfaces, so a lost packet is one seen on one side only.
+            for ns, dev in ((NS_PHONE, "ph0"), (NS_PHONE2, "ph0"), (NS_GW, "gw0")):
+                captures.append(lab.spawn(f"tcpdump-{ns}", ["timeout", str(int(life)), "tcpdump", "-i", dev, "-s", "120", "-n",
+                                                             "-w", str(lab.workdir / f"{ns}.pcap"), "tcp"], ns=ns))
+            time.sleep(1)
+            log(f"  capturing TCP headers into {lab.workdir}/*.pcap")
         for ns, loss in phones.items():
             lab.loss(ns, loss)
         t_start = time.time()
@@ -829,6 +846,8 @@ def false_positive_run(lab: Lab, duration: float, sessions: int, delay_ms: float
         for gw in gws.values():
             lab.stop(gw.proc)
         for proc in nginxes:
+            lab.stop(proc)
+        for proc in captures:
             lab.stop(proc)
         lab.stop(delay_proc)
         delayed = delay_proc.lines()[-1] if delay_proc.lines() else ""
@@ -866,6 +885,7 @@ def false_positive_run(lab: Lab, duration: float, sessions: int, delay_ms: float
                         "gateway_liveness_stall_warnings": stalls,
                         "tcp_connect_ms_during": rtt.get(ns),
                         "netdelay": delayed,
+                        "t_start": round(t_start, 3),
                         "load1": {"start": round(load_start, 2), "max": round(max(loads, default=0), 2),
                                   "mean": round(sum(loads) / len(loads), 2) if loads else None},
                         "cpu_during_condition": cpu,
@@ -1441,6 +1461,9 @@ def main() -> int:
     ap.add_argument("--fp-loss", default="10,30")
     ap.add_argument("--fp-settings", default="default,aggressive")
     ap.add_argument("--fp-transports", default="ws,wt", help="ws, wt, wsn (WebSocket through nginx)")
+    ap.add_argument("--gateway-cc", default=None, help="TCP congestion control in the gateway's namespace (default: the machine's)")
+    ap.add_argument("--phone-cc", default=None, help="TCP congestion control in the phones' namespaces (default: the machine's)")
+    ap.add_argument("--pcap", action="store_true", help="false-positives: capture TCP headers in the phones' and the gateway's namespaces (with --keep-logs; for small runs)")
     ap.add_argument("--idle-sessions", type=int, default=1000, help="idle-cost: sessions per transport")
     ap.add_argument("--idle-seconds", type=float, default=120, help="idle-cost: measured seconds")
     ap.add_argument("--idle-settle", type=float, default=20, help="idle-cost: seconds between the last session set up and the measurement")
@@ -1508,7 +1531,7 @@ def main() -> int:
                 or ("false-positives" in scenarios and "wsn" in args.fp_transports.split(",")))
 
     workdir = Path(tempfile.mkdtemp(prefix="sgb-logs-"))
-    lab = Lab(workdir)
+    lab = Lab(workdir, args.gateway_cc, args.phone_cc)
 
     def on_signal(signum, _frame):
         raise KeyboardInterrupt(f"signal {signum}")
@@ -1532,6 +1555,12 @@ def main() -> int:
             "gateway_bin": binary_info(GW_BIN),
             "bench_bin": binary_info(BENCH_BIN),
             "scenarios": scenarios,
+            # TCP as the namespaces get it (a fresh namespace inherits the machine's defaults).
+            "tcp_sysctls": {k: sh("sysctl", "-n", f"net.ipv4.{k}", check=False).strip() for k in
+                            ("tcp_congestion_control", "tcp_thin_linear_timeouts", "tcp_early_retrans", "tcp_recovery",
+                             "tcp_sack", "tcp_timestamps", "tcp_retries2")},
+            "tcp_congestion_control_gateway_ns": args.gateway_cc or "machine default",
+            "tcp_congestion_control_phone_ns": args.phone_cc or "machine default",
         },
         "kernel_model": kernel_model(),
     }
@@ -1569,7 +1598,7 @@ def main() -> int:
         if "false-positives" in scenarios:
             losses = tuple(int(x) for x in args.fp_loss.split(","))
             results["false_positives"] = false_positive_run(lab, args.fp_seconds, args.fp_sessions, args.delay_ms, losses,
-                                                            args.fp_settings.split(","), args.fp_transports.split(","))
+                                                            args.fp_settings.split(","), args.fp_transports.split(","), args.pcap)
             save()
         if "baselines" in scenarios:
             results["baselines"] = baselines_run(lab, args.baseline_clients, args.baseline_bound, args.baselines.split(","))
