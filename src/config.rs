@@ -11,6 +11,7 @@ use serde::Deserialize;
 use crate::auth::{AuthConfig, AuthSettings, SecretString};
 use crate::core::hub::{HubConfig, Limits};
 use crate::core::liveness::LivenessConfig;
+use crate::transport::tcp_acks::TcpAckEvidence;
 
 /// A listener address, or `off` to disable that listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,6 +105,16 @@ pub struct Settings {
     #[arg(long, env = "SIGNALGATE_PING_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
     #[serde(default, with = "humantime_serde::option")]
     pub ping_interval: Option<Duration>,
+
+    /// Whether a WebSocket client's TCP acknowledgements prove it alive while its replies are
+    /// stuck in retransmission on a lossy link: `auto` (where no proxy is in between: a
+    /// public peer address and no forwarding header), `always`, `never`.
+    #[arg(
+        long,
+        env = "SIGNALGATE_TCP_ACK_EVIDENCE",
+        value_name = "auto|always|never"
+    )]
+    pub tcp_ack_evidence: Option<TcpAckEvidence>,
 
     /// How long an unreachable session can be resumed before its peers are told it left.
     #[arg(long, env = "SIGNALGATE_RESUME_WINDOW", value_name = "DURATION", value_parser = parse_duration)]
@@ -278,6 +289,7 @@ layer_fields!(
     webtransport,
     liveness_timeout,
     ping_interval,
+    tcp_ack_evidence,
     resume_window,
     hello_timeout,
     handshake_timeout,
@@ -365,6 +377,8 @@ pub struct Config {
     pub outbound_queue: usize,
     pub handshake_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// Which WebSocket connections' TCP acknowledgements count as liveness evidence.
+    pub tcp_ack_evidence: TcpAckEvidence,
     /// Per source address (IPv6: /64), TCP and QUIC together; 0: no limit.
     pub max_connections_per_ip: u32,
     /// Per source address, burst twice this; 0: no limit.
@@ -684,6 +698,7 @@ impl TryFrom<Settings> for Config {
             allowed_origins,
             outbound_queue,
             handshake_timeout,
+            tcp_ack_evidence: s.tcp_ack_evidence.unwrap_or_default(),
             shutdown_grace: s.shutdown_grace.unwrap_or(Duration::from_secs(5)),
             max_connections_per_ip: check_range(
                 "max_connections_per_ip",

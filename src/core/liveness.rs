@@ -17,6 +17,17 @@
 //! unchanged. The deadline itself never moves: a vanished peer is still declared dead at
 //! `timeout`.
 //!
+//! Over TCP, a lost reply can still leave the peer's TCP stuck: the retransmission of its Pong
+//! backs off exponentially (0.3, 0.6, 1.2, 2.4 s …) and later Pongs queue behind it, so at 30 %
+//! loss a live peer regularly cannot get one reply through within the timeout — although its
+//! kernel keeps acknowledging every probe. Where the gateway's TCP peer *is* the client (no
+//! proxy in between: the driver decides, see `TransportAcks`), those acknowledgements are
+//! replies too: the machine takes them ([`Liveness::on_transport_ack`]) as proof of the path
+//! and of the peer's host, for at most [`MAX_BRIDGE`] × the timeout of silence from the
+//! application. A vanished peer sends no acknowledgements, so it is still declared dead at
+//! `timeout`; a host that acknowledges while its application says nothing is declared dead at
+//! `(1 + MAX_BRIDGE) × timeout`.
+//!
 //! A verdict needs the caller to have been awake: if it is woken long after the deadline it
 //! asked for (the process was starved of CPU), replies may be sitting unread in its own
 //! buffers. It then probes and gives the peer one more `ping_interval` instead of declaring
@@ -107,6 +118,15 @@ pub enum LivenessEvent {
 /// Round trip assumed until one is measured (a mobile link, conservatively).
 const DEFAULT_RTT: Duration = Duration::from_millis(200);
 
+/// At least this many probes fit between the first probe of a silence and its deadline, however
+/// long the round trip: each is one more independent chance for a reply on a lossy link.
+const PROBES_PER_SILENCE: u32 = 8;
+
+/// How long transport acknowledgements may stand in for the application's own replies, in
+/// liveness timeouts: long enough for a TCP stream stuck in retransmission back-off to get its
+/// bytes through, short enough that a host whose application hangs is still let go.
+pub const MAX_BRIDGE: u32 = 1;
+
 #[derive(Debug, Clone)]
 pub struct Liveness {
     config: LivenessConfig,
@@ -116,6 +136,9 @@ pub struct Liveness {
     grace_until: Option<Instant>,
     /// Smoothed round-trip time (7/8 old + 1/8 new, as TCP's SRTT).
     rtt: Option<Duration>,
+    /// The last acknowledgement of our bytes by the peer's transport, where the driver counts
+    /// those as replies.
+    last_transport_ack: Option<Instant>,
     dead: bool,
 }
 
@@ -128,6 +151,7 @@ impl Liveness {
             last_probe: None,
             grace_until: None,
             rtt: None,
+            last_transport_ack: None,
             dead: false,
         }
     }
@@ -140,12 +164,15 @@ impl Liveness {
         });
     }
 
-    /// Between the probes of a silence after the first: ~1.5 round trips, at least an eighth
-    /// of the ping interval (bounding the probes a mass outage costs), at most half of it.
+    /// Between the probes of a silence after the first: ~1.5 round trips (the reply to the
+    /// previous one is overdue), at least an eighth of the ping interval (bounding the probes
+    /// a mass outage costs), at most half of it, and short enough that
+    /// [`PROBES_PER_SILENCE`] fit before the deadline (with 2 s / 0.8 s, every 150 ms).
     fn escalated_gap(&self) -> Duration {
         let rtt = self.rtt.unwrap_or(DEFAULT_RTT);
         let ping = self.config.ping_interval;
-        (rtt + rtt / 2).clamp(ping / 8, ping / 2)
+        let fit = (self.config.timeout - ping) / PROBES_PER_SILENCE;
+        (rtt + rtt / 2).min(fit).clamp(ping / 8, ping / 2)
     }
 
     /// Anything arrived from the peer. Late reports (an older `now`) never move time back.
@@ -153,6 +180,15 @@ impl Liveness {
         if now > self.last_inbound {
             self.last_inbound = now;
             self.grace_until = None;
+        }
+    }
+
+    /// The peer's transport acknowledged our bytes at `at` (its kernel ACKed a probe). Only
+    /// for connections where that proves the client's own host, not a proxy in between: see
+    /// the module's documentation.
+    pub fn on_transport_ack(&mut self, at: Instant) {
+        if self.last_transport_ack.is_none_or(|last| at > last) {
+            self.last_transport_ack = Some(at);
         }
     }
 
@@ -176,7 +212,12 @@ impl Liveness {
     }
 
     fn deadline(&self) -> Instant {
-        let deadline = self.last_inbound + self.config.timeout;
+        let timeout = self.config.timeout;
+        let mut deadline = self.last_inbound + timeout;
+        if let Some(ack) = self.last_transport_ack {
+            let bridged = (ack + timeout).min(self.last_inbound + timeout * (1 + MAX_BRIDGE));
+            deadline = deadline.max(bridged);
+        }
         self.grace_until
             .map_or(deadline, |grace| grace.max(deadline))
     }
@@ -294,9 +335,9 @@ mod tests {
         let mut l = Liveness::new(t0, config());
         assert_eq!(l.handle_timeout(t0 + secs(4.0)), Some(LivenessEvent::Probe));
         assert_eq!(l.poll_timeout(), Some(t0 + secs(4.5)));
-        // A slow link (RTT 5 s): at most half the ping interval.
+        // A slow link (RTT 5 s): still 8 probes before the deadline (every 0.75 s).
         l.on_rtt(secs(5.0));
-        assert_eq!(l.poll_timeout(), Some(t0 + secs(6.0)));
+        assert_eq!(l.poll_timeout(), Some(t0 + secs(4.75)));
         // The answer arrives: the next probe is a whole ping interval after it.
         l.on_inbound(t0 + secs(4.2));
         assert_eq!(l.poll_timeout(), Some(t0 + secs(8.2)));
@@ -305,6 +346,82 @@ mod tests {
         l.on_rtt(Duration::from_millis(2));
         l.handle_timeout(t0 + secs(4.0));
         assert_eq!(l.poll_timeout(), Some(t0 + secs(4.5)));
+    }
+
+    #[test]
+    fn a_short_timeout_still_gets_eight_probes_into_a_silence() {
+        // 2 s / 0.8 s on a 200 ms link: 1.5 RTT (300 ms) would leave room for 4 probes; every
+        // 150 ms leaves room for 8, each one more chance through a lossy link.
+        let t0 = Instant::now();
+        let mut l = Liveness::new(
+            t0,
+            LivenessConfig::new(secs(2.0), secs(0.8)).expect("valid"),
+        );
+        l.on_rtt(secs(0.2));
+        let mut probes = vec![];
+        while let Some(at) = l.poll_timeout() {
+            match l.handle_timeout(at) {
+                Some(LivenessEvent::Probe) => {
+                    probes.push(((at - t0).as_secs_f64() * 1000.0).round() as u64)
+                }
+                Some(LivenessEvent::Dead { silent_for }) => {
+                    assert_eq!(silent_for, secs(2.0));
+                    break;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(probes, [800, 950, 1100, 1250, 1400, 1550, 1700, 1850]);
+    }
+
+    #[test]
+    fn transport_acks_bridge_a_stuck_reply_for_at_most_one_more_timeout() {
+        let t0 = Instant::now();
+        let mut l = Liveness::new(t0, config());
+        // The peer's kernel acknowledges the probes while its Pong is stuck in back-off.
+        for at in [4.1, 6.0, 9.5, 12.0] {
+            l.on_transport_ack(t0 + secs(at));
+        }
+        assert_eq!(
+            l.handle_timeout(t0 + secs(10.0)),
+            Some(LivenessEvent::Probe)
+        );
+        // Alive while acknowledgements keep coming: the deadline follows the last one.
+        l.on_transport_ack(t0 + secs(15.0));
+        assert!(l.poll_timeout().expect("alive") <= t0 + secs(20.0));
+        // But never past twice the timeout of silence from the application.
+        l.on_transport_ack(t0 + secs(19.5));
+        let mut at = l.poll_timeout().expect("alive");
+        while l.handle_timeout(at) == Some(LivenessEvent::Probe) {
+            at = l.poll_timeout().expect("alive");
+        }
+        assert!(l.is_dead());
+        assert_eq!(at, t0 + secs(20.0));
+    }
+
+    #[test]
+    fn without_acks_a_vanished_peer_dies_at_the_timeout_and_old_acks_do_not_count() {
+        let t0 = Instant::now();
+        let mut l = Liveness::new(t0, config());
+        l.on_inbound(t0 + secs(5.0));
+        // Acknowledgements from before the last reply prove nothing new.
+        l.on_transport_ack(t0 + secs(4.0));
+        let mut at = l.poll_timeout().expect("alive");
+        while l.handle_timeout(at) == Some(LivenessEvent::Probe) {
+            at = l.poll_timeout().expect("alive");
+        }
+        assert_eq!(at, t0 + secs(15.0));
+        assert!(l.is_dead());
+        // The application's reply resets the bridge: acks after it count again.
+        let mut l = Liveness::new(t0, config());
+        l.on_transport_ack(t0 + secs(9.0));
+        l.on_inbound(t0 + secs(12.0));
+        l.on_transport_ack(t0 + secs(21.0));
+        assert_eq!(
+            l.handle_timeout(t0 + secs(22.0)),
+            Some(LivenessEvent::Probe)
+        );
+        assert!(l.poll_timeout().expect("alive") <= t0 + secs(31.0));
     }
 
     #[test]

@@ -78,7 +78,11 @@ async fn drive_as(ctx: Arc<ServerContext>, conn: ConnId, mut link: Link) {
                 }
                 event = link.inbound.recv() => event,
                 () = tokio::time::sleep_until(wake.into()) => {
-                    match liveness.handle_timeout(Instant::now()) {
+                    let now = Instant::now();
+                    if let Some(age) = link.ack_clock.and_then(|clock| clock.last_ack_age()) {
+                        liveness.on_transport_ack(now.checked_sub(age).unwrap_or(now));
+                    }
+                    match liveness.handle_timeout(now) {
                         Some(LivenessEvent::Probe) => {
                             // A full queue means a probe is pointless anyway: the connection
                             // is about to be closed as a slow consumer.

@@ -26,6 +26,7 @@ use super::admission::{Admitted, ConnectionPermit, HandshakePermit, Refusal};
 use super::{ServerContext, assets, connection};
 use crate::core::Transport;
 use crate::metrics;
+use crate::transport::tcp_acks::{AckClock, TcpAckEvidence};
 use crate::transport::websocket;
 
 type Body = Full<Bytes>;
@@ -69,6 +70,9 @@ pub async fn accept_loop(ctx: Arc<ServerContext>, listener: TcpListener, tls: Op
         };
         let deadline = tokio::time::Instant::now() + ctx.config.handshake_timeout;
         tune_socket(&tcp, ctx.config.hub.liveness.transport_backstop());
+        let ack_clock = (ctx.config.tcp_ack_evidence != TcpAckEvidence::Never)
+            .then(|| AckClock::new(&tcp))
+            .flatten();
         let ctx2 = ctx.clone();
         let tls = tls.clone();
         ctx.tasks.spawn(async move {
@@ -76,14 +80,23 @@ pub async fn accept_loop(ctx: Arc<ServerContext>, listener: TcpListener, tls: Op
             match tls {
                 None => {
                     let handshake = Handshake::new(deadline, handshake);
-                    serve_http(ctx2, tcp, peer, Scheme::Http, handshake, connection).await;
+                    let tcp_side = TcpSide {
+                        peer,
+                        scheme: Scheme::Http,
+                        ack_clock,
+                    };
+                    serve_http(ctx2, tcp, tcp_side, handshake, connection).await;
                 }
                 Some(acceptor) => {
                     match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
                         Ok(Ok(stream)) => {
                             let handshake = Handshake::new(deadline, handshake);
-                            serve_http(ctx2, stream, peer, Scheme::Https, handshake, connection)
-                                .await;
+                            let tcp_side = TcpSide {
+                                peer,
+                                scheme: Scheme::Https,
+                                ack_clock,
+                            };
+                            serve_http(ctx2, stream, tcp_side, handshake, connection).await;
                         }
                         Ok(Err(error)) => {
                             tracing::debug!(%peer, %error, "TLS handshake failed");
@@ -143,18 +156,27 @@ fn tune_socket(tcp: &TcpStream, user_timeout: Duration) {
     }
 }
 
+/// What the HTTP layer knows of the TCP connection under it.
+#[derive(Debug, Clone, Copy)]
+struct TcpSide {
+    peer: SocketAddr,
+    scheme: Scheme,
+    /// None when TCP acknowledgements never count as liveness evidence.
+    ack_clock: Option<AckClock>,
+}
+
 /// Serves HTTP on one connection until it upgrades to a WebSocket (the upgraded connection
 /// then lives on in its own task, with `permit`), ends, or reaches the handshake deadline.
 async fn serve_http<S>(
     ctx: Arc<ServerContext>,
     stream: S,
-    peer: SocketAddr,
-    scheme: Scheme,
+    tcp_side: TcpSide,
     handshake: Handshake,
     permit: Arc<ConnectionPermit>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let peer = tcp_side.peer;
     let ctx2 = ctx.clone();
     let answered = Arc::new(AtomicBool::new(false));
     let answered2 = answered.clone();
@@ -162,7 +184,7 @@ async fn serve_http<S>(
         let ctx = ctx2.clone();
         let permit = permit.clone();
         answered2.store(true, Ordering::Relaxed);
-        async move { Ok::<_, Infallible>(route(ctx, peer, scheme, &permit, req)) }
+        async move { Ok::<_, Infallible>(route(ctx, tcp_side, &permit, req)) }
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -194,16 +216,16 @@ async fn serve_http<S>(
 
 fn route(
     ctx: Arc<ServerContext>,
-    peer: SocketAddr,
-    scheme: Scheme,
+    tcp_side: TcpSide,
     permit: &Arc<ConnectionPermit>,
     req: Request<Incoming>,
 ) -> Response<Body> {
+    let TcpSide { peer, scheme, .. } = tcp_side;
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
     }
     match req.uri().path() {
-        "/ws" => websocket_upgrade(ctx, peer, permit.clone(), req),
+        "/ws" => websocket_upgrade(ctx, tcp_side, permit.clone(), req),
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/cert-hash" => json(format!(
             r#"{{"algorithm":"sha-256","value":"{}"}}"#,
@@ -337,10 +359,11 @@ fn endpoints_json(ctx: &ServerContext, scheme: Scheme, req: &Request<Incoming>) 
 
 fn websocket_upgrade(
     ctx: Arc<ServerContext>,
-    peer: SocketAddr,
+    tcp_side: TcpSide,
     permit: Arc<ConnectionPermit>,
     mut req: Request<Incoming>,
 ) -> Response<Body> {
+    let peer = tcp_side.peer;
     let headers = req.headers();
     let has_token = |name: header::HeaderName, token: &str| {
         headers
@@ -378,6 +401,9 @@ fn websocket_upgrade(
         metrics::handshake_failed(Transport::WebSocket, "origin");
         return text(StatusCode::FORBIDDEN, "origin not allowed\n");
     }
+    let ack_clock = tcp_side
+        .ack_clock
+        .filter(|_| ctx.config.tcp_ack_evidence.applies(peer.ip(), headers));
     let accept = derive_accept_key(key.as_bytes());
     let upgrade = hyper::upgrade::on(&mut req);
     let ctx2 = ctx.clone();
@@ -394,8 +420,13 @@ fn websocket_upgrade(
                     Some(config),
                 )
                 .await;
-                let link =
-                    websocket::spawn(ws, peer, limits.max_frame_bytes, ctx2.config.outbound_queue);
+                let link = websocket::spawn(
+                    ws,
+                    peer,
+                    limits.max_frame_bytes,
+                    ctx2.config.outbound_queue,
+                    ack_clock,
+                );
                 connection::drive(ctx2, link).await;
             }
             Err(error) => {

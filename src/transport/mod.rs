@@ -2,6 +2,7 @@
 //! [`Inbound`] events and a sink of [`Outbound`] commands — and contains no signaling logic.
 //! The generic driver in `server::connection` runs liveness and talks to the hub.
 
+pub mod tcp_acks;
 pub mod websocket;
 pub mod webtransport;
 
@@ -57,6 +58,9 @@ pub struct Link {
     /// not been reported yet (the sampler may lag when the gateway is short of CPU). Asked
     /// once before a liveness verdict.
     pub unreported_activity: Option<UnreportedActivity>,
+    /// Where the peer's TCP acknowledgements prove the client itself alive (see
+    /// [`tcp_acks`]): read at each liveness timer.
+    pub ack_clock: Option<tcp_acks::AckClock>,
 }
 
 /// See [`Link::unreported_activity`].

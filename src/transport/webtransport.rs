@@ -180,6 +180,9 @@ pub fn spawn(
         writer: tokio::spawn(write_loop(connection, send, outbox_rx, written_tx)),
         written,
         unreported_activity: Some(unreported_activity),
+        // QUIC's acknowledgements come from the client's own QUIC stack and are already
+        // counted as activity (authenticated frames).
+        ack_clock: None,
     }
 }
 
