@@ -11,7 +11,7 @@ use serde::Deserialize;
 use crate::auth::{AuthConfig, AuthSettings, SecretString};
 use crate::core::hub::{HubConfig, Limits};
 use crate::core::liveness::LivenessConfig;
-use crate::transport::tcp_acks::TcpAckEvidence;
+use crate::transport::tcp_liveness::TcpAckEvidence;
 
 /// A listener address, or `off` to disable that listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

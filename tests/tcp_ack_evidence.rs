@@ -1,6 +1,6 @@
 //! TCP acknowledgements as liveness evidence (`--tcp-ack-evidence`): why `auto` keeps them away
 //! from connections that come through a proxy, and that even where they are (wrongly) counted
-//! they cannot keep a vanished client alive for more than twice the liveness timeout.
+//! they cannot keep a vanished client alive for more than three liveness timeouts.
 
 mod common;
 
@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::*;
 use signalgate::config::Settings;
 use signalgate::proto::{PresenceState, Reason};
-use signalgate::transport::tcp_acks::TcpAckEvidence;
+use signalgate::transport::tcp_liveness::TcpAckEvidence;
 
 async fn gateway(evidence: TcpAckEvidence, timeout: Duration) -> Gateway {
     Gateway::start_with(Settings {
@@ -54,21 +54,21 @@ async fn behind_a_proxy_auto_ignores_the_proxys_acks_and_a_cut_is_noticed_within
 }
 
 #[tokio::test]
-async fn acks_counted_where_they_prove_nothing_delay_a_verdict_by_one_timeout_at_most() {
+async fn acks_counted_where_they_prove_nothing_delay_a_verdict_by_two_timeouts_at_most() {
     // `always` behind a proxy is a misconfiguration: the proxy's kernel acknowledges every
     // probe for a client that is gone. The acknowledgements are read (the verdict comes later
-    // than the timeout) but bridge at most one more timeout of silence.
+    // than the timeout) but bridge at most two more timeouts of silence.
     let timeout = ms(1000);
     let gw = gateway(TcpAckEvidence::Always, timeout).await;
     let (noticed, silent_ms) = cut_behind_a_proxy(&gw).await;
     eprintln!("always behind a proxy: noticed after {noticed:?}, silent for {silent_ms} ms");
     assert!(
-        silent_ms >= 2000,
+        silent_ms >= 3000,
         "the proxy's ACKs bridged the silence: {silent_ms} ms"
     );
     assert!(
-        noticed <= 2 * timeout + ms(1000),
-        "but for one timeout at most: noticed {noticed:?} after the cut"
+        noticed <= 3 * timeout + ms(1000),
+        "but for two timeouts at most: noticed {noticed:?} after the cut"
     );
     gw.stop().await;
 }

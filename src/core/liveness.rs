@@ -17,16 +17,18 @@
 //! unchanged. The deadline itself never moves: a vanished peer is still declared dead at
 //! `timeout`.
 //!
-//! Over TCP, a lost reply can still leave the peer's TCP stuck: the retransmission of its Pong
-//! backs off exponentially (0.3, 0.6, 1.2, 2.4 s …) and later Pongs queue behind it, so at 30 %
-//! loss a live peer regularly cannot get one reply through within the timeout — although its
-//! kernel keeps acknowledging every probe. Where the gateway's TCP peer *is* the client (no
-//! proxy in between: the driver decides, see `TransportAcks`), those acknowledgements are
-//! replies too: the machine takes them ([`Liveness::on_transport_ack`]) as proof of the path
-//! and of the peer's host, for at most [`MAX_BRIDGE`] × the timeout of silence from the
-//! application. A vanished peer sends no acknowledgements, so it is still declared dead at
-//! `timeout`; a host that acknowledges while its application says nothing is declared dead at
-//! `(1 + MAX_BRIDGE) × timeout`.
+//! Over TCP, a lost reply can still leave the peer's TCP stuck: measured at 30 % loss, its RTO
+//! grows to seconds (inflated by the losses themselves) and doubles on each try, and later
+//! Pongs queue behind the lost one, so a live peer regularly cannot get one reply through
+//! within the timeout — although its kernel keeps acknowledging every probe, and its later
+//! replies arrive out of order. Where the gateway's TCP peer *is* the client (no proxy in
+//! between: the driver decides, see `transport::tcp_liveness`), the driver reads both from the
+//! kernel at each timer ([`Liveness::on_transport_report`]): out-of-order data is the
+//! application's reply, only not deliverable yet, and counts as one; an acknowledgement proves
+//! the path and the peer's host, and bridges the application's silence for at most
+//! [`MAX_BRIDGE`] more timeouts. A vanished peer sends neither, so it is still declared dead
+//! at `timeout`; a host that acknowledges while its application says nothing (an app
+//! suspended by its OS) is declared dead after `(1 + MAX_BRIDGE) × timeout`.
 //!
 //! A verdict needs the caller to have been awake: if it is woken long after the deadline it
 //! asked for (the process was starved of CPU), replies may be sitting unread in its own
@@ -81,6 +83,11 @@ impl LivenessConfig {
         self.timeout
     }
 
+    /// The longest a verdict can take: where transport acknowledgements bridge a silence.
+    pub fn longest_verdict(&self) -> Duration {
+        self.timeout * (1 + MAX_BRIDGE)
+    }
+
     /// A connection quiet for this long gets a probe.
     pub fn ping_interval(&self) -> Duration {
         self.ping_interval
@@ -91,6 +98,13 @@ impl LivenessConfig {
     /// with its reason and its measured silence — is always ours.
     pub fn transport_backstop(&self) -> Duration {
         self.timeout + self.ping_interval
+    }
+
+    /// TCP's backstop: after [`Self::longest_verdict`], since a lossy but live TCP peer may keep
+    /// one lost segment unacknowledged for longer than the timeout while it acknowledges the
+    /// others (its SACKs bridge the silence).
+    pub fn tcp_backstop(&self) -> Duration {
+        self.longest_verdict() + self.ping_interval
     }
 }
 
@@ -125,7 +139,19 @@ const PROBES_PER_SILENCE: u32 = 8;
 /// How long transport acknowledgements may stand in for the application's own replies, in
 /// liveness timeouts: long enough for a TCP stream stuck in retransmission back-off to get its
 /// bytes through, short enough that a host whose application hangs is still let go.
-pub const MAX_BRIDGE: u32 = 1;
+pub const MAX_BRIDGE: u32 = 2;
+
+/// What the peer's TCP showed, read from the kernel at each liveness timer: only for
+/// connections where the gateway's TCP peer is the client's own host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransportReport {
+    /// Time since the last acknowledgement that arrived while we had bytes in flight: the
+    /// peer's host answering our probes.
+    pub last_ack_age: Duration,
+    /// Data segments that arrived beyond a hole, so far: the peer's replies, written by its
+    /// application after one that is still missing.
+    pub out_of_order_packets: u32,
+}
 
 #[derive(Debug, Clone)]
 pub struct Liveness {
@@ -139,6 +165,8 @@ pub struct Liveness {
     /// The last acknowledgement of our bytes by the peer's transport, where the driver counts
     /// those as replies.
     last_transport_ack: Option<Instant>,
+    /// When the previous [`TransportReport`] was read, and its out-of-order count.
+    last_report: Option<(Instant, u32)>,
     dead: bool,
 }
 
@@ -152,6 +180,7 @@ impl Liveness {
             grace_until: None,
             rtt: None,
             last_transport_ack: None,
+            last_report: None,
             dead: false,
         }
     }
@@ -183,10 +212,25 @@ impl Liveness {
         }
     }
 
-    /// The peer's transport acknowledged our bytes at `at` (its kernel ACKed a probe). Only
-    /// for connections where that proves the client's own host, not a proxy in between: see
-    /// the module's documentation.
-    pub fn on_transport_ack(&mut self, at: Instant) {
+    /// What the peer's transport showed at `now` (see [`TransportReport`]). Only for
+    /// connections where that proves the client's own host, not a proxy in between.
+    ///
+    /// Out-of-order data that arrived since the previous report is the application's reply,
+    /// which TCP cannot hand over yet: it counts as inbound, as of the previous report (the
+    /// earliest it can have arrived; a conservative date). An acknowledgement bridges the
+    /// application's silence for at most [`MAX_BRIDGE`] more timeouts.
+    pub fn on_transport_report(&mut self, now: Instant, report: TransportReport) {
+        if let Some((previous_at, previous_count)) = self.last_report
+            && report.out_of_order_packets != previous_count
+        {
+            self.on_inbound(previous_at);
+        }
+        self.last_report = Some((now, report.out_of_order_packets));
+        self.on_transport_ack(now.checked_sub(report.last_ack_age).unwrap_or(now));
+    }
+
+    /// The peer's transport acknowledged our bytes at `at` (its kernel ACKed a probe).
+    fn on_transport_ack(&mut self, at: Instant) {
         if self.last_transport_ack.is_none_or(|last| at > last) {
             self.last_transport_ack = Some(at);
         }
@@ -374,54 +418,65 @@ mod tests {
         assert_eq!(probes, [800, 950, 1100, 1250, 1400, 1550, 1700, 1850]);
     }
 
-    #[test]
-    fn transport_acks_bridge_a_stuck_reply_for_at_most_one_more_timeout() {
-        let t0 = Instant::now();
-        let mut l = Liveness::new(t0, config());
-        // The peer's kernel acknowledges the probes while its Pong is stuck in back-off.
-        for at in [4.1, 6.0, 9.5, 12.0] {
-            l.on_transport_ack(t0 + secs(at));
+    fn report(ack_age: f64, out_of_order_packets: u32) -> TransportReport {
+        TransportReport {
+            last_ack_age: secs(ack_age),
+            out_of_order_packets,
         }
-        assert_eq!(
-            l.handle_timeout(t0 + secs(10.0)),
-            Some(LivenessEvent::Probe)
-        );
-        // Alive while acknowledgements keep coming: the deadline follows the last one.
-        l.on_transport_ack(t0 + secs(15.0));
-        assert!(l.poll_timeout().expect("alive") <= t0 + secs(20.0));
-        // But never past twice the timeout of silence from the application.
-        l.on_transport_ack(t0 + secs(19.5));
-        let mut at = l.poll_timeout().expect("alive");
-        while l.handle_timeout(at) == Some(LivenessEvent::Probe) {
-            at = l.poll_timeout().expect("alive");
+    }
+
+    /// Runs the machine until its verdict, the driver reading `report_at(t)` at every timer.
+    fn verdict_time(
+        l: &mut Liveness,
+        t0: Instant,
+        report_at: impl Fn(f64) -> TransportReport,
+    ) -> f64 {
+        while let Some(at) = l.poll_timeout() {
+            l.on_transport_report(at, report_at((at - t0).as_secs_f64()));
+            match l.handle_timeout(at) {
+                Some(LivenessEvent::Dead { .. }) => return (at - t0).as_secs_f64(),
+                Some(LivenessEvent::Probe) | None => {}
+                Some(stalled) => panic!("unexpected {stalled:?}"),
+            }
         }
-        assert!(l.is_dead());
-        assert_eq!(at, t0 + secs(20.0));
+        panic!("no verdict");
     }
 
     #[test]
-    fn without_acks_a_vanished_peer_dies_at_the_timeout_and_old_acks_do_not_count() {
+    fn transport_acks_bridge_a_stuck_reply_for_at_most_two_more_timeouts() {
+        let t0 = Instant::now();
+        // The peer's kernel acknowledges every probe within 0.3 s; its application never
+        // gets a reply through (or is suspended): let go at three timeouts, not before.
+        let mut l = Liveness::new(t0, config());
+        assert_eq!(verdict_time(&mut l, t0, |_| report(0.3, 0)), 30.0);
+        assert_eq!(MAX_BRIDGE, 2);
+        // Acknowledgements that stop (the path vanished at 12 s): dead one timeout later.
+        let mut l = Liveness::new(t0, config());
+        let t = verdict_time(&mut l, t0, |t| {
+            report(if t < 12.0 { 0.3 } else { t - 12.0 }, 0)
+        });
+        assert!((22.0..22.6).contains(&t), "{t}");
+        // No acknowledgement at all: the plain deadline.
+        let mut l = Liveness::new(t0, config());
+        assert_eq!(verdict_time(&mut l, t0, |t| report(t + 60.0, 0)), 10.0);
+    }
+
+    #[test]
+    fn out_of_order_data_is_a_reply_dated_at_the_report_before_it() {
         let t0 = Instant::now();
         let mut l = Liveness::new(t0, config());
-        l.on_inbound(t0 + secs(5.0));
-        // Acknowledgements from before the last reply prove nothing new.
-        l.on_transport_ack(t0 + secs(4.0));
-        let mut at = l.poll_timeout().expect("alive");
-        while l.handle_timeout(at) == Some(LivenessEvent::Probe) {
-            at = l.poll_timeout().expect("alive");
-        }
-        assert_eq!(at, t0 + secs(15.0));
-        assert!(l.is_dead());
-        // The application's reply resets the bridge: acks after it count again.
+        l.on_transport_report(t0 + secs(4.0), report(99.0, 7));
+        l.on_transport_report(t0 + secs(4.5), report(99.0, 7));
+        assert_eq!(l.last_inbound(), t0, "no new out-of-order data");
+        l.on_transport_report(t0 + secs(5.0), report(99.0, 8));
+        assert_eq!(l.last_inbound(), t0 + secs(4.5));
+        // A reply that keeps arriving out of order keeps the peer alive indefinitely: it is
+        // the application speaking.
         let mut l = Liveness::new(t0, config());
-        l.on_transport_ack(t0 + secs(9.0));
-        l.on_inbound(t0 + secs(12.0));
-        l.on_transport_ack(t0 + secs(21.0));
-        assert_eq!(
-            l.handle_timeout(t0 + secs(22.0)),
-            Some(LivenessEvent::Probe)
-        );
-        assert!(l.poll_timeout().expect("alive") <= t0 + secs(31.0));
+        let t = verdict_time(&mut l, t0, |t| {
+            report(99.0, if t < 50.0 { (t * 2.0) as u32 } else { 100 })
+        });
+        assert!((58.0..60.6).contains(&t), "{t}");
     }
 
     #[test]

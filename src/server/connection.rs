@@ -79,8 +79,8 @@ async fn drive_as(ctx: Arc<ServerContext>, conn: ConnId, mut link: Link) {
                 event = link.inbound.recv() => event,
                 () = tokio::time::sleep_until(wake.into()) => {
                     let now = Instant::now();
-                    if let Some(age) = link.ack_clock.and_then(|clock| clock.last_ack_age()) {
-                        liveness.on_transport_ack(now.checked_sub(age).unwrap_or(now));
+                    if let Some(report) = link.tcp_witness.and_then(|witness| witness.read()) {
+                        liveness.on_transport_report(now, report);
                     }
                     match liveness.handle_timeout(now) {
                         Some(LivenessEvent::Probe) => {

@@ -26,7 +26,7 @@ use super::admission::{Admitted, ConnectionPermit, HandshakePermit, Refusal};
 use super::{ServerContext, assets, connection};
 use crate::core::Transport;
 use crate::metrics;
-use crate::transport::tcp_acks::{AckClock, TcpAckEvidence};
+use crate::transport::tcp_liveness::{self, TcpAckEvidence, TcpWitness};
 use crate::transport::websocket;
 
 type Body = Full<Bytes>;
@@ -69,9 +69,9 @@ pub async fn accept_loop(ctx: Arc<ServerContext>, listener: TcpListener, tls: Op
             }
         };
         let deadline = tokio::time::Instant::now() + ctx.config.handshake_timeout;
-        tune_socket(&tcp, ctx.config.hub.liveness.transport_backstop());
-        let ack_clock = (ctx.config.tcp_ack_evidence != TcpAckEvidence::Never)
-            .then(|| AckClock::new(&tcp))
+        tune_socket(&tcp, ctx.config.hub.liveness.tcp_backstop());
+        let tcp_witness = (ctx.config.tcp_ack_evidence != TcpAckEvidence::Never)
+            .then(|| TcpWitness::new(&tcp))
             .flatten();
         let ctx2 = ctx.clone();
         let tls = tls.clone();
@@ -83,7 +83,7 @@ pub async fn accept_loop(ctx: Arc<ServerContext>, listener: TcpListener, tls: Op
                     let tcp_side = TcpSide {
                         peer,
                         scheme: Scheme::Http,
-                        ack_clock,
+                        tcp_witness,
                     };
                     serve_http(ctx2, tcp, tcp_side, handshake, connection).await;
                 }
@@ -94,7 +94,7 @@ pub async fn accept_loop(ctx: Arc<ServerContext>, listener: TcpListener, tls: Op
                             let tcp_side = TcpSide {
                                 peer,
                                 scheme: Scheme::Https,
-                                ack_clock,
+                                tcp_witness,
                             };
                             serve_http(ctx2, stream, tcp_side, handshake, connection).await;
                         }
@@ -144,7 +144,9 @@ impl Handshake {
 ///   Set just after the liveness timeout, so that the liveness verdict comes first.
 /// - Linear retransmission timeouts for thin streams: a lost probe or reply is retried every
 ///   RTO instead of after 0.4, 0.8, 1.6, 3.2 s …, so a lossy but live connection gets many
-///   more chances within one liveness timeout (signaling connections are always thin).
+///   more chances within one liveness timeout (signaling connections are always thin), and
+///   the retransmission timeout capped at one second where the kernel applies no linear
+///   timeouts (under BBR).
 fn tune_socket(tcp: &TcpStream, user_timeout: Duration) {
     let _ = tcp.set_nodelay(true);
     let socket = socket2::SockRef::from(tcp);
@@ -154,6 +156,9 @@ fn tune_socket(tcp: &TcpStream, user_timeout: Duration) {
     if let Err(error) = socket.set_tcp_thin_linear_timeouts(true) {
         tracing::debug!(%error, "cannot set TCP_THIN_LINEAR_TIMEOUTS");
     }
+    if let Err(error) = tcp_liveness::cap_retransmission_backoff(tcp) {
+        tracing::debug!(%error, "cannot set TCP_RTO_MAX_MS (Linux 6.15 and later)");
+    }
 }
 
 /// What the HTTP layer knows of the TCP connection under it.
@@ -162,7 +167,7 @@ struct TcpSide {
     peer: SocketAddr,
     scheme: Scheme,
     /// None when TCP acknowledgements never count as liveness evidence.
-    ack_clock: Option<AckClock>,
+    tcp_witness: Option<TcpWitness>,
 }
 
 /// Serves HTTP on one connection until it upgrades to a WebSocket (the upgraded connection
@@ -401,8 +406,8 @@ fn websocket_upgrade(
         metrics::handshake_failed(Transport::WebSocket, "origin");
         return text(StatusCode::FORBIDDEN, "origin not allowed\n");
     }
-    let ack_clock = tcp_side
-        .ack_clock
+    let tcp_witness = tcp_side
+        .tcp_witness
         .filter(|_| ctx.config.tcp_ack_evidence.applies(peer.ip(), headers));
     let accept = derive_accept_key(key.as_bytes());
     let upgrade = hyper::upgrade::on(&mut req);
@@ -425,7 +430,7 @@ fn websocket_upgrade(
                     peer,
                     limits.max_frame_bytes,
                     ctx2.config.outbound_queue,
-                    ack_clock,
+                    tcp_witness,
                 );
                 connection::drive(ctx2, link).await;
             }

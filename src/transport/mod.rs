@@ -2,7 +2,7 @@
 //! [`Inbound`] events and a sink of [`Outbound`] commands — and contains no signaling logic.
 //! The generic driver in `server::connection` runs liveness and talks to the hub.
 
-pub mod tcp_acks;
+pub mod tcp_liveness;
 pub mod websocket;
 pub mod webtransport;
 
@@ -59,8 +59,8 @@ pub struct Link {
     /// once before a liveness verdict.
     pub unreported_activity: Option<UnreportedActivity>,
     /// Where the peer's TCP acknowledgements prove the client itself alive (see
-    /// [`tcp_acks`]): read at each liveness timer.
-    pub ack_clock: Option<tcp_acks::AckClock>,
+    /// [`tcp_liveness`]): read at each liveness timer.
+    pub tcp_witness: Option<tcp_liveness::TcpWitness>,
 }
 
 /// See [`Link::unreported_activity`].

@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, Pro
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 
-use super::tcp_acks::AckClock;
+use super::tcp_liveness::TcpWitness;
 use super::{INBOUND_QUEUE, Inbound, Link, Outbound, close_code};
 use crate::core::Transport;
 use crate::core::codec::{FrameProblem, decode_client_frame, encode_server_frame};
@@ -41,7 +41,7 @@ pub fn spawn<S>(
     peer: SocketAddr,
     max_frame_bytes: usize,
     outbox_capacity: usize,
-    ack_clock: Option<AckClock>,
+    tcp_witness: Option<TcpWitness>,
 ) -> Link
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -61,7 +61,7 @@ where
         written,
         // Every inbound message is reported as it is read.
         unreported_activity: None,
-        ack_clock,
+        tcp_witness,
     }
 }
 

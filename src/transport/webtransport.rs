@@ -182,7 +182,7 @@ pub fn spawn(
         unreported_activity: Some(unreported_activity),
         // QUIC's acknowledgements come from the client's own QUIC stack and are already
         // counted as activity (authenticated frames).
-        ack_clock: None,
+        tcp_witness: None,
     }
 }
 

@@ -1,4 +1,11 @@
-//! TCP acknowledgements as liveness evidence, where they prove the client and not a proxy.
+//! What TCP does and tells for liveness: retransmissions that keep trying, and acknowledgements
+//! as evidence where they prove the client and not a proxy.
+//!
+//! A lost probe or reply is retransmitted after the retransmission timeout, which doubles each
+//! time (0.4, 0.8, 1.6, 3.2 s …): within a 10 s liveness timeout a lossy link gets only a few
+//! chances. Linear timeouts for thin streams would help but the kernel never applies them under
+//! BBR (it never leaves initial slow start in the kernel's eyes), so [`cap_retransmission_backoff`]
+//! caps the timeout at one second instead (Linux ≥ 6.15; older kernels keep their back-off).
 //!
 //! On a lossy link a live WebSocket peer's Pong can be stuck for seconds in its TCP's
 //! retransmission back-off, while its kernel keeps acknowledging every probe we send. When the
@@ -17,6 +24,8 @@ use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::time::Duration;
 
 use hyper::HeaderMap;
+
+use crate::core::liveness::TransportReport;
 use serde::Deserialize;
 use tokio::net::TcpStream;
 
@@ -32,6 +41,32 @@ pub enum TcpAckEvidence {
     Always,
     /// Never: only the application's own replies count.
     Never,
+}
+
+/// `TCP_RTO_MAX_MS` (Linux 6.15), not in the libc crate yet.
+const TCP_RTO_MAX_MS: libc::c_int = 44;
+/// The smallest cap the kernel accepts.
+const RTO_CAP_MS: libc::c_int = 1000;
+
+/// Retransmits a lost segment at least every second however many times it was lost (see the
+/// module documentation). An error means the kernel predates the option.
+pub fn cap_retransmission_backoff(tcp: &TcpStream) -> std::io::Result<()> {
+    // SAFETY: a valid descriptor (borrowed from a live TcpStream) and a c_int option value of
+    // the size passed.
+    let set = unsafe {
+        libc::setsockopt(
+            tcp.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            TCP_RTO_MAX_MS,
+            (&RTO_CAP_MS as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if set == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// Headers a proxy adds to the requests it forwards.
@@ -80,35 +115,34 @@ fn is_local_v6(ip: Ipv6Addr) -> bool {
     ip.is_loopback() || ip.is_unspecified() || ip.is_unique_local() || ip.is_unicast_link_local()
 }
 
-/// Reads how long ago the peer last acknowledged our bytes, from the kernel (TCP_INFO).
+/// Reads a [`TransportReport`] from the kernel (TCP_INFO).
 ///
 /// Holds the descriptor number, not a duplicate: a duplicate per connection would halve the
 /// connections one process can hold. The socket's cookie (unique for the kernel's lifetime)
 /// is checked after each read, so a descriptor closed and reused by another connection in
 /// between is never read as ours.
 #[derive(Debug, Clone, Copy)]
-pub struct AckClock {
+pub struct TcpWitness {
     fd: RawFd,
     cookie: u64,
 }
 
-impl AckClock {
-    pub fn new(tcp: &TcpStream) -> Option<AckClock> {
+impl TcpWitness {
+    pub fn new(tcp: &TcpStream) -> Option<TcpWitness> {
         let cookie = socket2::SockRef::from(tcp).cookie().ok()?;
-        Some(AckClock {
+        Some(TcpWitness {
             fd: tcp.as_raw_fd(),
             cookie,
         })
     }
 
-    /// Time since the last acknowledgement that arrived while we had bytes in flight (the
-    /// kernel updates it only then); `None` once the socket is gone.
-    pub fn last_ack_age(&self) -> Option<Duration> {
+    /// `None` once the socket is gone, or where the kernel does not report it.
+    pub fn read(&self) -> Option<TransportReport> {
         let mut info = std::mem::MaybeUninit::<libc::tcp_info>::zeroed();
         let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
         // SAFETY: `info` is a writable buffer of `len` bytes; the kernel writes at most `len`
-        // bytes into it and reports how many. An fd that is closed fails with EBADF; one that
-        // was reused is caught by the cookie check below.
+        // bytes into it and reports how many. A descriptor that is closed fails with EBADF;
+        // one that was reused is caught by the cookie check below.
         let read = unsafe {
             libc::getsockopt(
                 self.fd,
@@ -118,7 +152,10 @@ impl AckClock {
                 &mut len,
             )
         };
-        if read != 0 || (len as usize) < std::mem::size_of::<libc::tcp_info>() {
+        // Older kernels fill less of the struct (the out-of-order count came in Linux 5.4).
+        let needed =
+            std::mem::offset_of!(libc::tcp_info, tcpi_rcv_ooopack) + std::mem::size_of::<u32>();
+        if read != 0 || (len as usize) < needed {
             return None;
         }
         // SAFETY: the descriptor is only borrowed for the call; if it was closed meanwhile the
@@ -127,9 +164,13 @@ impl AckClock {
         if socket2::SockRef::from(&fd).cookie().ok()? != self.cookie {
             return None;
         }
-        // SAFETY: the kernel filled the whole struct (checked `len` above).
+        // SAFETY: zero-initialised, and the kernel wrote the fields up to the last one we read
+        // (checked `len` above).
         let info = unsafe { info.assume_init() };
-        Some(Duration::from_millis(u64::from(info.tcpi_last_ack_recv)))
+        Some(TransportReport {
+            last_ack_age: Duration::from_millis(u64::from(info.tcpi_last_ack_recv)),
+            out_of_order_packets: info.tcpi_rcv_ooopack,
+        })
     }
 }
 
@@ -172,14 +213,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_ack_clock_reads_its_own_socket_and_nothing_after_it_closed() {
+    async fn the_tcp_witness_reads_its_own_socket_and_nothing_after_it_closed() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let mut client = TcpStream::connect(addr).await.expect("connect");
         let (mut server, _) = listener.accept().await.expect("accept");
-        let clock = AckClock::new(&server).expect("cookie");
+        let witness = TcpWitness::new(&server).expect("cookie");
         // Bytes sent and acknowledged: the last acknowledgement is recent.
         tokio::io::AsyncWriteExt::write_all(&mut server, b"probe")
             .await
@@ -189,12 +230,13 @@ mod tests {
             .await
             .expect("read");
         tokio::time::sleep(Duration::from_millis(20)).await;
-        let age = clock.last_ack_age().expect("open socket");
-        assert!(age < Duration::from_secs(5), "{age:?}");
+        let seen = witness.read().expect("open socket");
+        assert!(seen.last_ack_age < Duration::from_secs(5), "{seen:?}");
+        assert_eq!(seen.out_of_order_packets, 0, "loopback delivers in order");
         drop(server);
         // A new socket may get the same descriptor number: never read as ours.
         let _other = TcpStream::connect(addr).await.expect("connect");
         let _accepted = listener.accept().await.expect("accept");
-        assert_eq!(clock.last_ack_age(), None);
+        assert_eq!(witness.read(), None);
     }
 }
