@@ -51,10 +51,11 @@ def main() -> int:
         return 2
     before, bsrc = load(sys.argv[1])
     after, asrc = load(sys.argv[2])
-    out = ["# Before / after the liveness escalation (commit 224497c)", ""]
+    out = ["# Before / after: liveness on lossy links (probing harder, TCP evidence from direct clients)", ""]
     out.append("Before: " + "; ".join(bsrc) + ".")
     out.append("")
-    out.append("After: " + "; ".join(asrc) + ".")
+    out.append("After: " + "; ".join(asrc) + " (merged runs: the latest command is named; "
+               "report.md beside it lists every run).")
     out.append("")
     out.append("## False UNREACHABLE per 1,000 sessions (5 minutes, loss each way, +200 ms RTT)")
     out.append("")
@@ -91,10 +92,11 @@ def main() -> int:
     if idle:
         out.append("## Idle cost: IP bytes per idle session per minute, up / down")
         out.append("")
-        out.append("| system | transport | up | down | packets up / down |")
-        out.append("|---|---|---:|---:|---|")
+        out.append("| system | transport | liveness | up | down | packets up / down |")
+        out.append("|---|---|---|---:|---:|---|")
         for r in idle:
-            out.append(f"| {r['label']} | {LABEL.get(r['transport'], r['transport']) if r['system'] == 'signalgate' else 'WebSocket (no TLS)'} | "
+            liveness = SETTING.get(r.get("setting"), "25 s + 20 s heartbeat") if r["system"] == "signalgate" else "25 s + 20 s heartbeat"
+            out.append(f"| {r['label']} | {LABEL.get(r['transport'], r['transport']) if r['system'] == 'signalgate' else 'WebSocket (no TLS)'} | {liveness} | "
                        f"{r['up']['ip_bytes_per_session_per_min']:,.0f} | {r['down']['ip_bytes_per_session_per_min']:,.0f} | "
                        f"{r['up']['packets_per_session_per_min']:.1f} / {r['down']['packets_per_session_per_min']:.1f} |")
         out.append("")
