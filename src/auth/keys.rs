@@ -24,7 +24,7 @@ const RSA_ALGORITHMS: [Algorithm; 6] = [
 const MIN_RSA_MODULUS_BYTES: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum KeyError {
+pub enum KeyError {
     #[error("cannot read {what} {}: {source}", path.display())]
     Read {
         what: &'static str,

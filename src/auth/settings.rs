@@ -134,28 +134,11 @@ pub enum AuthSettingsError {
          required (e.g. `openssl rand -base64 48`)"
     )]
     SecretTooShort { origin: String, len: usize },
-    #[error("cannot read {what} {}: {source}", path.display())]
-    Read {
-        what: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{}: {reason}", path.display())]
-    NotAKey { path: PathBuf, reason: String },
-    #[error("JWKS file {}: {reason}", path.display())]
-    Jwks { path: PathBuf, reason: String },
+    /// A file that cannot be read, or is not a key (PEM, JWKS).
+    #[error(transparent)]
+    Key(#[from] KeyError),
     #[error("invalid authentication setting: {0}")]
     Invalid(String),
-}
-
-impl From<KeyError> for AuthSettingsError {
-    fn from(e: KeyError) -> Self {
-        match e {
-            KeyError::Read { what, path, source } => Self::Read { what, path, source },
-            KeyError::Pem { path, reason } => Self::NotAKey { path, reason },
-            KeyError::Jwks { path, reason } => Self::Jwks { path, reason },
-        }
-    }
 }
 
 /// The validated authentication configuration: keys loaded and checked.
@@ -209,7 +192,7 @@ pub(crate) fn load_secret(
         (None, None) => return Ok(None),
         (Some(inline), None) => (inline.expose().as_bytes().to_vec(), flags.0.to_owned()),
         (None, Some(path)) => {
-            let mut bytes = std::fs::read(path).map_err(|source| AuthSettingsError::Read {
+            let mut bytes = std::fs::read(path).map_err(|source| KeyError::Read {
                 what: "the HS256 secret file",
                 path: path.to_owned(),
                 source,
