@@ -237,6 +237,11 @@ pub struct Settings {
     #[arg(long, env = "SIGNALGATE_MAX_HANDSHAKES", value_name = "N")]
     pub max_handshakes: Option<u32>,
 
+    /// Connections the kernel queues for accept on each TCP listener (a reconnect storm
+    /// arrives at once); the kernel caps it at net.core.somaxconn. Default 4096.
+    #[arg(long, env = "SIGNALGATE_LISTEN_BACKLOG", value_name = "N")]
+    pub listen_backlog: Option<u32>,
+
     /// How often the --cert/--key files are checked for changes; a changed pair that loads
     /// is used for new handshakes (open sessions keep theirs), a broken one is logged and the
     /// current certificate kept. `0s`: never. Default 5s.
@@ -310,6 +315,7 @@ layer_fields!(
     max_connections_per_ip,
     new_connections_per_ip_per_sec,
     max_handshakes,
+    listen_backlog,
     cert_reload_interval,
     api_listen,
     api_secret,
@@ -385,6 +391,8 @@ pub struct Config {
     pub new_connections_per_ip_per_sec: u32,
     /// Connections in their handshake at once, all listeners together.
     pub max_handshakes: u32,
+    /// The accept queue of each TCP listener (capped by the kernel's somaxconn).
+    pub listen_backlog: u32,
     /// How often `--cert/--key` are checked for changes; `None`: never.
     pub cert_reload_interval: Option<Duration>,
     /// The backend API; None: off.
@@ -472,6 +480,8 @@ fn check_api(
 
 pub const DEFAULT_MAX_CONNECTIONS_PER_IP: u32 = 256;
 pub const DEFAULT_NEW_CONNECTIONS_PER_IP_PER_SEC: u32 = 50;
+/// Enough for thousands of clients reconnecting at once (tokio's default is 1,024).
+pub const DEFAULT_LISTEN_BACKLOG: u32 = 4096;
 pub const DEFAULT_MAX_HANDSHAKES: u32 = 512;
 pub const DEFAULT_CERT_RELOAD_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -720,6 +730,12 @@ impl TryFrom<Settings> for Config {
                 1,
                 1_000_000,
             )?,
+            listen_backlog: check_range(
+                "listen_backlog",
+                s.listen_backlog.unwrap_or(DEFAULT_LISTEN_BACKLOG),
+                1,
+                65_535,
+            )?,
             cert_reload_interval: check_cert_reload_interval(s.cert_reload_interval)?,
             api: check_api(s.api_listen, s.api_secret, s.api_secret_file)?,
         })
@@ -791,6 +807,22 @@ mod tests {
         let err = config("liveness_timeout = \"10s\"\nping_interval = \"5s\"").unwrap_err();
         let text = err.to_string();
         assert!(text.contains("5s") && text.contains("10s"), "{text}");
+    }
+
+    #[test]
+    fn a_listen_backlog_out_of_range_is_refused_naming_it() {
+        let err = config("listen_backlog = 0").unwrap_err().to_string();
+        assert!(err.contains("listen_backlog = 0"), "{err}");
+        assert_eq!(
+            config("listen_backlog = 8192")
+                .expect("valid")
+                .listen_backlog,
+            8192
+        );
+        assert_eq!(
+            config("").expect("valid").listen_backlog,
+            DEFAULT_LISTEN_BACKLOG
+        );
     }
 
     #[test]

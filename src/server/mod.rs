@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
@@ -144,10 +144,39 @@ impl Running {
     }
 }
 
-async fn bind_tcp(addr: SocketAddr, what: &'static str) -> Result<TcpListener, ServerError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| ServerError::Bind { addr, what, source })
+/// A TCP listener with `backlog` (tokio's `bind` always asks for 1,024, which a reconnect
+/// storm overflows: the kernel then drops SYNs and clients wait for their retransmission).
+fn bind_tcp(
+    addr: SocketAddr,
+    what: &'static str,
+    backlog: u32,
+) -> Result<TcpListener, ServerError> {
+    let bind = || {
+        let socket = match addr {
+            SocketAddr::V4(_) => TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => TcpSocket::new_v6()?,
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(backlog)
+    };
+    let listener = bind().map_err(|source| ServerError::Bind { addr, what, source })?;
+    warn_if_the_kernel_caps(backlog);
+    Ok(listener)
+}
+
+/// The kernel silently caps every listen backlog at net.core.somaxconn.
+fn warn_if_the_kernel_caps(backlog: u32) {
+    let somaxconn = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|text| text.trim().parse::<u32>().ok());
+    if let Some(somaxconn) = somaxconn.filter(|&cap| cap < backlog) {
+        tracing::warn!(
+            listen_backlog = backlog,
+            somaxconn,
+            "the kernel caps the listen backlog at net.core.somaxconn; raise it (sysctl) for reconnect storms"
+        );
+    }
 }
 
 /// Binds every listener and starts serving. Fails, naming the address, if one cannot be bound.
@@ -162,7 +191,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
 
     let certificate = LiveCertificate::new(&identity)?;
 
-    let tcp = bind_tcp(config.listen, "HTTPS/WebSocket").await?;
+    let tcp = bind_tcp(config.listen, "HTTPS/WebSocket", config.listen_backlog)?;
     let listen = tcp.local_addr().map_err(|source| ServerError::Bind {
         addr: config.listen,
         what: "HTTPS/WebSocket",
@@ -174,11 +203,11 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         None
     };
     let http = match config.http_listen {
-        Some(addr) => Some(bind_tcp(addr, "plain HTTP").await?),
+        Some(addr) => Some(bind_tcp(addr, "plain HTTP", config.listen_backlog)?),
         None => None,
     };
     let api = match &config.api {
-        Some(api) => Some(bind_tcp(api.listen, "backend API").await?),
+        Some(api) => Some(bind_tcp(api.listen, "backend API", config.listen_backlog)?),
         None => None,
     };
     let metrics_stop = CancellationToken::new();
