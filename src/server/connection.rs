@@ -37,7 +37,8 @@ pub async fn drive(ctx: Arc<ServerContext>, link: Link) {
     let conn = ConnId(ctx.next_conn_id());
     let span =
         tracing::info_span!("conn", id = %conn, transport = %link.transport, peer = %link.peer);
-    drive_as(ctx, conn, link).instrument(span).await;
+    drive_as(ctx.clone(), conn, link).instrument(span).await;
+    ctx.closes.count_one();
 }
 
 async fn drive_as(ctx: Arc<ServerContext>, conn: ConnId, mut link: Link) {

@@ -7,6 +7,7 @@ mod assets;
 mod connection;
 mod http;
 mod hub_driver;
+mod memory;
 mod quic;
 mod tokens;
 
@@ -72,6 +73,8 @@ pub struct ServerContext {
     shutdown: CancellationToken,
     tasks: TaskTracker,
     next_conn: AtomicU64,
+    /// Connections ended so far (for giving memory back after a peak).
+    closes: memory::Closes,
 }
 
 impl ServerContext {
@@ -254,8 +257,10 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         shutdown: CancellationToken::new(),
         tasks: TaskTracker::new(),
         next_conn: AtomicU64::new(1),
+        closes: memory::Closes::default(),
         config,
     });
+    tokio::spawn(memory::give_back_after_closes(ctx.clone()));
     let hub_task = tokio::spawn(hub_driver::run(Hub::new(ctx.config.hub.clone()), hub_rx));
     let acceptor = TlsAcceptor::from(Arc::new(tls_config));
     tokio::spawn(http::accept_loop(ctx.clone(), tcp, Some(acceptor)));
