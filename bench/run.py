@@ -564,24 +564,15 @@ def cpu_seconds(procs: list[Proc]) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+# The counters of a namespace that show packets dropped before the application saw them.
+DROP_COUNTERS = ("Udp.InDatagrams", "Udp.RcvbufErrors", "Udp.InErrors", "TcpExt.ListenOverflows", "TcpExt.ListenDrops")
+
+
 def net_counters(ns: str) -> dict:
     """Kernel counters of a namespace that show packets dropped before the application saw
     them (UDP receive-buffer overflows, accept-queue overflows)."""
-    want = {"Udp": ("InDatagrams", "RcvbufErrors", "InErrors"), "TcpExt": ("ListenOverflows", "ListenDrops")}
-    out = {}
-    for path in ("/proc/net/snmp", "/proc/net/netstat"):
-        try:
-            text = sh(*in_ns(ns, "cat", path))
-        except BenchError:
-            continue
-        rows = text.splitlines()
-        for head, values in zip(rows[::2], rows[1::2]):
-            proto, names = head.split(":", 1)
-            if proto in want:
-                for name, value in zip(names.split(), values.split(":", 1)[1].split()):
-                    if name in want[proto]:
-                        out[f"{proto}.{name}"] = int(value)
-    return out
+    every = kernel_counters(ns)
+    return {name: every[name] for name in DROP_COUNTERS if name in every}
 
 
 def parse_gateway_log(path: Path) -> list[dict]:
