@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::auth::{AuthConfig, AuthSettings, SecretString};
+use crate::auth::{AuthConfig, AuthSettings, SecretString, read_secret_file};
 use crate::core::hub::{HubConfig, Limits};
 use crate::core::liveness::LivenessConfig;
 use crate::transport::tcp_liveness::TcpAckEvidence;
@@ -431,11 +431,8 @@ fn check_api(
         (Some(inline), None) => (Some(inline.expose().to_owned()), "--api-secret".to_owned()),
         (None, Some(path)) => {
             let origin = format!("--api-secret-file {}", path.display());
-            let mut bytes = std::fs::read(&path)
+            let bytes = read_secret_file(&path)
                 .map_err(|e| invalid(format!("{origin}: cannot read it: {e}")))?;
-            while matches!(bytes.last(), Some(b'\n' | b'\r')) {
-                bytes.pop();
-            }
             let text = String::from_utf8(bytes).map_err(|_| {
                 invalid(format!(
                     "{origin}: the secret must be printable ASCII without spaces"

@@ -46,7 +46,7 @@ pub use claims::{
 pub use mint::{MintError, TokenSpec, mint_hs256};
 pub use settings::{
     AuthConfig, AuthSettings, AuthSettingsError, DEFAULT_JWKS_POLL_INTERVAL, DEFAULT_LEEWAY,
-    MIN_SECRET_BYTES, SecretString,
+    MIN_SECRET_BYTES, SecretString, read_secret_file,
 };
 
 use crate::proto::ErrorCode;

@@ -40,6 +40,16 @@ impl SecretString {
     }
 }
 
+/// A secret kept in a file (`--…-secret-file`): its bytes without the trailing newlines an
+/// editor or `echo` leaves.
+pub fn read_secret_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    let mut bytes = std::fs::read(path)?;
+    while matches!(bytes.last(), Some(b'\n' | b'\r')) {
+        bytes.pop();
+    }
+    Ok(bytes)
+}
+
 impl fmt::Debug for SecretString {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "SecretString(<{} bytes, redacted>)", self.0.len())
@@ -192,14 +202,11 @@ pub(crate) fn load_secret(
         (None, None) => return Ok(None),
         (Some(inline), None) => (inline.expose().as_bytes().to_vec(), flags.0.to_owned()),
         (None, Some(path)) => {
-            let mut bytes = std::fs::read(path).map_err(|source| KeyError::Read {
+            let bytes = read_secret_file(path).map_err(|source| KeyError::Read {
                 what: "the HS256 secret file",
                 path: path.to_owned(),
                 source,
             })?;
-            while matches!(bytes.last(), Some(b'\n' | b'\r')) {
-                bytes.pop();
-            }
             (bytes, format!("file {}", path.display()))
         }
     };
