@@ -212,6 +212,14 @@ impl Liveness {
         }
     }
 
+    /// Whether a [`TransportReport`] can change anything now: only once a probe of the
+    /// current silence went unanswered. A healthy quiet connection answers its first probe and
+    /// is never asked (no system call per probe cycle on thousands of idle connections).
+    pub fn wants_transport_report(&self) -> bool {
+        self.last_probe
+            .is_some_and(|probe| probe > self.last_inbound)
+    }
+
     /// What the peer's transport showed at `now` (see [`TransportReport`]). Only for
     /// connections where that proves the client's own host, not a proxy in between.
     ///
@@ -432,7 +440,9 @@ mod tests {
         report_at: impl Fn(f64) -> TransportReport,
     ) -> f64 {
         while let Some(at) = l.poll_timeout() {
-            l.on_transport_report(at, report_at((at - t0).as_secs_f64()));
+            if l.wants_transport_report() {
+                l.on_transport_report(at, report_at((at - t0).as_secs_f64()));
+            }
             match l.handle_timeout(at) {
                 Some(LivenessEvent::Dead { .. }) => return (at - t0).as_secs_f64(),
                 Some(LivenessEvent::Probe) | None => {}
@@ -459,6 +469,24 @@ mod tests {
         // No acknowledgement at all: the plain deadline.
         let mut l = Liveness::new(t0, config());
         assert_eq!(verdict_time(&mut l, t0, |t| report(t + 60.0, 0)), 10.0);
+    }
+
+    #[test]
+    fn the_transport_is_asked_only_in_a_silence_whose_probe_went_unanswered() {
+        let t0 = Instant::now();
+        let mut l = Liveness::new(t0, config());
+        assert!(!l.wants_transport_report(), "quiet, not probed yet");
+        assert_eq!(l.handle_timeout(t0 + secs(4.0)), Some(LivenessEvent::Probe));
+        assert!(l.wants_transport_report(), "the probe is outstanding");
+        l.on_inbound(t0 + secs(4.2));
+        assert!(!l.wants_transport_report(), "answered: a healthy cycle");
+        // And the verdict is always preceded by a probe of the same silence.
+        let mut at = l.poll_timeout().expect("alive");
+        while l.handle_timeout(at) == Some(LivenessEvent::Probe) {
+            assert!(l.wants_transport_report());
+            at = l.poll_timeout().expect("alive");
+        }
+        assert!(l.is_dead());
     }
 
     #[test]

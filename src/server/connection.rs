@@ -80,7 +80,9 @@ async fn drive_as(ctx: Arc<ServerContext>, conn: ConnId, mut link: Link) {
                 event = link.inbound.recv() => event,
                 () = tokio::time::sleep_until(wake.into()) => {
                     let now = Instant::now();
-                    if let Some(report) = link.tcp_witness.and_then(|witness| witness.read()) {
+                    if liveness.wants_transport_report()
+                        && let Some(report) = link.tcp_witness.and_then(|witness| witness.read())
+                    {
                         liveness.on_transport_report(now, report);
                     }
                     match liveness.handle_timeout(now) {
