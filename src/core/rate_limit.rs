@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct TokenBucket {
     rate_per_sec: f64,
     burst: f64,
@@ -27,12 +27,23 @@ impl TokenBucket {
         bucket
     }
 
-    /// Takes one token if there is one.
-    pub fn try_take(&mut self, now: Instant) -> bool {
+    /// The tokens there are at `now`.
+    fn tokens_at(&self, now: Instant) -> f64 {
         let elapsed = now
             .saturating_duration_since(self.refilled_at)
             .as_secs_f64();
-        self.tokens = (self.tokens + elapsed * self.rate_per_sec).min(self.burst);
+        (self.tokens + elapsed * self.rate_per_sec).min(self.burst)
+    }
+
+    /// Whether the bucket has refilled completely by `now`: it then says nothing a new one
+    /// would not (a table of buckets may forget it).
+    pub fn is_full(&self, now: Instant) -> bool {
+        self.tokens_at(now) >= self.burst
+    }
+
+    /// Takes one token if there is one.
+    pub fn try_take(&mut self, now: Instant) -> bool {
+        self.tokens = self.tokens_at(now);
         self.refilled_at = self.refilled_at.max(now);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;

@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
+use crate::core::rate_limit::TokenBucket;
 use crate::metrics;
 
 /// Sources tracked at most (each entry is a few dozen bytes).
@@ -73,9 +74,13 @@ impl Limits {
         self.per_ip > 0 || self.per_ip_per_sec > 0
     }
 
-    /// Bucket size: twice the rate.
-    fn burst(&self) -> f64 {
-        2.0 * f64::from(self.per_ip_per_sec)
+    /// A source's new-connection bucket: the rate, bursts of twice the rate.
+    fn bucket(&self, now: Instant) -> TokenBucket {
+        TokenBucket::new(
+            now,
+            self.per_ip_per_sec,
+            self.per_ip_per_sec.saturating_mul(2),
+        )
     }
 }
 
@@ -98,9 +103,14 @@ impl From<IpAddr> for Source {
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     open: u32,
-    /// New-connection tokens as of `at`.
-    tokens: f64,
-    at: Instant,
+    new_connections: TokenBucket,
+}
+
+impl Entry {
+    /// Whether the entry says nothing a fresh one would not: no connection open, bucket full.
+    fn idle(&self, now: Instant) -> bool {
+        self.open == 0 && self.new_connections.is_full(now)
+    }
 }
 
 /// The per-source rule, without a clock of its own.
@@ -135,17 +145,6 @@ impl Table {
         self.entries.get(&source).map_or(0, |e| e.open)
     }
 
-    fn tokens(&self, entry: &Entry, now: Instant) -> f64 {
-        let refill = now.saturating_duration_since(entry.at).as_secs_f64()
-            * f64::from(self.limits.per_ip_per_sec);
-        (entry.tokens + refill).min(self.limits.burst())
-    }
-
-    /// Whether the entry says nothing a fresh one would not: no connection open, bucket full.
-    fn idle(&self, entry: &Entry, now: Instant) -> bool {
-        entry.open == 0 && self.tokens(entry, now) >= self.limits.burst()
-    }
-
     /// A new connection from `source` at `now`: counted if admitted.
     pub fn admit(&mut self, source: Source, now: Instant) -> Result<(), Refusal> {
         if self
@@ -161,30 +160,18 @@ impl Table {
             }
         }
         let limits = self.limits;
-        let fresh = Entry {
+        let mut entry = self.entries.get(&source).copied().unwrap_or(Entry {
             open: 0,
-            tokens: limits.burst(),
-            at: now,
-        };
-        let current = self.entries.get(&source).copied().unwrap_or(fresh);
-        if limits.per_ip > 0 && current.open >= limits.per_ip {
+            new_connections: limits.bucket(now),
+        });
+        if limits.per_ip > 0 && entry.open >= limits.per_ip {
             return Err(Refusal::PerIpLimit);
         }
-        let mut tokens = self.tokens(&current, now);
-        if limits.per_ip_per_sec > 0 {
-            if tokens < 1.0 {
-                return Err(Refusal::PerIpRate);
-            }
-            tokens -= 1.0;
+        if limits.per_ip_per_sec > 0 && !entry.new_connections.try_take(now) {
+            return Err(Refusal::PerIpRate);
         }
-        self.entries.insert(
-            source,
-            Entry {
-                open: current.open + 1,
-                tokens,
-                at: now,
-            },
-        );
+        entry.open += 1;
+        self.entries.insert(source, entry);
         Ok(())
     }
 
@@ -194,20 +181,14 @@ impl Table {
             return;
         };
         entry.open = entry.open.saturating_sub(1);
-        let entry = *entry;
-        if self.idle(&entry, now) {
+        if entry.idle(now) {
             self.entries.remove(&source);
         }
     }
 
     /// Drops every entry that says nothing any more.
     pub fn sweep(&mut self, now: Instant) {
-        let limits = self.limits;
-        self.entries.retain(|_, entry| {
-            let refill = now.saturating_duration_since(entry.at).as_secs_f64()
-                * f64::from(limits.per_ip_per_sec);
-            entry.open > 0 || entry.tokens + refill < limits.burst()
-        });
+        self.entries.retain(|_, entry| !entry.idle(now));
         self.last_sweep = Some(now);
     }
 }
