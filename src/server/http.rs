@@ -69,13 +69,14 @@ pub async fn accept_loop(ctx: Arc<ServerContext>, listener: TcpListener, tls: Op
             }
         };
         let deadline = tokio::time::Instant::now() + ctx.config.handshake_timeout;
-        tune_socket(&tcp, ctx.config.hub.liveness.tcp_backstop());
-        let tcp_witness = (ctx.config.tcp_ack_evidence != TcpAckEvidence::Never)
-            .then(|| TcpWitness::new(&tcp))
-            .flatten();
         let ctx2 = ctx.clone();
         let tls = tls.clone();
+        // Socket options in the connection's task: the accept loop only accepts (a storm).
         ctx.tasks.spawn(async move {
+            tune_socket(&tcp, ctx2.config.hub.liveness.tcp_backstop());
+            let tcp_witness = (ctx2.config.tcp_ack_evidence != TcpAckEvidence::Never)
+                .then(|| TcpWitness::new(&tcp))
+                .flatten();
             let connection = Arc::new(connection);
             match tls {
                 None => {
