@@ -1,9 +1,15 @@
-//! Compiles the wire contract in proto/ with protox (pure Rust: no system protoc needed).
+//! Compiles the wire contracts in proto/ with protox (pure Rust: no system protoc needed):
+//! the client <-> gateway contract and the gateway <-> gateway one of cluster mode.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    const PROTO: &str = "proto/signalgate/v1/signalgate.proto";
-    println!("cargo:rerun-if-changed={PROTO}");
-    let descriptors = protox::compile([PROTO], ["proto"])?;
+    const PROTOS: [&str; 2] = [
+        "proto/signalgate/v1/signalgate.proto",
+        "proto/signalgate/cluster/v1/cluster.proto",
+    ];
+    for proto in PROTOS {
+        println!("cargo:rerun-if-changed={proto}");
+    }
+    let descriptors = protox::compile(PROTOS, ["proto"])?;
     prost_build::Config::new()
         .bytes(["."])
         .compile_fds(descriptors)?;

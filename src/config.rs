@@ -268,6 +268,27 @@ pub struct Settings {
     /// File holding the backend API's bearer secret (trailing newlines are ignored).
     #[arg(long, env = "SIGNALGATE_API_SECRET_FILE", value_name = "FILE")]
     pub api_secret_file: Option<PathBuf>,
+
+    /// Cluster mode: the NATS servers to join other gateways through
+    /// (`nats://HOST:PORT[,nats://HOST:PORT...]`). Without it the gateway runs alone, with
+    /// everything in this process.
+    #[arg(long, env = "SIGNALGATE_CLUSTER", value_name = "URLS")]
+    pub cluster: Option<String>,
+
+    /// Cluster mode: this gateway's node id (1 to 64 of A-Z a-z 0-9 _ -; unique in the
+    /// cluster). Default: generated at start.
+    #[arg(long, env = "SIGNALGATE_NODE_ID", value_name = "ID")]
+    pub node_id: Option<String>,
+
+    /// Cluster mode: the cluster's name (NATS subjects start with `signalgate.<name>.`), so
+    /// that several clusters can share NATS servers. Default `default`.
+    #[arg(long, env = "SIGNALGATE_CLUSTER_NAME", value_name = "NAME")]
+    pub cluster_name: Option<String>,
+
+    /// Cluster mode: the host name clients reach this gateway by, for `/endpoints`. Default:
+    /// the listen address.
+    #[arg(long, env = "SIGNALGATE_ADVERTISE_HOST", value_name = "HOST")]
+    pub advertise_host: Option<String>,
 }
 
 macro_rules! layer_fields {
@@ -320,6 +341,10 @@ layer_fields!(
     api_listen,
     api_secret,
     api_secret_file,
+    cluster,
+    node_id,
+    cluster_name,
+    advertise_host,
 );
 
 #[derive(Debug, thiserror::Error)]
@@ -397,6 +422,99 @@ pub struct Config {
     pub cert_reload_interval: Option<Duration>,
     /// The backend API; None: off.
     pub api: Option<ApiConfig>,
+    /// Cluster mode; None: a single gateway.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// How this gateway joins a cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// NATS server URLs (`nats://host:port`).
+    pub servers: Vec<String>,
+    pub node: String,
+    pub name: String,
+    pub advertise_host: Option<String>,
+}
+
+/// A node id or cluster name: it becomes part of NATS subjects and resume tokens.
+fn check_name(flag: &str, value: &str) -> Result<String, ConfigError> {
+    let ok = !value.is_empty()
+        && value.len() <= 64
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'));
+    if ok {
+        Ok(value.to_string())
+    } else {
+        Err(invalid(format!(
+            "{flag} = {value:?} is invalid: 1 to 64 of A-Z a-z 0-9 _ -"
+        )))
+    }
+}
+
+fn check_cluster(s: &Settings) -> Result<Option<ClusterConfig>, ConfigError> {
+    let Some(urls) = &s.cluster else {
+        for (flag, given) in [
+            ("node_id", s.node_id.is_some()),
+            ("cluster_name", s.cluster_name.is_some()),
+        ] {
+            if given {
+                return Err(invalid(format!("{flag} is given without cluster")));
+            }
+        }
+        return Ok(None);
+    };
+    let servers = urls
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(|url| {
+            let rest = url.strip_prefix("nats://").ok_or_else(|| {
+                invalid(format!(
+                    "cluster URL {url:?} is invalid: expected nats://HOST:PORT"
+                ))
+            })?;
+            let port_ok = rest
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !port_ok {
+                return Err(invalid(format!(
+                    "cluster URL {url:?} is invalid: expected nats://HOST:PORT"
+                )));
+            }
+            Ok(url.to_string())
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if servers.is_empty() {
+        return Err(invalid(format!(
+            "cluster = {urls:?} names no NATS server (nats://HOST:PORT[,...])"
+        )));
+    }
+    let node = match &s.node_id {
+        Some(id) => check_name("node_id", id)?,
+        None => generated_node_id(),
+    };
+    let name = check_name(
+        "cluster_name",
+        s.cluster_name.as_deref().unwrap_or("default"),
+    )?;
+    Ok(Some(ClusterConfig {
+        servers,
+        node,
+        name,
+        advertise_host: s.advertise_host.clone(),
+    }))
+}
+
+fn generated_node_id() -> String {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 4];
+    // Unique enough among a cluster's gateways; the OS generator failing is fatal anyway.
+    let _ = ring::rand::SystemRandom::new().fill(&mut bytes);
+    format!(
+        "gw-{}",
+        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    )
 }
 
 /// The backend API's listener and the bearer secret its callers present.
@@ -538,6 +656,7 @@ impl TryFrom<Settings> for Config {
     type Error = ConfigError;
 
     fn try_from(s: Settings) -> Result<Self, ConfigError> {
+        let cluster = check_cluster(&s)?;
         let defaults = Limits::default();
         let hub_defaults = HubConfig::default();
         let liveness_timeout = s
@@ -700,6 +819,7 @@ impl TryFrom<Settings> for Config {
                 authentication,
                 token_grace,
                 limits,
+                cluster_node: cluster.as_ref().map(|c| c.node.clone()),
             },
             tls,
             allowed_origins,
@@ -735,6 +855,7 @@ impl TryFrom<Settings> for Config {
             )?,
             cert_reload_interval: check_cert_reload_interval(s.cert_reload_interval)?,
             api: check_api(s.api_listen, s.api_secret, s.api_secret_file)?,
+            cluster,
         })
     }
 }

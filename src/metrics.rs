@@ -211,6 +211,11 @@ fn recorder() -> Result<PrometheusRecorder, MetricsError> {
             DETECTION_BUCKETS,
         )?
         .set_buckets_for_metric(Matcher::Full(RTT.into()), RTT_BUCKETS)?
+        .set_buckets_for_metric(
+            Matcher::Full(CLUSTER_NODE_DETECTION.into()),
+            DETECTION_BUCKETS,
+        )?
+        .set_buckets_for_metric(Matcher::Full(CLUSTER_RELAY.into()), CLUSTER_RELAY_BUCKETS)?
         .build_recorder())
 }
 
@@ -429,6 +434,9 @@ pub fn record(event: &HubEvent) {
         }
         HubEvent::SignalRefused { reason } => {
             counter!(SIGNALS_DROPPED, "reason" => error_code_label(*reason)).increment(1);
+        }
+        HubEvent::RemoteSignalSettled { round_trip } => {
+            histogram!(CLUSTER_RELAY).record(round_trip.as_secs_f64());
         }
     }
 }
@@ -799,4 +807,86 @@ fn describe_auth() {
 
 pub fn auth_refused(reason: &'static str) {
     counter!(AUTH_REFUSALS, "reason" => reason).increment(1);
+}
+
+// ------------------------------------------------------------------------------------------
+// Cluster mode
+// ------------------------------------------------------------------------------------------
+
+pub const CLUSTER_NODES: &str = "signalgate_cluster_nodes";
+pub const CLUSTER_NATS_CONNECTED: &str = "signalgate_cluster_nats_connected";
+pub const CLUSTER_MESSAGES: &str = "signalgate_cluster_messages_total";
+pub const CLUSTER_NODES_LOST: &str = "signalgate_cluster_nodes_lost_total";
+pub const CLUSTER_NODE_DETECTION: &str = "signalgate_cluster_node_detection_seconds";
+pub const CLUSTER_FENCES: &str = "signalgate_cluster_fences_total";
+pub const CLUSTER_RELAY: &str = "signalgate_cluster_relay_seconds";
+
+/// `direction` of [`CLUSTER_MESSAGES`].
+const CLUSTER_DIRECTIONS: &[&str] = &["sent", "received", "received_malformed"];
+/// A signal's round trip to another gateway and back with its verdict: sub-millisecond on
+/// loopback, a few milliseconds across a data centre.
+const CLUSTER_RELAY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+
+/// Cluster mode: the metrics exist (at zero) from the start.
+pub fn cluster_configured() {
+    describe_gauge!(
+        CLUSTER_NODES,
+        "Gateways of the cluster that answer, this one included."
+    );
+    describe_gauge!(
+        CLUSTER_NATS_CONNECTED,
+        "1 while this gateway's NATS connection is up."
+    );
+    describe_counter!(
+        CLUSTER_MESSAGES,
+        "Envelopes between gateways, by direction (sent, received, received_malformed)."
+    );
+    describe_counter!(
+        CLUSTER_NODES_LOST,
+        "Gateways declared lost (nothing arrived from them for the liveness timeout, or they left)."
+    );
+    describe_histogram!(
+        CLUSTER_NODE_DETECTION,
+        "How long a lost gateway had been silent when it was declared lost."
+    );
+    describe_counter!(
+        CLUSTER_FENCES,
+        "Times this gateway let go of its clients because the cluster had declared it lost."
+    );
+    describe_histogram!(
+        CLUSTER_RELAY,
+        "Signals to a peer on another gateway: from relay to that gateway's verdict."
+    );
+    gauge!(CLUSTER_NODES).set(1.0);
+    gauge!(CLUSTER_NATS_CONNECTED).set(0.0);
+    for direction in CLUSTER_DIRECTIONS {
+        counter!(CLUSTER_MESSAGES, "direction" => *direction).absolute(0);
+    }
+    counter!(CLUSTER_NODES_LOST).absolute(0);
+    counter!(CLUSTER_FENCES).absolute(0);
+    let _ = histogram!(CLUSTER_NODE_DETECTION);
+    let _ = histogram!(CLUSTER_RELAY);
+}
+
+pub fn cluster_nodes(live: usize) {
+    gauge!(CLUSTER_NODES).set(live as f64);
+}
+
+pub fn cluster_connected(up: bool) {
+    gauge!(CLUSTER_NATS_CONNECTED).set(if up { 1.0 } else { 0.0 });
+}
+
+pub fn cluster_message(direction: &'static str) {
+    counter!(CLUSTER_MESSAGES, "direction" => direction).increment(1);
+}
+
+pub fn cluster_node_lost(silent_for: Duration) {
+    counter!(CLUSTER_NODES_LOST).increment(1);
+    histogram!(CLUSTER_NODE_DETECTION).record(silent_for.as_secs_f64());
+}
+
+pub fn cluster_fenced() {
+    counter!(CLUSTER_FENCES).increment(1);
 }

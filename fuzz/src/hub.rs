@@ -970,6 +970,9 @@ impl Harness {
                     }
                     _ => {}
                 },
+                Output::ToNode { .. } | Output::ToCluster { .. } => {
+                    violation!(self, "a single gateway sent something to a cluster");
+                }
             }
         }
     }

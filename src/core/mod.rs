@@ -4,6 +4,7 @@
 //! unit-tested with a fake clock. Transports only turn bytes into [`codec`] frames and
 //! connection events into [`hub::Hub`] inputs.
 
+pub mod cluster;
 pub mod codec;
 pub mod hub;
 pub mod identity;
@@ -70,5 +71,6 @@ pub fn reason_label(reason: proto::Reason) -> &'static str {
         R::TokenExpired => "token_expired",
         R::Disconnected => "disconnected",
         R::GatewayFull => "gateway_full",
+        R::GatewayLost => "gateway_lost",
     }
 }

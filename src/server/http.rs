@@ -357,10 +357,34 @@ fn endpoints_json(ctx: &ServerContext, scheme: Scheme, req: &Request<Incoming>) 
         format!(r#""https://{wt_host}:{}/wt""#, listen.port())
     };
     format!(
-        r#"{{"webtransport":{webtransport},"websocket":"{websocket}","websocket_tls":"wss://{host}:{port}/ws","cert_sha256":"{hash}"}}"#,
+        r#"{{"webtransport":{webtransport},"websocket":"{websocket}","websocket_tls":"wss://{host}:{port}/ws","cert_sha256":"{hash}","gateways":{gateways}}}"#,
         port = listen.port(),
         hash = ctx.certificate.sha256_hex(),
+        gateways = cluster_gateways_json(ctx),
     )
+}
+
+/// Cluster mode: every gateway that answers and is not draining, this one first, each with
+/// its own certificate hash (WebTransport pins it per gateway), for the SDK to spread over
+/// and fail over to. Alone: an empty list.
+fn cluster_gateways_json(ctx: &ServerContext) -> String {
+    let endpoints = match ctx.cluster_endpoints.read() {
+        Ok(endpoints) => endpoints.clone(),
+        Err(poisoned) => poisoned.into_inner().clone(),
+    };
+    let gateways: Vec<serde_json::Value> = endpoints
+        .iter()
+        .filter(|e| !e.draining)
+        .map(|e| {
+            serde_json::json!({
+                "node": e.node,
+                "websocket": e.websocket_url,
+                "webtransport": (!e.webtransport_url.is_empty()).then_some(&e.webtransport_url),
+                "cert_sha256": e.certificate_sha256,
+            })
+        })
+        .collect();
+    serde_json::Value::Array(gateways).to_string()
 }
 
 fn websocket_upgrade(

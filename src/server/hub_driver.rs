@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 
+use super::cluster::ClusterDriver;
 use crate::core::Transport;
 use crate::core::codec::FrameProblem;
 use crate::core::hub::{ConnId, DisconnectTarget, Hub, Output, RoomView, SessionView};
@@ -60,6 +61,14 @@ pub enum HubInput {
     /// From the backend API.
     Admin(AdminRequest),
     Shutdown,
+    /// Cluster mode: an envelope from another gateway.
+    Cluster(crate::proto::cluster::Envelope),
+    /// Cluster mode: the NATS connection went up or down.
+    ClusterConnected(bool),
+    /// Cluster mode: hand every session to the other gateways (answers how many moved).
+    Drain(oneshot::Sender<usize>),
+    /// Cluster mode: how many messages other gateways have not acknowledged yet.
+    ClusterUnacked(oneshot::Sender<usize>),
 }
 
 /// What the backend API asks of the hub; each carries where the answer goes.
@@ -87,11 +96,21 @@ struct LinkHandle {
     kill: oneshot::Sender<()>,
 }
 
-pub async fn run(mut hub: Hub, mut inputs: mpsc::Receiver<HubInput>) {
+pub async fn run(
+    mut hub: Hub,
+    mut inputs: mpsc::Receiver<HubInput>,
+    mut cluster: Option<ClusterDriver>,
+) {
     let mut links: HashMap<ConnId, LinkHandle> = HashMap::new();
     let mut batch = Vec::with_capacity(BATCH);
     loop {
-        let wake = hub.poll_timeout();
+        let wake = match (
+            hub.poll_timeout(),
+            cluster.as_ref().and_then(|c| c.poll_timeout()),
+        ) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         tokio::select! {
             received = inputs.recv_many(&mut batch, BATCH) => {
                 if received == 0 {
@@ -102,10 +121,45 @@ pub async fn run(mut hub: Hub, mut inputs: mpsc::Receiver<HubInput>) {
         }
         let now = Instant::now();
         for input in batch.drain(..) {
-            apply(&mut hub, &mut links, now, input);
+            match input {
+                HubInput::Cluster(envelope) => {
+                    if let Some(cluster) = cluster.as_mut() {
+                        cluster.received(now, envelope);
+                    }
+                }
+                HubInput::ClusterConnected(up) => {
+                    if let Some(cluster) = cluster.as_mut() {
+                        cluster.connection_changed(now, &mut hub, up);
+                    }
+                }
+                HubInput::Drain(reply) => {
+                    let moved = match cluster.as_mut() {
+                        Some(cluster) => cluster.drain(now, &mut hub),
+                        None => 0,
+                    };
+                    let _ = reply.send(moved);
+                }
+                HubInput::ClusterUnacked(reply) => {
+                    let _ = reply.send(cluster.as_ref().map_or(0, ClusterDriver::unacked));
+                }
+                input => apply(&mut hub, &mut links, now, input),
+            }
         }
         hub.handle_timeout(now);
-        dispatch(&mut hub, &mut links, now);
+        if let Some(cluster) = cluster.as_mut() {
+            cluster.handle_timeout(now);
+        }
+        // The hub and the cluster feed each other until both are quiet.
+        loop {
+            dispatch(&mut hub, &mut links, cluster.as_mut(), now);
+            let more = cluster.as_mut().is_some_and(|c| c.step(now, &mut hub));
+            if !more {
+                break;
+            }
+        }
+        if let Some(cluster) = cluster.as_mut() {
+            cluster.flush();
+        }
         metrics::set_gauges(hub.gauges());
     }
 }
@@ -166,14 +220,28 @@ fn apply(hub: &mut Hub, links: &mut HashMap<ConnId, LinkHandle>, now: Instant, i
             }
         },
         HubInput::Shutdown => hub.shutdown(now),
+        HubInput::Cluster(_)
+        | HubInput::ClusterConnected(_)
+        | HubInput::Drain(_)
+        | HubInput::ClusterUnacked(_) => {}
     }
 }
 
 /// Carries out the hub's outputs. A connection whose outbox is full or closed is dealt with
 /// once (logged once, with the number of frames it could not take), not once per frame.
-fn dispatch(hub: &mut Hub, links: &mut HashMap<ConnId, LinkHandle>, now: Instant) {
+fn dispatch(
+    hub: &mut Hub,
+    links: &mut HashMap<ConnId, LinkHandle>,
+    mut cluster: Option<&mut ClusterDriver>,
+    now: Instant,
+) {
     let mut undeliverable: HashMap<ConnId, (&'static str, usize)> = HashMap::new();
     while let Some(output) = hub.poll_output() {
+        if let Some(cluster) = cluster.as_deref_mut()
+            && cluster.hub_output(now, &output)
+        {
+            continue;
+        }
         match output {
             Output::Send { conn, frame } => {
                 forward(
@@ -205,6 +273,9 @@ fn dispatch(hub: &mut Hub, links: &mut HashMap<ConnId, LinkHandle>, now: Instant
                 }
             }
             Output::Event(event) => metrics::record(&event),
+            Output::ToNode { .. } | Output::ToCluster { .. } => {
+                tracing::debug!("a cluster message outside cluster mode was dropped");
+            }
         }
     }
     for (conn, (what, frames)) in undeliverable {
@@ -299,7 +370,7 @@ mod tests {
                     frame: frame(2, join),
                 },
             );
-            dispatch(&mut hub, &mut links, now);
+            dispatch(&mut hub, &mut links, None, now);
             outboxes.push(rx);
         }
         let mut b_outbox = outboxes.pop().expect("b");
@@ -329,7 +400,7 @@ mod tests {
             frame: frame(3, signal),
         };
         apply(&mut hub, &mut links, now, input);
-        dispatch(&mut hub, &mut links, now);
+        dispatch(&mut hub, &mut links, None, now);
         assert_eq!(hub.gauges().unreachable(Transport::WebSocket), 1);
         let mut told = false;
         while let Ok(out) = b_outbox.try_recv() {

@@ -4,6 +4,7 @@
 mod admission;
 mod api;
 mod assets;
+mod cluster;
 mod connection;
 mod http;
 mod hub_driver;
@@ -44,6 +45,8 @@ pub enum ServerError {
     },
     #[error(transparent)]
     Metrics(#[from] metrics::MetricsError),
+    #[error(transparent)]
+    Cluster(#[from] cluster::ClusterError),
 }
 
 /// The addresses actually bound (ports resolved when 0 was asked for).
@@ -75,6 +78,8 @@ pub struct ServerContext {
     next_conn: AtomicU64,
     /// Connections ended so far (for giving memory back after a peak).
     closes: memory::Closes,
+    /// Cluster mode: every live gateway's endpoint, this one first (for `/endpoints`).
+    pub cluster_endpoints: Arc<std::sync::RwLock<Vec<crate::proto::cluster::Endpoint>>>,
 }
 
 impl ServerContext {
@@ -130,6 +135,9 @@ impl Running {
     }
 
     pub async fn stop(self) {
+        if self.ctx.config.cluster.is_some() {
+            self.drain().await;
+        }
         self.ctx.shutdown.cancel();
         let _ = self.ctx.hub.send(HubInput::Shutdown).await;
         self.ctx.tasks.close();
@@ -144,6 +152,48 @@ impl Running {
         }
         self.hub_task.abort();
         self.metrics_stop.cancel();
+    }
+}
+
+impl Running {
+    /// Cluster mode: hands every session to the other gateways (their clients are told to
+    /// reconnect) and waits until those gateways acknowledged them, at most the resume
+    /// window. Alone in its cluster, nothing moves: the shutdown ends the sessions.
+    pub async fn drain(&self) -> usize {
+        let (reply, moved) = tokio::sync::oneshot::channel();
+        if self.ctx.hub.send(HubInput::Drain(reply)).await.is_err() {
+            return 0;
+        }
+        let moved = moved.await.unwrap_or(0);
+        if moved == 0 {
+            return 0;
+        }
+        tracing::info!(
+            moved,
+            "draining: sessions handed over to the other gateways"
+        );
+        let deadline = tokio::time::Instant::now() + self.ctx.config.hub.resume_window;
+        loop {
+            let (reply, unacked) = tokio::sync::oneshot::channel();
+            if self
+                .ctx
+                .hub
+                .send(HubInput::ClusterUnacked(reply))
+                .await
+                .is_err()
+            {
+                break;
+            }
+            match unacked.await {
+                Ok(0) | Err(_) => break,
+                Ok(_) if tokio::time::Instant::now() >= deadline => {
+                    tracing::warn!("draining: some hand-overs were not acknowledged in time");
+                    break;
+                }
+                Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+        moved
     }
 }
 
@@ -258,10 +308,35 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         tasks: TaskTracker::new(),
         next_conn: AtomicU64::new(1),
         closes: memory::Closes::default(),
+        cluster_endpoints: Arc::default(),
         config,
     });
     tokio::spawn(memory::give_back_after_closes(ctx.clone()));
-    let hub_task = tokio::spawn(hub_driver::run(Hub::new(ctx.config.hub.clone()), hub_rx));
+    let cluster = match &ctx.config.cluster {
+        Some(settings) => {
+            metrics::cluster_configured();
+            let endpoint = own_endpoint(&ctx, settings);
+            *ctx.cluster_endpoints
+                .write()
+                .unwrap_or_else(|e| e.into_inner()) = vec![endpoint.clone()];
+            Some(
+                cluster::start(
+                    settings,
+                    ctx.config.hub.liveness,
+                    endpoint,
+                    ctx.hub.clone(),
+                    ctx.cluster_endpoints.clone(),
+                )
+                .await?,
+            )
+        }
+        None => None,
+    };
+    let hub_task = tokio::spawn(hub_driver::run(
+        Hub::new(ctx.config.hub.clone()),
+        hub_rx,
+        cluster,
+    ));
     let acceptor = TlsAcceptor::from(Arc::new(tls_config));
     tokio::spawn(http::accept_loop(ctx.clone(), tcp, Some(acceptor)));
     if let Some(http) = http {
@@ -285,6 +360,32 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         identity,
         metrics_stop,
     })
+}
+
+/// How clients reach this gateway, as the other gateways' `/endpoints` list it.
+fn own_endpoint(
+    ctx: &ServerContext,
+    settings: &crate::config::ClusterConfig,
+) -> crate::proto::cluster::Endpoint {
+    let listen = ctx.bound.listen;
+    let host = settings
+        .advertise_host
+        .clone()
+        .unwrap_or_else(|| match listen.ip() {
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+            ip => ip.to_string(),
+        });
+    crate::proto::cluster::Endpoint {
+        node: settings.node.clone(),
+        websocket_url: format!("wss://{host}:{}/ws", listen.port()),
+        webtransport_url: if ctx.bound.webtransport.is_empty() {
+            String::new()
+        } else {
+            format!("https://{host}:{}/wt", listen.port())
+        },
+        certificate_sha256: ctx.certificate.sha256_hex(),
+        draining: false,
+    }
 }
 
 /// Development certificates live 13 days; a gateway left running renews its own in time.

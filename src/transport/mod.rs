@@ -86,6 +86,8 @@ pub fn close_code(reason: Reason) -> u16 {
         Reason::TokenExpired => 4006,
         Reason::Disconnected => 4007,
         Reason::GatewayFull => 4008,
+        // Cluster mode: this gateway is cut off from the others; reconnect to another one.
+        Reason::GatewayLost => 4009,
         _ => 1000,
     }
 }

@@ -2,6 +2,7 @@
 //! (a TCP proxy and a UDP relay that can silently blackhole all traffic, like a phone whose
 //! network vanished, and a relay that changes its source port, like a rebinding client).
 #![allow(dead_code)] // Each test binary uses a different part.
+pub mod cluster;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

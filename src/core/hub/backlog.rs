@@ -207,6 +207,44 @@ impl Backlog {
         last_seq >= self.floor || !self.dropped_unacked
     }
 
+    /// Everything a hand-over carries (after [`Self::number_pending`]): the next seq, the
+    /// floor, whether a frame was dropped unacknowledged, and every frame kept.
+    pub fn export(&self) -> (u64, u64, bool, Vec<(ServerFrame, bool)>) {
+        let frames = self
+            .frames
+            .iter()
+            .map(|f| (ServerFrame::clone(&f.frame), f.signal))
+            .collect();
+        (self.next_seq, self.floor, self.dropped_unacked, frames)
+    }
+
+    /// A backlog handed over by another gateway (nothing sent on this one yet).
+    pub fn import(
+        next_seq: u64,
+        floor: u64,
+        dropped_unacked: bool,
+        frames: Vec<(ServerFrame, bool)>,
+    ) -> Self {
+        let mut backlog = Self {
+            next_seq: next_seq.max(1),
+            floor,
+            dropped_unacked,
+            sent_through: floor,
+            ..Self::default()
+        };
+        for (frame, signal) in frames {
+            let size = frame.encoded_len();
+            backlog.bytes += size;
+            backlog.frames.push_back(Numbered {
+                frame: Arc::new(frame),
+                size,
+                signal,
+            });
+        }
+        backlog.restart_after(floor);
+        backlog
+    }
+
     fn first_seq(&self) -> u64 {
         self.frames
             .front()

@@ -71,6 +71,8 @@ pub struct HubConfig {
     /// After its token expired, a session gets this long to refresh before it is closed.
     pub token_grace: Duration,
     pub limits: Limits,
+    /// Cluster mode: this gateway's node id (resume tokens name it). None: a single gateway.
+    pub cluster_node: Option<String>,
 }
 
 impl Default for HubConfig {
@@ -84,6 +86,7 @@ impl Default for HubConfig {
             authentication: false,
             token_grace: Duration::from_secs(10),
             limits: Limits::default(),
+            cluster_node: None,
         }
     }
 }

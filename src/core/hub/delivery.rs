@@ -163,7 +163,7 @@ impl Hub {
         session
             .backlog
             .drop_unacked_beyond(limits.backlog_frames, limits.backlog_bytes);
-        if session.backlog.is_drained() && session.client_seq > session.client_seq_told {
+        if session.backlog.is_drained() && session.settled_seq() > session.client_seq_told {
             self.acks_due.push(key);
         }
     }
@@ -184,11 +184,11 @@ impl Hub {
             let Some(conn) = session.conn() else {
                 continue; // The Welcome of a resume says it.
             };
-            if session.client_seq <= session.client_seq_told || !session.backlog.is_drained() {
+            let seq = session.settled_seq();
+            if seq <= session.client_seq_told || !session.backlog.is_drained() {
                 continue;
             }
-            session.client_seq_told = session.client_seq;
-            let seq = session.client_seq;
+            session.client_seq_told = seq;
             self.send_direct(conn, 0, Msg::Ack(Ack { seq }));
         }
     }

@@ -27,9 +27,14 @@ fn millis_u64(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// Resumes and take-overs of one session: a burst, then one per 2 s.
+pub(super) fn resume_limiter(now: Instant) -> TokenBucket {
+    TokenBucket::new_per(now, 1, Duration::from_secs(2), RESUME_BURST)
+}
+
 /// How a connection takes up an existing session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Claim {
+pub(super) enum Claim {
     /// With the resume token: the client has everything up to `last_seq`.
     Token { last_seq: u64, attempt: u64 },
     /// With a token of the session's identity, without the resume token: a client that lost
@@ -51,6 +56,13 @@ impl Hub {
             let message = "the gateway is shutting down";
             self.refuse(now, conn, id, ErrorCode::ShuttingDown, message);
             self.close_connection(now, conn, Reason::ServerShutdown);
+            return;
+        }
+        if self.cut_off {
+            let message = "this gateway is cut off from the cluster; connect to another one";
+            self.refuse(now, conn, id, ErrorCode::ClusterUnavailable, message);
+            self.go_away_frame(conn);
+            self.close_connection(now, conn, Reason::GatewayLost);
             return;
         }
         let verified = match credentials {
@@ -78,6 +90,8 @@ impl Hub {
                     };
                     return self.take_up(now, conn, id, key, claim, verified);
                 }
+                // Issued by another gateway of the cluster: claimed from there.
+                None if self.claim_elsewhere(conn, id, &hello, &verified) => return,
                 None if verified.is_none() => {
                     self.resume_refused(conn, ResumeOutcome::Expired);
                     let message = "the resume token is unknown or its resume window ran out; \
@@ -120,7 +134,11 @@ impl Hub {
         while self.by_peer_id.contains_key(&peer_id) {
             peer_id = ids::new_peer_id(self.entropy.as_mut());
         }
-        let resume_token = ids::new_resume_token(self.entropy.as_mut());
+        let resume_token = match &self.config.cluster_node {
+            // The gateway that issued it, for a resume on another gateway to find it.
+            Some(node) => format!("{node}.{}", ids::new_resume_token(self.entropy.as_mut())),
+            None => ids::new_resume_token(self.entropy.as_mut()),
+        };
         let key = SessionKey(self.next_session_key);
         self.next_session_key += 1;
         let limits = &self.config.limits;
@@ -143,11 +161,13 @@ impl Hub {
                 attempt: 0,
                 limiter: TokenBucket::new(now, rate, burst),
                 ack_limiter: TokenBucket::new(now, rate.saturating_mul(4), burst.saturating_mul(4)),
-                resume_limiter: TokenBucket::new_per(now, 1, Duration::from_secs(2), RESUME_BURST),
+                resume_limiter: resume_limiter(now),
                 identity: identity.clone(),
                 grants,
                 profile,
                 token_expires,
+                unsettled: BTreeSet::new(),
+                parked: None,
             },
         );
         tracing::debug!(%conn, peer = %peer_id, %transport, "session started");
@@ -164,7 +184,7 @@ impl Hub {
 
     /// A new connection takes up an existing session (resumed if it was away, taken over if
     /// it still had a connection).
-    fn take_up(
+    pub(super) fn take_up(
         &mut self,
         now: Instant,
         conn: ConnId,
@@ -350,7 +370,7 @@ impl Hub {
         self.send_direct(conn, id, Msg::Welcome(welcome));
     }
 
-    fn resume_refused(&mut self, conn: ConnId, outcome: ResumeOutcome) {
+    pub(super) fn resume_refused(&mut self, conn: ConnId, outcome: ResumeOutcome) {
         if let Some(c) = self.connections.get(&conn) {
             let transport = c.transport;
             tracing::debug!(%conn, %transport, outcome = outcome.label(), "resume refused");

@@ -35,12 +35,14 @@ mod numbered_map;
 mod output;
 mod pending;
 mod presence;
+mod remote;
 mod requests;
 mod rooms;
+mod seats;
 mod session;
 mod tokens;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 pub use admin::{DisconnectTarget, RoomView, SessionView};
@@ -53,6 +55,7 @@ use super::ids::{Entropy, SystemEntropy};
 use crate::proto::{ClientFrame, ErrorCode, Hello, Reason, client_frame};
 use deadlines::Deadlines;
 use numbered_map::NumberedMap;
+use remote::{PendingClaim, RemoteKey, RemotePeer, Ticket};
 use rooms::Rooms;
 use session::{Connection, Session};
 
@@ -82,6 +85,10 @@ enum Deadline {
     TokenExpiry(SessionKey),
     /// The grace after expiry ran out: close the connection.
     TokenGrace(SessionKey),
+    /// A member of a lost gateway is gone (LEFT) at the end of its resume window.
+    RemoteExpiry(RemoteKey),
+    /// The room's home did not answer a seat request in time.
+    Seat(u64),
 }
 
 pub struct Hub {
@@ -103,6 +110,19 @@ pub struct Hub {
     gauges: Gauges,
     next_session_key: u64,
     shutting_down: bool,
+    // Cluster mode (see `remote.rs`); empty in a single gateway.
+    remote: NumberedMap<RemoteKey, RemotePeer>,
+    remote_by_peer: HashMap<String, RemoteKey>,
+    next_remote_key: u64,
+    tickets: HashMap<u64, Ticket>,
+    next_ticket: u64,
+    claims: HashMap<u64, PendingClaim>,
+    live_nodes: HashSet<String>,
+    seat_waits: HashMap<u64, seats::SeatWait>,
+    /// Seats this gateway granted as a room's home, by room: (peer id, held until).
+    reservations: HashMap<String, Vec<(String, Instant)>>,
+    /// Cut off from the cluster: no Hello is taken.
+    cut_off: bool,
 }
 
 impl Hub {
@@ -129,6 +149,16 @@ impl Hub {
             gauges: Gauges::default(),
             next_session_key: 0,
             shutting_down: false,
+            remote: NumberedMap::default(),
+            remote_by_peer: HashMap::new(),
+            next_remote_key: 0,
+            tickets: HashMap::new(),
+            next_ticket: 1,
+            claims: HashMap::new(),
+            live_nodes: HashSet::new(),
+            seat_waits: HashMap::new(),
+            reservations: HashMap::new(),
+            cut_off: false,
         }
     }
 
@@ -179,15 +209,20 @@ impl Hub {
     }
 
     pub fn frame_received(&mut self, now: Instant, conn: ConnId, frame: ClientFrame) {
-        let Some(connection) = self.connections.get(&conn) else {
+        let Some(session) = self.connections.get(&conn).map(|c| c.session) else {
             return; // Already closed by the hub; the transport has not caught up yet.
         };
+        if let Some(key) = session
+            && self.park(now, conn, key, &frame)
+        {
+            return;
+        }
         let ClientFrame { id, seq, msg } = frame;
         let Some(msg) = msg else {
             let detail = "the frame carries no message".into();
             return self.frame_rejected(now, conn, FrameProblem::Malformed { detail });
         };
-        let Some(key) = connection.session else {
+        let Some(key) = session else {
             return match msg {
                 client_frame::Msg::Hello(hello) => {
                     let credentials = self.unverified();
@@ -237,7 +272,7 @@ impl Hub {
             }
             Msg::Join(join) => {
                 if self.numbered(key, id, seq) && self.within_rate(now, key, id, false) {
-                    self.join(key, id, join.room);
+                    self.join(now, (key, id, seq), join.room);
                 }
             }
             Msg::Leave(leave) => {
@@ -247,7 +282,7 @@ impl Hub {
             }
             Msg::Signal(signal) => {
                 if self.numbered(key, id, seq) && self.within_rate(now, key, id, true) {
-                    self.relay(key, id, signal);
+                    self.relay(now, key, id, seq, signal);
                 }
             }
         }
@@ -392,6 +427,8 @@ impl Hub {
                 }
                 Deadline::TokenExpiry(key) => self.token_expired(now, key),
                 Deadline::TokenGrace(key) => self.token_grace_over(now, key),
+                Deadline::RemoteExpiry(remote) => self.remote_expired(remote),
+                Deadline::Seat(ticket) => self.seat_answered(now, ticket, None),
             }
         }
     }
@@ -449,6 +486,28 @@ impl Hub {
         }
         session.client_seq = seq;
         self.ack_due(key);
+        true
+    }
+
+    /// While the session's join waits for its room's home gateway, its requests wait too
+    /// (Ping, Ack, Bye and Suspend do not). True if the frame was parked.
+    fn park(&mut self, now: Instant, conn: ConnId, key: SessionKey, frame: &ClientFrame) -> bool {
+        use client_frame::Msg;
+        if matches!(
+            frame.msg,
+            None | Some(Msg::Ping(_) | Msg::Ack(_) | Msg::Bye(_) | Msg::Suspend(_))
+        ) {
+            return false;
+        }
+        let Some(parked) = self.sessions.get_mut(&key).and_then(|s| s.parked.as_mut()) else {
+            return false;
+        };
+        if parked.len() >= seats::MAX_PARKED {
+            tracing::warn!(%conn, "requests pile up while a join waits: closing");
+            self.close_connection(now, conn, Reason::SlowConsumer);
+        } else {
+            parked.push_back(frame.clone());
+        }
         true
     }
 

@@ -23,6 +23,15 @@ pub enum Output {
     Close { conn: ConnId, reason: Reason },
     /// Something to count.
     Event(HubEvent),
+    /// Cluster mode: send this to one gateway, over its reliable link.
+    ToNode {
+        node: String,
+        body: crate::proto::cluster::envelope::Body,
+    },
+    /// Cluster mode: send this to every live gateway.
+    ToCluster {
+        body: crate::proto::cluster::envelope::Body,
+    },
 }
 
 /// Facts for metrics and logs.
@@ -52,6 +61,10 @@ pub enum HubEvent {
     },
     SignalRefused {
         reason: ErrorCode,
+    },
+    /// Cluster mode: another gateway answered for a signal sent to it, after `round_trip`.
+    RemoteSignalSettled {
+        round_trip: Duration,
     },
 }
 

@@ -74,6 +74,9 @@ impl Hub {
             for other in self.rooms.others(&room, key) {
                 self.tell(other, &room, &peer_id, News::State(news.clone()));
             }
+            if let Some(peer) = self.session_peer(key, state) {
+                self.announce_member(&room, peer, reason, news.silent_for_ms, key);
+            }
         }
     }
 
@@ -150,6 +153,7 @@ impl Hub {
         for other in self.rooms.others(room, key) {
             self.tell(other, room, &peer_id, News::Left(left.clone()));
         }
+        self.announce_left(room, &peer_id, reason);
     }
 
     pub(super) fn presence_state(&self, key: SessionKey) -> PresenceState {

@@ -1,8 +1,11 @@
 //! What a session asks for: Join, Leave, Signal (validated, checked against its grants and
 //! relayed), Ack, Bye.
 
+use std::time::Instant;
+
 use super::delivery::{BacklogFull, Item, error_msg, shown};
 use super::pending::News;
+use super::rooms::Member;
 use super::{Hub, HubEvent, SessionKey, SignalKind};
 use crate::proto::{
     self, ErrorCode, Joined, Left, Peer, PeerJoined, PresenceState, Reason, server_frame::Msg,
@@ -21,7 +24,12 @@ fn valid_room_name(room: &str) -> bool {
 }
 
 impl Hub {
-    pub(super) fn join(&mut self, key: SessionKey, id: u64, room: String) {
+    pub(super) fn join(
+        &mut self,
+        now: Instant,
+        (key, id, seq): (SessionKey, u64, u64),
+        room: String,
+    ) {
         if !valid_room_name(&room) {
             let message = format!(
                 "room name {} is invalid: 1 to {MAX_ROOM_NAME} bytes of A-Z a-z 0-9 . _ : -",
@@ -50,58 +58,60 @@ impl Hub {
         }
         // Capacity is for peers who are there: members who went away (and may never come
         // back) cannot squat a room. Away members still count toward a hard bound of twice
-        // the capacity, so memory stays bounded.
-        let online = self
-            .rooms
-            .members(&room)
-            .filter(|(_, member)| self.presence_state(*member) == PresenceState::Online)
-            .count();
-        if online >= limits.max_peers_per_room
-            || self.rooms.member_count(&room) >= 2 * limits.max_peers_per_room
+        // the capacity, so memory stays bounded. In a cluster, members on every gateway
+        // count, and the room's home gateway decides (`seats.rs`).
+        if let Some(home) = self.room_home(&room)
+            && self.config.cluster_node.as_ref() != Some(&home)
         {
+            return self.ask_for_seat(now, (key, id, seq), room, home);
+        }
+        if !self.seat_free(now, &room) {
             let message = format!(
                 "room {room:?} is full ({} peers)",
-                limits.max_peers_per_room
+                self.config.limits.max_peers_per_room
             );
             return self.reply_error(key, id, ErrorCode::RoomFull, message);
         }
+        self.admit(key, id, room);
+    }
+
+    /// Adds the session to the room (capacity checked): Joined with every member, PeerJoined
+    /// to the others, on every gateway.
+    pub(super) fn admit(&mut self, key: SessionKey, id: u64, room: String) {
+        let Some(session) = self.sessions.get(&key) else {
+            return;
+        };
         let peer_id = session.peer_id.clone();
         let profile = session.profile.clone();
-        let others: Vec<(String, SessionKey)> = self
+        let peers = self
             .rooms
             .members(&room)
-            .map(|(peer, key)| (peer.to_string(), key))
-            .collect();
-        let peers = others
-            .iter()
-            .map(|(peer_id, other)| {
-                let profile = self
-                    .sessions
-                    .get(other)
-                    .map(|s| s.profile.clone())
-                    .unwrap_or_default();
+            .map(|(peer_id, member)| {
+                let profile = self.member_profile(member);
                 Peer {
-                    peer_id: peer_id.clone(),
-                    state: self.presence_state(*other).into(),
+                    peer_id: peer_id.to_string(),
+                    state: self.member_state(&room, member).into(),
                     name: profile.name,
                     metadata: profile.metadata,
                 }
             })
             .collect();
-        if self.rooms.add(&room, &peer_id, key) {
+        let others = self.rooms.locals(&room);
+        if self.rooms.add(&room, &peer_id, Member::Local(key)) {
             self.gauges.rooms += 1;
         }
         if let Some(session) = self.sessions.get_mut(&key) {
             session.rooms.insert(room.clone());
         }
+        let peer = Peer {
+            peer_id: peer_id.clone(),
+            state: PresenceState::Online.into(),
+            name: profile.name,
+            metadata: profile.metadata,
+        };
         let joined = PeerJoined {
             room: room.clone(),
-            peer: Some(Peer {
-                peer_id: peer_id.clone(),
-                state: PresenceState::Online.into(),
-                name: profile.name,
-                metadata: profile.metadata,
-            }),
+            peer: Some(peer.clone()),
         };
         self.reply(
             key,
@@ -111,9 +121,10 @@ impl Hub {
                 peers,
             }),
         );
-        for (_, other) in others {
+        for other in others {
             self.tell(other, &room, &peer_id, News::Joined(joined.clone()));
         }
+        self.announce_member(&room, peer, Reason::Unspecified, 0, key);
     }
 
     pub(super) fn leave(&mut self, key: SessionKey, id: u64, room: String) {
@@ -130,7 +141,14 @@ impl Hub {
         self.reply(key, id, Msg::Left(Left { room }));
     }
 
-    pub(super) fn relay(&mut self, key: SessionKey, id: u64, mut signal: proto::Signal) {
+    pub(super) fn relay(
+        &mut self,
+        now: Instant,
+        key: SessionKey,
+        id: u64,
+        seq: u64,
+        mut signal: proto::Signal,
+    ) {
         let refuse = |hub: &mut Self, code: ErrorCode, message: String| {
             hub.event(HubEvent::SignalRefused { reason: code });
             hub.reply(key, id, error_msg(code, message, id));
@@ -180,6 +198,12 @@ impl Hub {
         // Never trust the client's `from`.
         signal.from = sender.peer_id.clone();
         let to = signal.to.clone();
+        let recipient = match recipient {
+            Member::Local(recipient) => recipient,
+            Member::Remote(remote) => {
+                return self.relay_remote(now, (key, id, seq), remote, kind, signal);
+            }
+        };
         match self.deliver(recipient, Item::Signal(Msg::Signal(signal))) {
             Ok(()) => self.event(HubEvent::SignalRelayed { kind }),
             Err(BacklogFull {

@@ -1,18 +1,26 @@
-//! Room membership: which peers are in which room, and where each member's session lives.
+//! Room membership: which peers are in which room, and where each member's session lives —
+//! in this hub ([`Member::Local`]) or, in cluster mode, on another gateway
+//! ([`Member::Remote`], see `remote.rs`).
 //!
 //! Every fan-out (presence news, the member list of `Joined`) and every lookup of a signal's
-//! recipient goes through here. A member's address is a [`SessionKey`] of this hub today; a
-//! cluster adds members whose session lives on another node at this seam, without the rules
-//! in the rest of the hub changing.
+//! recipient goes through here. Fan-out reaches local members only: each gateway tells its own
+//! sessions, from the news other gateways send it.
 
 use std::collections::{BTreeMap, HashMap};
 
 use super::SessionKey;
+use super::remote::RemoteKey;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Member {
+    Local(SessionKey),
+    Remote(RemoteKey),
+}
 
 #[derive(Debug, Default)]
 pub(super) struct Rooms {
-    /// Room name -> peer id -> session. Ordered by peer id so that outputs are deterministic.
-    rooms: HashMap<String, BTreeMap<String, SessionKey>>,
+    /// Room name -> peer id -> member. Ordered by peer id so that outputs are deterministic.
+    rooms: HashMap<String, BTreeMap<String, Member>>,
 }
 
 impl Rooms {
@@ -29,33 +37,46 @@ impl Rooms {
         self.rooms.get(room).map_or(0, BTreeMap::len)
     }
 
-    pub fn member(&self, room: &str, peer_id: &str) -> Option<SessionKey> {
+    pub fn member(&self, room: &str, peer_id: &str) -> Option<Member> {
         self.rooms.get(room)?.get(peer_id).copied()
     }
 
     /// Members in peer-id order.
-    pub fn members(&self, room: &str) -> impl Iterator<Item = (&str, SessionKey)> {
+    pub fn members(&self, room: &str) -> impl Iterator<Item = (&str, Member)> {
         self.rooms
             .get(room)
             .into_iter()
-            .flat_map(|m| m.iter().map(|(peer, key)| (peer.as_str(), *key)))
+            .flat_map(|m| m.iter().map(|(peer, member)| (peer.as_str(), *member)))
     }
 
-    /// Every member but `except`, in peer-id order (collected: the caller mutates sessions).
+    /// Every local member but `except`, in peer-id order (collected: the caller mutates
+    /// sessions).
     pub fn others(&self, room: &str, except: SessionKey) -> Vec<SessionKey> {
         self.members(room)
-            .map(|(_, key)| key)
-            .filter(|key| *key != except)
+            .filter_map(|(_, member)| match member {
+                Member::Local(key) if key != except => Some(key),
+                _ => None,
+            })
             .collect()
     }
 
-    /// Adds a member; true if the room was created by it.
-    pub fn add(&mut self, room: &str, peer_id: &str, key: SessionKey) -> bool {
+    /// Every local member.
+    pub fn locals(&self, room: &str) -> Vec<SessionKey> {
+        self.members(room)
+            .filter_map(|(_, member)| match member {
+                Member::Local(key) => Some(key),
+                Member::Remote(_) => None,
+            })
+            .collect()
+    }
+
+    /// Adds (or re-addresses) a member; true if the room was created by it.
+    pub fn add(&mut self, room: &str, peer_id: &str, member: Member) -> bool {
         let created = !self.rooms.contains_key(room);
         self.rooms
             .entry(room.to_string())
             .or_default()
-            .insert(peer_id.to_string(), key);
+            .insert(peer_id.to_string(), member);
         created
     }
 

@@ -71,9 +71,21 @@ pub(super) struct Session {
     pub grants: Grants,
     pub profile: Profile,
     pub token_expires: Option<Instant>,
+    /// Numbered client frames (signals to other gateways) whose fate is not known yet: the
+    /// Ack stops below the first.
+    pub unsettled: BTreeSet<u64>,
+    /// Frames that arrived while a join waits for its room's home gateway (`seats.rs`).
+    pub parked: Option<super::seats::Parked>,
 }
 
 impl Session {
+    /// The client's numbered frames processed and settled: what an Ack may cover.
+    pub fn settled_seq(&self) -> u64 {
+        self.unsettled
+            .first()
+            .map_or(self.client_seq, |first| first - 1)
+    }
+
     pub fn conn(&self) -> Option<ConnId> {
         match self.presence {
             Presence::Online(conn) => Some(conn),

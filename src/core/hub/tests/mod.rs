@@ -1,6 +1,7 @@
 //! Every hub rule, driven with a fake clock and seeded randomness: no sockets, no sleeping.
 
 mod auth;
+mod cluster;
 mod delivery;
 mod hello;
 mod limits;

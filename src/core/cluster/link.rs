@@ -1,0 +1,161 @@
+//! A reliable, ordered link between two gateway incarnations over an unreliable broker.
+//!
+//! NATS delivers in order but at most once: a NATS server that dies takes the messages in
+//! its buffers with it, and the gateways' clients reconnect to another server as if nothing
+//! happened. Between two gateways that live, nothing accepted may be lost, so every message
+//! that carries state is numbered, acknowledged cumulatively (piggybacked on whatever goes
+//! the other way, or alone at the end of a round) and resent from the first unacknowledged
+//! one until acknowledged (go-back-N: the receiver takes only the next number, which keeps
+//! it in order without a reorder buffer; on loopback and in a data centre losses are rare
+//! and bursty, so resending a window is cheaper than tracking holes).
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use crate::proto::cluster::envelope::Body;
+
+/// Messages a link keeps unacknowledged before the peer counts as broken (it answers pings
+/// but does not take what is sent: holding more would only grow memory).
+pub const MAX_UNACKED: usize = 200_000;
+
+/// Messages resent per retransmission round (the rest follow once these are acknowledged).
+const RESEND_BATCH: usize = 1024;
+
+#[derive(Debug)]
+pub struct Link {
+    next_seq: u64,
+    unacked: VecDeque<(u64, Body)>,
+    /// When the oldest unacknowledged message is resent if still unacknowledged.
+    resend_at: Option<Instant>,
+    /// The highest seq received in order.
+    received: u64,
+    /// Something arrived that the peer should hear an ack for.
+    ack_due: bool,
+}
+
+/// What the receiver does with a numbered message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Received {
+    /// The next one: deliver it.
+    Deliver,
+    /// Already delivered, or ahead of a gap (it will be resent): drop it.
+    Drop,
+}
+
+impl Default for Link {
+    fn default() -> Self {
+        Self {
+            next_seq: 1,
+            unacked: VecDeque::new(),
+            resend_at: None,
+            received: 0,
+            ack_due: false,
+        }
+    }
+}
+
+impl Link {
+    /// Numbers a message; the caller transmits it with [`Self::ack_to_send`].
+    pub fn push(&mut self, now: Instant, rto: Duration, body: Body) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.unacked.push_back((seq, body));
+        self.resend_at.get_or_insert(now + rto);
+        seq
+    }
+
+    /// The cumulative ack to put on an outgoing envelope (it settles the due ack).
+    pub fn ack_to_send(&mut self) -> u64 {
+        self.ack_due = false;
+        self.received
+    }
+
+    /// The highest seq received in order (what an envelope may acknowledge).
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    pub fn ack_due(&self) -> bool {
+        self.ack_due
+    }
+
+    pub fn unacked(&self) -> usize {
+        self.unacked.len()
+    }
+
+    /// The peer received everything up to `ack`.
+    pub fn on_ack(&mut self, now: Instant, rto: Duration, ack: u64) {
+        let before = self.unacked.len();
+        while self.unacked.front().is_some_and(|(seq, _)| *seq <= ack) {
+            self.unacked.pop_front();
+        }
+        if self.unacked.is_empty() {
+            self.resend_at = None;
+        } else if self.unacked.len() < before {
+            // Progress: the next resend is one timeout after it, not after the first send.
+            self.resend_at = Some(now + rto);
+        }
+    }
+
+    pub fn on_receive(&mut self, seq: u64) -> Received {
+        self.ack_due = true;
+        if seq == self.received + 1 {
+            self.received = seq;
+            Received::Deliver
+        } else {
+            Received::Drop
+        }
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.resend_at
+    }
+
+    /// Due for a resend at `now`: the first unacknowledged messages, oldest first.
+    pub fn resend(&mut self, now: Instant, rto: Duration) -> Vec<(u64, Body)> {
+        match self.resend_at {
+            Some(at) if now >= at => {
+                self.resend_at = Some(now + rto);
+                self.unacked.iter().take(RESEND_BATCH).cloned().collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::cluster::{Ping, envelope::Body};
+
+    fn body(n: u64) -> Body {
+        Body::Ping(Ping { nonce: n })
+    }
+
+    #[test]
+    fn a_message_lost_in_the_broker_is_resent_and_delivered_once_in_order() {
+        let t0 = Instant::now();
+        let rto = Duration::from_millis(200);
+        let (mut a, mut b) = (Link::default(), Link::default());
+        let sent: Vec<u64> = (1..=3).map(|n| a.push(t0, rto, body(n))).collect();
+        assert_eq!(sent, [1, 2, 3]);
+        // 1 arrives, 2 is lost with its NATS server, 3 arrives after the gap.
+        assert_eq!(b.on_receive(1), Received::Deliver);
+        assert_eq!(b.on_receive(3), Received::Drop);
+        a.on_ack(t0, rto, b.ack_to_send());
+        assert_eq!(a.unacked(), 2);
+        assert!(a.resend(t0 + Duration::from_millis(100), rto).is_empty());
+        let again = a.resend(t0 + Duration::from_millis(250), rto);
+        assert_eq!(again.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [2, 3]);
+        assert_eq!(b.on_receive(2), Received::Deliver);
+        assert_eq!(b.on_receive(3), Received::Deliver);
+        assert_eq!(
+            b.on_receive(2),
+            Received::Drop,
+            "a duplicate is not delivered"
+        );
+        a.on_ack(t0, rto, b.ack_to_send());
+        assert_eq!(a.unacked(), 0);
+        assert_eq!(a.poll_timeout(), None);
+    }
+}

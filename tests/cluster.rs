@@ -1,0 +1,341 @@
+//! Cluster mode against real components: a 3-node `nats-server` cluster (routes on loopback)
+//! and 3 gateway processes. Clients connected to *different* gateways must see the same
+//! rooms, presence and signals as on one gateway; a gateway killed with SIGKILL is a dead
+//! peer for the others; a client resumes on any gateway; a NATS node lost loses nothing.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::cluster::{GatewayProcess, NatsCluster};
+use common::{data, ms, next_peer_left, next_peer_state, next_signal};
+use signalgate::client::{Connection, Session};
+use signalgate::proto::{ErrorCode, PresenceState, Reason, server_frame};
+
+const LIVENESS: &str = "2s";
+const PING: &str = "800ms";
+const RESUME_WINDOW: Duration = Duration::from_secs(6);
+
+fn gateway(nats: &NatsCluster, node: &str) -> GatewayProcess {
+    GatewayProcess::spawn(&[
+        "--cluster".into(),
+        nats.urls(),
+        "--node-id".into(),
+        node.into(),
+        "--liveness-timeout".into(),
+        LIVENESS.into(),
+        "--ping-interval".into(),
+        PING.into(),
+        "--resume-window".into(),
+        format!("{}s", RESUME_WINDOW.as_secs()),
+    ])
+}
+
+/// Waits until every gateway counts `n` live gateways (itself included).
+async fn wait_for_cluster(gateways: &[&GatewayProcess], n: usize) {
+    let wanted = format!("signalgate_cluster_nodes {n}");
+    for gw in gateways {
+        let addr = gw.metrics_addr().expect("metrics on");
+        let formed = common::eventually(ms(15_000), || {
+            let wanted = wanted.clone();
+            async move {
+                let (_, body) = common::http_get(addr, "/metrics").await;
+                body.lines().any(|l| l.trim() == wanted).then_some(())
+            }
+        })
+        .await;
+        assert!(
+            formed.is_some(),
+            "gateway did not see {n} gateways: {}",
+            gw.log_tail()
+        );
+    }
+}
+
+async fn joined_peers(session: &mut Session, room: &str) -> Vec<(String, PresenceState)> {
+    let joined = session.join(room).await.expect("joins");
+    joined
+        .peers
+        .iter()
+        .map(|p| (p.peer_id.clone(), p.state()))
+        .collect()
+}
+
+/// Joins and returns every member the session learns of: a member whose own join is still on
+/// its way from another gateway is not in Joined but follows at once as PeerJoined (every
+/// member hears of every other exactly once, one way or the other).
+async fn members_after_join(
+    session: &mut Session,
+    room: &str,
+    expected: usize,
+) -> Vec<(String, PresenceState)> {
+    let mut members = joined_peers(session, room).await;
+    while members.len() < expected {
+        let joined = session
+            .wait_for(ms(2000), "PeerJoined", |f| match &f.msg {
+                Some(server_frame::Msg::PeerJoined(j)) => j.peer.clone(),
+                _ => None,
+            })
+            .await
+            .expect("every member is announced");
+        members.push((joined.peer_id.clone(), joined.state()));
+    }
+    members.sort();
+    members
+}
+
+async fn next_peer_joined(session: &mut Session) -> String {
+    session
+        .wait_for(ms(5000), "PeerJoined", |f| match &f.msg {
+            Some(server_frame::Msg::PeerJoined(j)) => j.peer.as_ref().map(|p| p.peer_id.clone()),
+            _ => None,
+        })
+        .await
+        .expect("PeerJoined arrives")
+}
+
+struct Three {
+    nats: NatsCluster,
+    gw: Vec<GatewayProcess>,
+}
+
+async fn three() -> Three {
+    let nats = NatsCluster::start(3);
+    let gw = vec![
+        gateway(&nats, "a"),
+        gateway(&nats, "b"),
+        gateway(&nats, "c"),
+    ];
+    wait_for_cluster(&gw.iter().collect::<Vec<_>>(), 3).await;
+    Three { nats, gw }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_presence_and_signals_span_gateways_in_order() {
+    let c = three().await;
+    let mut alice = c.gw[0].ws_session().await;
+    let mut bob = c.gw[1].ws_session().await;
+    let mut carol = c.gw[2].ws_session().await;
+
+    assert!(joined_peers(&mut alice, "room").await.is_empty());
+    let seen_by_bob = members_after_join(&mut bob, "room", 1).await;
+    assert_eq!(
+        seen_by_bob,
+        [(alice.peer_id().to_string(), PresenceState::Online)],
+        "bob (gateway b) sees alice (gateway a) in Joined"
+    );
+    assert_eq!(next_peer_joined(&mut alice).await, bob.peer_id());
+    let seen_by_carol = members_after_join(&mut carol, "room", 2).await;
+    let mut expected = vec![
+        (alice.peer_id().to_string(), PresenceState::Online),
+        (bob.peer_id().to_string(), PresenceState::Online),
+    ];
+    expected.sort();
+    assert_eq!(
+        seen_by_carol, expected,
+        "members on every gateway are listed"
+    );
+    assert_eq!(next_peer_joined(&mut alice).await, carol.peer_id());
+    assert_eq!(next_peer_joined(&mut bob).await, carol.peer_id());
+
+    // 80 signals (within the rate limit's burst) alice -> bob across gateways: every one, in order, `from` set by the gateway.
+    let bob_id = bob.peer_id().to_string();
+    let payloads: Vec<Vec<u8>> = (0..80u32).map(|i| i.to_be_bytes().to_vec()).collect();
+    for p in &payloads {
+        let payload = signalgate::proto::signal::Payload::Data(bytes::Bytes::from(p.clone()));
+        alice.signal("room", &bob_id, payload).expect("sent");
+    }
+    for p in &payloads {
+        let s = next_signal(&mut bob).await.expect("signal arrives");
+        assert_eq!(s.from, alice.peer_id());
+        assert_eq!(
+            s.payload,
+            Some(signalgate::proto::signal::Payload::Data(
+                bytes::Bytes::from(p.clone())
+            ))
+        );
+    }
+    // Errors hold across gateways: a peer of another room, a room the sender is not in.
+    let mut dave = c.gw[2].ws_session().await;
+    joined_peers(&mut dave, "elsewhere").await;
+    let dave_id = dave.peer_id().to_string();
+    let id = alice.signal("room", &dave_id, data(b"x")).expect("sent");
+    let refused = alice
+        .wait_for(ms(5000), "an Error", |f| {
+            common::error_of(f).filter(|e| e.in_reply_to == id)
+        })
+        .await
+        .expect("refused");
+    assert_eq!(refused.code(), ErrorCode::PeerNotInRoom);
+    let id = alice
+        .signal("elsewhere", &dave_id, data(b"x"))
+        .expect("sent");
+    let refused = alice
+        .wait_for(ms(5000), "an Error", |f| {
+            common::error_of(f).filter(|e| e.in_reply_to == id)
+        })
+        .await
+        .expect("refused");
+    assert_eq!(refused.code(), ErrorCode::NotJoined);
+
+    // Leaving is seen everywhere.
+    carol.leave("room").await.expect("leaves");
+    for s in [&mut alice, &mut bob] {
+        let left = next_peer_left(s, ms(5000)).await.expect("PeerLeft");
+        assert_eq!(left.peer_id, carol.peer_id());
+        assert_eq!(left.reason(), Reason::LeftRoom);
+    }
+    drop(c.nats);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_gateway_is_a_dead_peer_then_gone_and_its_clients_start_again_elsewhere() {
+    let mut c = three().await;
+    let mut alice = c.gw[0].ws_session().await;
+    let mut bob = c.gw[1].ws_session().await;
+    let mut carol = c.gw[2].ws_session().await;
+    for s in [&mut alice, &mut bob, &mut carol] {
+        s.join("room").await.expect("joins");
+    }
+    let carol_id = carol.peer_id().to_string();
+    // Drain the join news.
+    tokio::time::sleep(ms(300)).await;
+    while alice.next_event(ms(50)).await.is_ok() {}
+    while bob.next_event(ms(50)).await.is_ok() {}
+
+    let killed_at = Instant::now();
+    c.gw[2].kill9();
+    for s in [&mut alice, &mut bob] {
+        let state = next_peer_state(s, ms(10_000)).await.expect("PeerState");
+        let after = killed_at.elapsed();
+        assert_eq!(state.peer_id, carol_id);
+        assert_eq!(state.state(), PresenceState::Unreachable);
+        assert_eq!(state.reason(), Reason::GatewayLost);
+        assert!(
+            after <= ms(2000 + 1000),
+            "noticed {after:?} after the kill; bound is liveness_timeout + 1 s"
+        );
+    }
+    // A signal to carol now: not accepted, and the sender is told why.
+    let id = alice
+        .signal("room", &carol_id, data(b"late"))
+        .expect("sent");
+    let answer = alice
+        .wait_for(ms(5000), "an answer", |f| match &f.msg {
+            Some(server_frame::Msg::Error(e)) if e.in_reply_to == id => Some(Some(e.clone())),
+            Some(server_frame::Msg::Ack(a)) if a.seq > 0 => Some(None),
+            _ => None,
+        })
+        .await
+        .expect("answered");
+    if let Some(error) = answer {
+        assert_eq!(error.code(), ErrorCode::RecipientUnavailable, "{error:?}");
+    }
+    // After the resume window: LEFT, and no ghost in any member list.
+    for s in [&mut alice, &mut bob] {
+        let left = next_peer_left(s, RESUME_WINDOW + ms(3000))
+            .await
+            .expect("PeerLeft");
+        assert_eq!(left.peer_id, carol_id);
+        assert_eq!(left.reason(), Reason::ResumeWindowExpired);
+        assert!(killed_at.elapsed() >= RESUME_WINDOW);
+    }
+    let mut erin = c.gw[0].ws_session().await;
+    let members = joined_peers(&mut erin, "room").await;
+    assert!(
+        members.iter().all(|(p, _)| *p != carol_id),
+        "carol is a ghost: {members:?}"
+    );
+    // Carol's client comes back to another gateway with its resume token: the session died
+    // with its gateway (crash safety is a separate matter), so it is told to start afresh.
+    let state = carol.resume_state();
+    let conn: Connection = c.gw[1].ws().await;
+    let error = match Session::resume(conn, &state).await {
+        Ok(_) => panic!("a session of a killed gateway was resumed"),
+        Err(error) => error,
+    };
+    assert!(
+        format!("{error:?}").contains("RESUME_EXPIRED")
+            || format!("{error:?}").contains("ResumeExpired"),
+        "{error:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_resumes_on_another_gateway_with_every_held_signal_in_order_once() {
+    let c = three().await;
+    let mut alice = c.gw[0].ws_session().await;
+    let mut bob = c.gw[1].ws_session().await;
+    alice.join("room").await.expect("joins");
+    bob.join("room").await.expect("joins");
+    assert_eq!(next_peer_joined(&mut alice).await, bob.peer_id());
+    let bob_id = bob.peer_id().to_string();
+    for i in 0..5u8 {
+        alice
+            .signal(
+                "room",
+                &bob_id,
+                signalgate::proto::signal::Payload::Data(vec![i].into()),
+            )
+            .expect("sent");
+    }
+    for i in 0..5u8 {
+        let s = next_signal(&mut bob).await.expect("before the move");
+        assert_eq!(
+            s.payload,
+            Some(signalgate::proto::signal::Payload::Data(vec![i].into()))
+        );
+    }
+    // Bob's connection drops; alice keeps sending meanwhile.
+    let state = bob.resume_state();
+    bob.into_connection().close().await;
+    let away = next_peer_state(&mut alice, ms(5000))
+        .await
+        .expect("UNREACHABLE");
+    assert_eq!(away.state(), PresenceState::Unreachable);
+    for i in 5..25u8 {
+        alice
+            .signal(
+                "room",
+                &bob_id,
+                signalgate::proto::signal::Payload::Data(vec![i].into()),
+            )
+            .expect("sent");
+    }
+    // Every one was accepted (held for bob on gateway b).
+    let last = alice.send(signalgate::proto::client_frame::Msg::Ping(
+        Default::default(),
+    ));
+    let _ = last;
+    tokio::time::sleep(ms(300)).await;
+    // Bob comes back on gateway c.
+    let conn = c.gw[2].ws().await;
+    let mut bob = Session::resume(conn, &state)
+        .await
+        .expect("resumed on another gateway");
+    assert_eq!(bob.peer_id(), bob_id, "same peer id");
+    assert!(bob.welcome().resumed);
+    assert_eq!(bob.welcome().rooms, ["room"]);
+    for i in 5..25u8 {
+        let s = next_signal(&mut bob).await.expect("held signal");
+        assert_eq!(
+            s.payload,
+            Some(signalgate::proto::signal::Payload::Data(vec![i].into())),
+            "in order, once"
+        );
+    }
+    let online = next_peer_state(&mut alice, ms(5000)).await.expect("ONLINE");
+    assert_eq!(online.peer_id, bob_id);
+    assert_eq!(online.state(), PresenceState::Online);
+    // New signals reach bob at his new gateway.
+    alice.signal("room", &bob_id, data(b"after")).expect("sent");
+    let s = next_signal(&mut bob).await.expect("after the move");
+    assert_eq!(s.payload, Some(data(b"after")));
+    // Once: nothing is replayed twice.
+    while let Ok(frame) = bob.next_event(ms(300)).await {
+        assert!(
+            !matches!(frame.msg, Some(server_frame::Msg::Signal(_))),
+            "a signal arrived twice: {frame:?}"
+        );
+    }
+}
