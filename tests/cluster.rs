@@ -339,3 +339,318 @@ async fn a_client_resumes_on_another_gateway_with_every_held_signal_in_order_onc
         );
     }
 }
+
+/// Every frame a session receives, kept in order (presence news included) while waiting.
+async fn collect(session: &mut Session, into: &mut Vec<server_frame::Msg>, for_at_least: Duration) {
+    let until = Instant::now() + for_at_least;
+    while Instant::now() < until {
+        if let Ok(frame) = session.next_event(ms(50)).await
+            && let Some(msg) = frame.msg
+        {
+            into.push(msg);
+        }
+    }
+}
+
+fn signals_from(msgs: &[server_frame::Msg], from: &str) -> Vec<Vec<u8>> {
+    msgs.iter()
+        .filter_map(|m| match m {
+            server_frame::Msg::Signal(s) if s.from == from => match &s.payload {
+                Some(signalgate::proto::signal::Payload::Data(d)) => Some(d.to_vec()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+fn left_news(msgs: &[server_frame::Msg]) -> Vec<String> {
+    msgs.iter()
+        .filter_map(|m| match m {
+            server_frame::Msg::PeerLeft(l) => Some(format!("{l:?}")),
+            _ => None,
+        })
+        .collect()
+}
+
+/// After GoAway (or a close), the client comes back on gateway `to` with its resume token.
+async fn move_to(session: Session, to: &GatewayProcess) -> Session {
+    let peer = session.peer_id().to_string();
+    let state = session.resume_state();
+    drop(session);
+    let conn = to.ws().await;
+    let moved = Session::resume(conn, &state)
+        .await
+        .unwrap_or_else(|e| panic!("{peer} could not resume on another gateway: {e:?}"));
+    assert_eq!(moved.peer_id(), peer, "same peer id after the move");
+    assert!(moved.welcome().resumed);
+    moved
+}
+
+async fn wait_for_go_away(session: &mut Session, seen: &mut Vec<server_frame::Msg>) {
+    let deadline = Instant::now() + ms(10_000);
+    loop {
+        assert!(Instant::now() < deadline, "no GoAway");
+        match session.next_event(ms(100)).await {
+            Ok(frame) => match frame.msg {
+                Some(server_frame::Msg::GoAway(_)) => return,
+                Some(msg) => seen.push(msg),
+                None => {}
+            },
+            Err(signalgate::client::ClientError::Timeout(_)) => {}
+            Err(_) => return, // Closed: the GoAway went before it.
+        }
+    }
+}
+
+fn payload(i: u32) -> signalgate::proto::signal::Payload {
+    signalgate::proto::signal::Payload::Data(bytes::Bytes::from(i.to_be_bytes().to_vec()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_of_every_gateway_loses_no_signal_and_nobody_sees_left() {
+    let mut c = three().await;
+    let mut alice = c.gw[0].ws_session().await;
+    let mut bob = c.gw[1].ws_session().await;
+    alice.join("room").await.expect("joins");
+    bob.join("room").await.expect("joins");
+    let (alice_id, bob_id) = (alice.peer_id().to_string(), bob.peer_id().to_string());
+    let (mut alice_at, mut bob_at) = (0usize, 1usize);
+    let (mut alice_saw, mut bob_saw) = (Vec::new(), Vec::new());
+    let mut sent = 0u32;
+    for restarting in 0..3 {
+        // Signals before and while the gateway drains.
+        for _ in 0..10 {
+            alice.signal("room", &bob_id, payload(sent)).expect("sent");
+            sent += 1;
+        }
+        collect(&mut bob, &mut bob_saw, ms(200)).await;
+        c.gw[restarting].terminate();
+        for _ in 0..5 {
+            // Sent as the gateway goes: whatever it did not process is resent after the move.
+            let _ = alice.signal("room", &bob_id, payload(sent));
+            sent += 1;
+        }
+        let next = (restarting + 1) % 3;
+        if alice_at == restarting {
+            wait_for_go_away(&mut alice, &mut alice_saw).await;
+            alice = move_to(alice, &c.gw[next]).await;
+            alice_at = next;
+        }
+        if bob_at == restarting {
+            wait_for_go_away(&mut bob, &mut bob_saw).await;
+            bob = move_to(bob, &c.gw[next]).await;
+            bob_at = next;
+        }
+        let status = c.gw[restarting]
+            .wait_exit(ms(15_000))
+            .expect("the drained gateway exits");
+        assert!(status.success(), "drain then exit 0: {status:?}");
+        let node = ["a", "b", "c"][restarting];
+        c.gw[restarting] = gateway(&c.nats, node);
+        wait_for_cluster(&c.gw.iter().collect::<Vec<_>>(), 3).await;
+    }
+    for _ in 0..10 {
+        alice.signal("room", &bob_id, payload(sent)).expect("sent");
+        sent += 1;
+    }
+    let deadline = Instant::now() + ms(10_000);
+    while signals_from(&bob_saw, &alice_id).len() < sent as usize && Instant::now() < deadline {
+        collect(&mut bob, &mut bob_saw, ms(200)).await;
+    }
+    collect(&mut alice, &mut alice_saw, ms(300)).await;
+    let expected: Vec<Vec<u8>> = (0..sent).map(|i| i.to_be_bytes().to_vec()).collect();
+    assert_eq!(
+        signals_from(&bob_saw, &alice_id),
+        expected,
+        "every signal, in order, once"
+    );
+    assert!(
+        left_news(&alice_saw).is_empty(),
+        "alice saw LEFT: {:?}",
+        left_news(&alice_saw)
+    );
+    assert!(
+        left_news(&bob_saw).is_empty(),
+        "bob saw LEFT: {:?}",
+        left_news(&bob_saw)
+    );
+    assert!(
+        !alice_saw
+            .iter()
+            .any(|m| matches!(m, server_frame::Msg::Error(_))),
+        "no signal was refused: {alice_saw:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_nats_nodes_loses_no_signal_between_live_gateways() {
+    let mut nats = NatsCluster::start(3);
+    let args = |node: &str| -> Vec<String> {
+        vec![
+            "--cluster".into(),
+            nats.urls(),
+            "--node-id".into(),
+            node.into(),
+            // A NATS fail-over takes well under this; no gateway may be declared lost.
+            "--liveness-timeout".into(),
+            "4s".into(),
+            "--ping-interval".into(),
+            "1500ms".into(),
+            "--rate-limit".into(),
+            "1000".into(),
+            "--rate-burst".into(),
+            "1000".into(),
+        ]
+    };
+    let a = GatewayProcess::spawn(&args("a"));
+    let b = GatewayProcess::spawn(&args("b"));
+    wait_for_cluster(&[&a, &b], 2).await;
+    let mut alice = a.ws_session().await;
+    let mut bob = b.ws_session().await;
+    alice.join("room").await.expect("joins");
+    bob.join("room").await.expect("joins");
+    let (alice_id, bob_id) = (alice.peer_id().to_string(), bob.peer_id().to_string());
+    let (mut alice_saw, mut bob_saw) = (Vec::new(), Vec::new());
+    let mut sent = 0u32;
+    for victim in [0usize, 1, 2] {
+        for _ in 0..50 {
+            alice.signal("room", &bob_id, payload(sent)).expect("sent");
+            sent += 1;
+            tokio::time::sleep(ms(5)).await;
+            if sent % 50 == 25 {
+                nats.kill(victim);
+            }
+        }
+        collect(&mut bob, &mut bob_saw, ms(300)).await;
+        nats.restart(victim);
+    }
+    let deadline = Instant::now() + ms(10_000);
+    while signals_from(&bob_saw, &alice_id).len() < sent as usize && Instant::now() < deadline {
+        collect(&mut bob, &mut bob_saw, ms(200)).await;
+    }
+    collect(&mut alice, &mut alice_saw, ms(300)).await;
+    let expected: Vec<Vec<u8>> = (0..sent).map(|i| i.to_be_bytes().to_vec()).collect();
+    assert_eq!(
+        signals_from(&bob_saw, &alice_id),
+        expected,
+        "every signal, in order, once"
+    );
+    for (who, saw) in [("alice", &alice_saw), ("bob", &bob_saw)] {
+        assert!(
+            !saw.iter().any(|m| matches!(
+                m,
+                server_frame::Msg::Error(_)
+                    | server_frame::Msg::PeerState(_)
+                    | server_frame::Msg::PeerLeft(_)
+            )),
+            "{who} saw a refusal or a presence change: {saw:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_cut_off_from_nats_lets_its_clients_go_and_their_sessions_resume_elsewhere() {
+    let mut nats = NatsCluster::start(3);
+    // Gateway c knows only NATS node 2: killing that node cuts c off from the cluster.
+    let a = gateway(&nats, "a");
+    let mut c_args = vec![
+        "--cluster".to_string(),
+        nats.url(2),
+        "--node-id".into(),
+        "c".into(),
+        "--liveness-timeout".into(),
+        LIVENESS.into(),
+        "--ping-interval".into(),
+        PING.into(),
+        "--resume-window".into(),
+        "30s".into(),
+    ];
+    let c = GatewayProcess::spawn(&c_args);
+    c_args.clear();
+    wait_for_cluster(&[&a, &c], 2).await;
+    let mut alice = a.ws_session().await;
+    let mut carol = c.ws_session().await;
+    alice.join("room").await.expect("joins");
+    carol.join("room").await.expect("joins");
+    let carol_id = carol.peer_id().to_string();
+    tokio::time::sleep(ms(300)).await;
+    let mut alice_saw = Vec::new();
+    collect(&mut alice, &mut alice_saw, ms(100)).await;
+
+    let cut_at = Instant::now();
+    nats.kill(2);
+    // The cluster declares c lost...
+    let state = next_peer_state(&mut alice, ms(10_000))
+        .await
+        .expect("PeerState");
+    assert_eq!(state.peer_id, carol_id);
+    assert_eq!(state.state(), PresenceState::Unreachable);
+    assert_eq!(state.reason(), Reason::GatewayLost);
+    assert!(
+        cut_at.elapsed() <= ms(2000 + 1500),
+        "{:?}",
+        cut_at.elapsed()
+    );
+    // ...and c lets carol go, telling her to move: GoAway, then the connection closes.
+    let mut carol_saw = Vec::new();
+    wait_for_go_away(&mut carol, &mut carol_saw).await;
+    assert!(
+        cut_at.elapsed() <= ms(2000 + 1500),
+        "{:?}",
+        cut_at.elapsed()
+    );
+    // Cut off, c takes nobody in.
+    let conn = c.ws().await;
+    match Session::start(conn).await {
+        Ok(_) => panic!("a cut-off gateway welcomed a new session"),
+        Err(e) => assert!(
+            format!("{e:?}").contains("CLUSTER_UNAVAILABLE")
+                || format!("{e:?}").contains("ClusterUnavailable"),
+            "{e:?}"
+        ),
+    }
+    // NATS comes back; c rejoins as a new incarnation with carol's session (away). Carol
+    // reconnects to gateway a and resumes it: same peer id, and alice sees her ONLINE.
+    nats.restart(2);
+    wait_for_cluster(&[&a, &c], 2).await;
+    let carol = move_to(carol, &a).await;
+    assert_eq!(carol.peer_id(), carol_id);
+    let online = next_peer_state(&mut alice, ms(5000))
+        .await
+        .expect("ONLINE again");
+    assert_eq!(online.peer_id, carol_id);
+    assert_eq!(online.state(), PresenceState::Online);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_list_every_live_gateway_with_its_own_certificate() {
+    let nats = NatsCluster::start(1);
+    let port = |_: ()| {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+        l.local_addr().expect("addr").port()
+    };
+    let mut gws = Vec::new();
+    for node in ["a", "b"] {
+        let mut args = vec![
+            "--cluster".to_string(),
+            nats.urls(),
+            "--node-id".into(),
+            node.into(),
+        ];
+        args.extend(["--http-listen".into(), format!("127.0.0.1:{}", port(()))]);
+        gws.push((GatewayProcess::spawn(&args), args[5].clone()));
+    }
+    wait_for_cluster(&gws.iter().map(|(g, _)| g).collect::<Vec<_>>(), 2).await;
+    let http: std::net::SocketAddr = gws[0].1.parse().expect("addr");
+    let (status, body) = common::http_get(http, "/endpoints").await;
+    assert_eq!(status, 200, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let gateways = json["gateways"].as_array().expect("a gateways list");
+    assert_eq!(gateways.len(), 2, "{body}");
+    assert_eq!(gateways[0]["node"], "a", "this gateway first: {body}");
+    for (entry, (gw, _)) in gateways.iter().zip(&gws) {
+        assert_eq!(entry["cert_sha256"], gw.cert_sha256_hex(), "{body}");
+        assert_eq!(entry["websocket"], gw.wss_url(), "{body}");
+    }
+}

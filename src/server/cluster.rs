@@ -74,6 +74,9 @@ pub async fn start(
         .name(format!("signalgate {}", settings.node))
         .retry_on_initial_connect()
         .max_reconnects(None)
+        // Only the servers the operator listed: where a gateway may connect is configuration,
+        // not something the NATS cluster's gossip changes behind the operator's back.
+        .ignore_discovered_servers()
         // Another server of the NATS cluster is tried at once: a gateway cut off for longer
         // than the liveness timeout is declared lost by the others.
         .reconnect_delay_callback(|attempts| Duration::from_millis(50 * attempts.min(10) as u64))
@@ -190,11 +193,14 @@ impl ClusterDriver {
     pub fn drain(&mut self, now: Instant, hub: &mut Hub) -> usize {
         self.cluster.set_draining(now, true);
         let nodes: Vec<String> = self.cluster.nodes().map(str::to_string).collect();
-        let moved = hub.drain(now, &nodes);
-        // The others need not wait for this gateway's silence: it is leaving.
+        hub.drain(now, &nodes)
+    }
+
+    /// The others need not wait for this gateway's silence: it is leaving (after a drain
+    /// whose hand-overs were acknowledged, so that their new holders have announced them).
+    pub fn leave(&mut self, now: Instant) {
         self.cluster
             .broadcast(now, &Body::Leaving(Leaving { draining: true }));
-        moved
     }
 
     /// Messages other gateways have not acknowledged yet.

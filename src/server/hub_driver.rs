@@ -69,6 +69,8 @@ pub enum HubInput {
     Drain(oneshot::Sender<usize>),
     /// Cluster mode: how many messages other gateways have not acknowledged yet.
     ClusterUnacked(oneshot::Sender<usize>),
+    /// Cluster mode: tell the others this gateway leaves (the end of a drain).
+    ClusterLeave,
 }
 
 /// What the backend API asks of the hub; each carries where the answer goes.
@@ -138,6 +140,11 @@ pub async fn run(
                         None => 0,
                     };
                     let _ = reply.send(moved);
+                }
+                HubInput::ClusterLeave => {
+                    if let Some(cluster) = cluster.as_mut() {
+                        cluster.leave(now);
+                    }
                 }
                 HubInput::ClusterUnacked(reply) => {
                     let _ = reply.send(cluster.as_ref().map_or(0, ClusterDriver::unacked));
@@ -223,7 +230,8 @@ fn apply(hub: &mut Hub, links: &mut HashMap<ConnId, LinkHandle>, now: Instant, i
         HubInput::Cluster(_)
         | HubInput::ClusterConnected(_)
         | HubInput::Drain(_)
-        | HubInput::ClusterUnacked(_) => {}
+        | HubInput::ClusterUnacked(_)
+        | HubInput::ClusterLeave => {}
     }
 }
 

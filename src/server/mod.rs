@@ -193,6 +193,12 @@ impl Running {
                 Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
             }
         }
+        // The new holders announced the sessions before acknowledging them; give those
+        // announcements a head start over the goodbye, which makes the others forget this
+        // gateway's members (its sessions must not flap UNREACHABLE on the way).
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let _ = self.ctx.hub.send(HubInput::ClusterLeave).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
         moved
     }
 }

@@ -87,7 +87,10 @@ pub(super) struct PendingClaim {
     pub id: u64,
     pub hello: Hello,
     pub verified: Option<Verified>,
-    pub node: String,
+    /// Gateways asked that have not answered.
+    pub asked: std::collections::HashSet<String>,
+    /// Every live gateway was asked (the issuer did not have it, or is gone).
+    pub widened: bool,
 }
 
 fn millis_u64(d: Duration) -> u64 {
@@ -235,7 +238,7 @@ impl Hub {
             Body::Verdict(verdict) => self.verdict_received(now, verdict),
             Body::Claim(claim) => self.claim_received(now, from, claim),
             Body::Handover(handover) => self.handover_received(now, from, handover),
-            Body::ClaimRefused(refused) => self.claim_refused(now, refused),
+            Body::ClaimRefused(refused) => self.claim_refused(now, from, refused),
             Body::SessionError(error) => self.session_error_received(error),
             Body::SeatRequest(request) => self.seat_requested(now, from, request),
             Body::SeatAnswer(answer) => {
@@ -446,16 +449,16 @@ impl Hub {
         let claims: Vec<u64> = self
             .claims
             .iter()
-            .filter(|(_, c)| c.node == node)
+            .filter(|(_, c)| c.asked.contains(node))
             .map(|(t, _)| *t)
             .collect();
         for ticket in claims {
-            let message = format!(
-                "the gateway that held this session ({node}) was lost; send Hello without a \
-                 resume token to start a new session"
-            );
+            let message = "the session is unknown or the gateway that held it was lost; send \
+                           Hello without a resume token to start a new session"
+                .to_string();
             self.claim_refused(
                 now,
+                node,
                 ClaimRefused {
                     ticket,
                     code: ErrorCode::ResumeExpired.into(),
@@ -699,26 +702,22 @@ impl Hub {
         let Some(me) = &self.config.cluster_node else {
             return false;
         };
-        let Some(node) = token_node(&hello.resume_token) else {
+        let Some(issuer) = token_node(&hello.resume_token) else {
             return false;
         };
-        if node == me || !self.live_nodes.contains(node) {
+        // The issuer first; if it does not hold the session (it was drained, or it restarted)
+        // or is gone, every live gateway.
+        let (ask, widened): (Vec<String>, bool) =
+            if issuer != me && self.live_nodes.contains(issuer) {
+                (vec![issuer.to_string()], false)
+            } else {
+                (self.live_nodes.iter().cloned().collect(), true)
+            };
+        if ask.is_empty() {
             return false;
         }
-        let node = node.to_string();
         let ticket = self.next_ticket;
         self.next_ticket += 1;
-        let identity = verified.as_ref().map(|v| v.identity.clone());
-        self.outputs.push_back(Output::ToNode {
-            node: node.clone(),
-            body: Body::Claim(Claim {
-                ticket,
-                resume_token: hello.resume_token.clone(),
-                has_identity: identity.is_some(),
-                sub: identity.as_ref().map(|i| i.sub.clone()).unwrap_or_default(),
-                device: identity.and_then(|i| i.device).unwrap_or_default(),
-            }),
-        });
         self.claims.insert(
             ticket,
             PendingClaim {
@@ -726,10 +725,33 @@ impl Hub {
                 id,
                 hello: hello.clone(),
                 verified: verified.clone(),
-                node,
+                asked: std::collections::HashSet::new(),
+                widened,
             },
         );
+        self.ask_claim(ticket, ask);
         true
+    }
+
+    fn ask_claim(&mut self, ticket: u64, nodes: Vec<String>) {
+        let Some(claim) = self.claims.get_mut(&ticket) else {
+            return;
+        };
+        let identity = claim.verified.as_ref().map(|v| v.identity.clone());
+        let body = Body::Claim(Claim {
+            ticket,
+            resume_token: claim.hello.resume_token.clone(),
+            has_identity: identity.is_some(),
+            sub: identity.as_ref().map(|i| i.sub.clone()).unwrap_or_default(),
+            device: identity.and_then(|i| i.device).unwrap_or_default(),
+        });
+        for node in nodes {
+            claim.asked.insert(node.clone());
+            self.outputs.push_back(Output::ToNode {
+                node,
+                body: body.clone(),
+            });
+        }
     }
 
     fn claim_received(&mut self, now: Instant, from: &str, claim: Claim) {
@@ -759,7 +781,7 @@ impl Hub {
                 return self.outputs.push_back(out);
             }
         }
-        let Some(session) = self.export_session(now, key, from, false) else {
+        let Some(session) = self.export_session(now, key, from, false, Reason::Superseded) else {
             return;
         };
         self.outputs.push_back(Output::ToNode {
@@ -771,7 +793,30 @@ impl Hub {
         });
     }
 
-    fn claim_refused(&mut self, now: Instant, refused: ClaimRefused) {
+    fn claim_refused(&mut self, now: Instant, from: &str, refused: ClaimRefused) {
+        let Some(claim) = self.claims.get_mut(&refused.ticket) else {
+            return;
+        };
+        claim.asked.remove(from);
+        if refused.code() == ErrorCode::ResumeExpired {
+            if !claim.widened {
+                claim.widened = true;
+                let others: Vec<String> = self
+                    .live_nodes
+                    .iter()
+                    .filter(|n| n.as_str() != from)
+                    .cloned()
+                    .collect();
+                self.ask_claim(refused.ticket, others);
+            }
+            if self
+                .claims
+                .get(&refused.ticket)
+                .is_some_and(|c| !c.asked.is_empty())
+            {
+                return; // Someone else may hold it.
+            }
+        }
         let Some(claim) = self.claims.remove(&refused.ticket) else {
             return;
         };
@@ -830,6 +875,7 @@ impl Hub {
         key: SessionKey,
         node: &str,
         with_token: bool,
+        close_reason: Reason,
     ) -> Option<SessionState> {
         self.forget_identity(key);
         let mut session = self.sessions.remove(&key)?;
@@ -849,11 +895,11 @@ impl Hub {
                 if let Some(connection) = self.connections.remove(&conn) {
                     self.outputs.push_back(Output::Close {
                         conn,
-                        reason: Reason::Superseded,
+                        reason: close_reason,
                     });
                     self.event(HubEvent::ConnectionEnded {
                         transport: connection.transport,
-                        reason: Reason::Superseded,
+                        reason: close_reason,
                         silent_for: Duration::ZERO,
                     });
                 }
@@ -1074,7 +1120,8 @@ impl Hub {
         let mut moved = 0;
         for (i, key) in keys.into_iter().enumerate() {
             let node = &nodes[i % nodes.len()];
-            if let Some(session) = self.export_session(now, key, node, true) {
+            let drained = self.export_session(now, key, node, true, Reason::ServerShutdown);
+            if let Some(session) = drained {
                 self.outputs.push_back(Output::ToNode {
                     node: node.clone(),
                     body: Body::Handover(Handover {
