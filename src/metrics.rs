@@ -4,7 +4,8 @@
 //! of `signalgate.v1.Reason` (see [`crate::core::reason_label`]), `kind` ∈ {description,
 //! candidate, data}, `outcome` ∈ [`ResumeOutcome`] labels, refusal `reason` ∈ the lower-case
 //! names of `signalgate.v1.ErrorCode`, handshake-failure `reason` ∈ [`HANDSHAKE_REASONS`],
-//! `version` (build info) = the crate version. Every combination, histograms included, is
+//! `version` (build info) = the crate version, `direction` (cluster messages) ∈ {sent, received,
+//! received_malformed}. Every combination, histograms included, is
 //! registered at start with zero so that rates and ratios exist before the first event.
 //!
 //! The grafana/ dashboard queries these names; `tests/dashboard.rs` checks it against [`ALL`]
@@ -94,10 +95,32 @@ pub const ALL: &[&str] = &[
     PROCESS_OPEN_FDS,
     PROCESS_MAX_FDS,
     PROCESS_START_TIME,
+    CLUSTER_NODES,
+    CLUSTER_NATS_CONNECTED,
+    CLUSTER_MESSAGES,
+    CLUSTER_NODES_LOST,
+    CLUSTER_NODE_DETECTION,
+    CLUSTER_FENCES,
+    CLUSTER_RELAY,
+];
+
+/// The histograms of [`ALL`] (exported as `_bucket`, `_sum` and `_count`).
+pub const HISTOGRAMS: &[&str] = &[
+    DISCONNECT_DETECTION,
+    RTT,
+    CLUSTER_NODE_DETECTION,
+    CLUSTER_RELAY,
 ];
 
 /// Every label name used, for checks against the dashboards. Values: see the module docs.
-pub const LABELS: &[&str] = &["transport", "reason", "kind", "outcome", "version"];
+pub const LABELS: &[&str] = &[
+    "transport",
+    "reason",
+    "kind",
+    "outcome",
+    "version",
+    "direction",
+];
 
 /// Resolves 0.1 s to 60 s, finely around the usual liveness timeouts (2 s, 10 s) so that a
 /// p99 against `liveness_timeout + 0.5 s` can be read off.

@@ -39,7 +39,16 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus_scraping_a_real_gat
     let promtool = require("promtool");
     let dir = tempfile::tempdir().expect("temp dir");
 
-    let gateway = GatewayProcess::start(dir.path());
+    // In cluster mode (with a real nats-server), so that the cluster panels have data too: a
+    // second gateway joins, relays signals with the scraped one, and is killed.
+    let nats = common::cluster::NatsCluster::start(1);
+    let cluster_args = [
+        "--cluster".to_string(),
+        nats.urls(),
+        "--node-id".into(),
+        "scraped".into(),
+    ];
+    let gateway = GatewayProcess::start(dir.path(), &cluster_args);
     let prometheus = Prometheus::start(&prometheus_bin, dir.path(), gateway.metrics);
     let started = Instant::now();
     let started_unix = unix_now();
@@ -54,6 +63,7 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus_scraping_a_real_gat
     // The scripted clients. Sessions that must stay connected for the queries are kept.
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     let (report, _alive) = runtime.block_on(scenario(&gateway));
+    runtime.block_on(cluster_scenario(&gateway, &nats));
 
     // Prometheus has scraped the end of the scenario once the last events are visible.
     let expected = [
@@ -69,6 +79,11 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus_scraping_a_real_gat
         (r#"sum(signalgate_resumes_total{outcome="resumed"})"#, 2.0),
         (
             r#"sum(signalgate_signals_dropped_total{reason="not_joined"})"#,
+            1.0,
+        ),
+        (r#"sum(signalgate_cluster_relay_seconds_count{})"#, 3.0),
+        (
+            r#"sum(signalgate_cluster_node_detection_seconds_count{})"#,
             1.0,
         ),
     ];
@@ -102,6 +117,59 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus_scraping_a_real_gat
 // ---------------------------------------------------------------------------------------------
 // The scenario
 // ---------------------------------------------------------------------------------------------
+
+/// A second gateway joins the scraped one's cluster; a session on each, in one room, relay
+/// signals across; then the second gateway is killed (SIGKILL) and the scraped one notices.
+async fn cluster_scenario(gateway: &GatewayProcess, nats: &common::cluster::NatsCluster) {
+    let mut peer = common::cluster::GatewayProcess::spawn(&[
+        "--cluster".into(),
+        nats.urls(),
+        "--node-id".into(),
+        "peer".into(),
+        "--liveness-timeout".into(),
+        humantime(LIVENESS_TIMEOUT),
+        "--ping-interval".into(),
+        humantime(PING_INTERVAL),
+    ]);
+    let joined = eventually(Duration::from_secs(15), || async {
+        let (_, body) = http_get(gateway.metrics, "/metrics").await;
+        body.lines()
+            .any(|l| l.trim() == "signalgate_cluster_nodes 2")
+            .then_some(())
+    })
+    .await;
+    assert!(
+        joined.is_some(),
+        "the second gateway did not join: {}",
+        peer.log_tail()
+    );
+    let options = ConnectOptions::new(Trust::sha256_hex(&gateway.cert_sha256_hex).expect("hash"));
+    let conn = Connection::websocket(&format!("wss://{}/ws", gateway.listen), &options)
+        .await
+        .expect("connects");
+    let mut here = Session::start(conn).await.expect("welcome");
+    let mut there = peer.ws_session().await;
+    here.join("span").await.expect("joins");
+    there.join("span").await.expect("joins");
+    here.wait_for(WAIT, "PeerJoined", |f| {
+        matches!(f.msg, Some(server_frame::Msg::PeerJoined(_))).then_some(())
+    })
+    .await
+    .expect("the member on the other gateway is announced");
+    let there_id = there.peer_id().to_string();
+    for _ in 0..3 {
+        here.signal("span", &there_id, data(b"across"))
+            .expect("sent");
+        next_signal(&mut there)
+            .await
+            .expect("relayed across gateways");
+    }
+    peer.kill9();
+    let state = next_peer_state(&mut here, LIVENESS_TIMEOUT + Duration::from_secs(5))
+        .await
+        .expect("the killed gateway's member is unreachable");
+    assert_eq!(state.reason(), Reason::GatewayLost, "{state:?}");
+}
 
 struct Report {
     /// Time from each cut to the observer being told UNREACHABLE, by transport.
@@ -307,7 +375,7 @@ fn every_metric_is_exported_with_data(prometheus: &Prometheus) {
         .map(|n| n.as_str().expect("name").to_string())
         .collect();
     for name in metrics::ALL {
-        let histogram = [metrics::DISCONNECT_DETECTION, metrics::RTT].contains(name);
+        let histogram = metrics::HISTOGRAMS.contains(name);
         let wanted: Vec<String> = if histogram {
             ["_bucket", "_sum", "_count"]
                 .iter()
@@ -651,7 +719,7 @@ struct GatewayProcess {
 impl GatewayProcess {
     /// The real binary on free ports, read back from its banner. Retries the rare clash of
     /// the TCP port (chosen by the kernel) with a UDP port in use.
-    fn start(dir: &Path) -> GatewayProcess {
+    fn start(dir: &Path, extra: &[String]) -> GatewayProcess {
         let mut failures = Vec::new();
         for attempt in 0..5 {
             let log = dir.join(format!("gateway-{attempt}.log"));
@@ -666,6 +734,7 @@ impl GatewayProcess {
                 .arg("--dev-cert-dir")
                 .arg(dir.join("certs"))
                 .args(["--log", "info"])
+                .args(extra)
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(std::fs::File::create(&log).expect("log file"))
