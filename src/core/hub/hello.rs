@@ -112,11 +112,19 @@ impl Hub {
                 };
                 self.take_up(now, conn, id, key, claim, verified);
             }
+            // The identity's session may live on another gateway of the cluster.
+            None if self.claim_identity_elsewhere(conn, id, &hello, &verified) => {}
             None => self.start_session(now, conn, id, verified),
         }
     }
 
-    fn start_session(&mut self, now: Instant, conn: ConnId, id: u64, verified: Option<Verified>) {
+    pub(super) fn start_session(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        id: u64,
+        verified: Option<Verified>,
+    ) {
         let Some(transport) = self.connections.get(&conn).map(|c| c.transport) else {
             return;
         };
@@ -134,11 +142,7 @@ impl Hub {
         while self.by_peer_id.contains_key(&peer_id) {
             peer_id = ids::new_peer_id(self.entropy.as_mut());
         }
-        let resume_token = match &self.config.cluster_node {
-            // The gateway that issued it, for a resume on another gateway to find it.
-            Some(node) => format!("{node}.{}", ids::new_resume_token(self.entropy.as_mut())),
-            None => ids::new_resume_token(self.entropy.as_mut()),
-        };
+        let resume_token = self.new_resume_token();
         let key = SessionKey(self.next_session_key);
         self.next_session_key += 1;
         let limits = &self.config.limits;
@@ -316,6 +320,16 @@ impl Hub {
             );
         }
         self.event(HubEvent::Resume { transport, outcome });
+    }
+
+    /// A resume token; in cluster mode it names this gateway, for a resume on another
+    /// gateway to find the session.
+    pub(super) fn new_resume_token(&mut self) -> String {
+        let token = ids::new_resume_token(self.entropy.as_mut());
+        match &self.config.cluster_node {
+            Some(node) => format!("{node}.{token}"),
+            None => token,
+        }
     }
 
     /// The connection now carries the session.

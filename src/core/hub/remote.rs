@@ -91,6 +91,8 @@ pub(super) struct PendingClaim {
     pub asked: std::collections::HashSet<String>,
     /// Every live gateway was asked (the issuer did not have it, or is gone).
     pub widened: bool,
+    /// Claimed by the identity of the Hello's token, not by a resume token.
+    pub by_identity: bool,
 }
 
 fn millis_u64(d: Duration) -> u64 {
@@ -727,8 +729,43 @@ impl Hub {
                 verified: verified.clone(),
                 asked: std::collections::HashSet::new(),
                 widened,
+                by_identity: false,
             },
         );
+        self.ask_claim(ticket, ask);
+        true
+    }
+
+    /// A verified Hello without a session of its identity here: every live gateway is asked
+    /// whether it holds one (one session per identity, cluster-wide). False if there is
+    /// nobody to ask.
+    pub(super) fn claim_identity_elsewhere(
+        &mut self,
+        conn: ConnId,
+        id: u64,
+        hello: &Hello,
+        verified: &Option<Verified>,
+    ) -> bool {
+        if verified.is_none() || !self.clustered() || self.live_nodes.is_empty() {
+            return false;
+        }
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        let mut hello = hello.clone();
+        hello.resume_token.clear();
+        self.claims.insert(
+            ticket,
+            PendingClaim {
+                conn,
+                id,
+                hello,
+                verified: verified.clone(),
+                asked: std::collections::HashSet::new(),
+                widened: true,
+                by_identity: true,
+            },
+        );
+        let ask = self.live_nodes.iter().cloned().collect();
         self.ask_claim(ticket, ask);
         true
     }
@@ -763,7 +800,19 @@ impl Hub {
                 message: message.to_string(),
             }),
         };
-        let Some(&key) = self.by_resume_token.get(&claim.resume_token) else {
+        let held = if claim.resume_token.is_empty() {
+            let identity = Identity {
+                sub: claim.sub.clone(),
+                device: (!claim.device.is_empty()).then(|| claim.device.clone()),
+            };
+            claim
+                .has_identity
+                .then(|| self.by_identity.get(&identity).copied())
+                .flatten()
+        } else {
+            self.by_resume_token.get(&claim.resume_token).copied()
+        };
+        let Some(key) = held else {
             let message = "the resume token is unknown or its resume window ran out; send \
                            Hello without a resume token to start a new session";
             let out = refuse(ErrorCode::ResumeExpired, message);
@@ -820,6 +869,10 @@ impl Hub {
         let Some(claim) = self.claims.remove(&refused.ticket) else {
             return;
         };
+        if claim.by_identity {
+            // Nobody holds a session of this identity: a new one, here.
+            return self.start_session(now, claim.conn, claim.id, claim.verified);
+        }
         let outcome = match refused.code() {
             ErrorCode::IdentityMismatch => ResumeOutcome::Invalid,
             _ => ResumeOutcome::Expired,
@@ -843,12 +896,16 @@ impl Hub {
             return;
         };
         let claim = self.claims.remove(&handover.ticket);
-        let token = match &claim {
+        let mut token = match &claim {
             Some(claim) => claim.hello.resume_token.clone(),
             None => state.resume_token.clone(),
         };
         if token.is_empty() {
-            return;
+            if claim.as_ref().is_none_or(|c| !c.by_identity) {
+                return;
+            }
+            // Taken over by identity: its client lost the old token, it gets a new one.
+            token = self.new_resume_token();
         }
         let key = self.import_session(now, from, state, token);
         let Some(claim) = claim else {
@@ -860,9 +917,15 @@ impl Hub {
         if !self.connections.contains_key(&claim.conn) {
             return; // The client gave up meanwhile; the session waits here.
         }
-        let take = super::hello::Claim::Token {
-            last_seq: claim.hello.last_seq,
-            attempt: claim.hello.attempt,
+        let take = if claim.by_identity {
+            super::hello::Claim::Identity {
+                attempt: claim.hello.attempt,
+            }
+        } else {
+            super::hello::Claim::Token {
+                last_seq: claim.hello.last_seq,
+                attempt: claim.hello.attempt,
+            }
         };
         self.take_up(now, claim.conn, claim.id, key, take, claim.verified);
     }

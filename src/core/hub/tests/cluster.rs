@@ -98,6 +98,39 @@ impl Two {
         }
     }
 
+    /// A client with a token: the Hello goes through `hello_received` as the runtime
+    /// verified it. `sub` only names it in failures.
+    fn client_with(
+        &mut self,
+        now: Instant,
+        side: char,
+        credentials: crate::core::identity::Credentials,
+        sub: &str,
+    ) -> Client {
+        let conn = self.fx(side).open(now, Transport::WebSocket);
+        self.fx(side)
+            .hub
+            .hello_received(now, conn, 1, Hello::default(), credentials);
+        self.pump(now);
+        let out = if side == 'a' {
+            &self.out_a
+        } else {
+            &self.out_b
+        };
+        let welcome = msgs_to(out, conn)
+            .into_iter()
+            .find_map(|m| match m {
+                server_frame::Msg::Welcome(w) => Some(w),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("{sub} was not welcomed: {:?}", msgs_to(out, conn)));
+        Client {
+            conn,
+            peer_id: welcome.peer_id,
+            token: welcome.resume_token,
+        }
+    }
+
     fn send(&mut self, now: Instant, side: char, conn: ConnId, seq: u64, msg: Msg) {
         self.fx(side).send_numbered(now, conn, seq, msg);
         let out = self.fx(side).drain();
@@ -308,4 +341,64 @@ fn a_lost_gateway_makes_its_members_unreachable_then_left_after_the_window() {
             .iter()
             .all(|r| !r.members.contains(&bob.peer_id))
     );
+}
+
+#[test]
+fn the_same_identity_on_another_gateway_takes_its_session_over_once_cluster_wide() {
+    use crate::core::identity::{Credentials, Grants, Identity, Profile, Verified};
+    let mut two = Two::new(8);
+    for fx in [&mut two.a, &mut two.b] {
+        fx.hub.config.authentication = true;
+    }
+    let now = two.a.t0;
+    let alice_token = |f: &Fixture| {
+        Credentials::Verified(Verified {
+            identity: Identity {
+                sub: "alice".into(),
+                device: None,
+            },
+            grants: Grants::all(),
+            profile: Profile::default(),
+            expires_at: f.at(3600.0),
+        })
+    };
+    let bob_token = match alice_token(&two.a) {
+        Credentials::Verified(mut v) => {
+            v.identity.sub = "bob".into();
+            Credentials::Verified(v)
+        }
+        other => other,
+    };
+    let bob = two.client_with(now, 'a', bob_token, "bob");
+    let old = two.client_with(now, 'a', alice_token(&two.a), "alice");
+    two.join(now, 'a', &bob, "r");
+    two.join(now, 'a', &old, "r");
+    two.out_a.clear();
+    // Alice's app restarts and comes back through gateway b, without its resume token.
+    let new = two.client_with(now, 'b', alice_token(&two.b), "alice");
+    assert_eq!(new.peer_id, old.peer_id, "the same session, cluster-wide");
+    assert!(
+        two.out_a
+            .iter()
+            .any(|o| matches!(o, Output::Close { conn, .. } if *conn == old.conn)),
+        "the old connection is closed"
+    );
+    assert!(
+        !msgs_to(&two.out_a, bob.conn).iter().any(|m| matches!(
+            m,
+            server_frame::Msg::PeerLeft(_) | server_frame::Msg::PeerJoined(_)
+        )),
+        "bob sees one session, never a second alice: {:?}",
+        msgs_to(&two.out_a, bob.conn)
+    );
+    // A second identity starts its own session (nobody holds one).
+    let carol_token = match alice_token(&two.b) {
+        Credentials::Verified(mut v) => {
+            v.identity.sub = "carol".into();
+            Credentials::Verified(v)
+        }
+        other => other,
+    };
+    let carol = two.client_with(now, 'b', carol_token, "carol");
+    assert_ne!(carol.peer_id, new.peer_id);
 }
