@@ -131,6 +131,14 @@ fn print_banner(running: &server::Running) {
     };
     println!("  {origin} sha256 {}", identity.leaf_sha256_hex());
     let config = running.config();
+    if let Some(cluster) = &config.cluster {
+        println!(
+            "  cluster        node {} of {:?} through NATS {}",
+            cluster.node,
+            cluster.name,
+            cluster.servers.join(",")
+        );
+    }
     println!(
         "  liveness: dead after {:?} of silence, probes every {:?}; resume window {:?}",
         config.hub.liveness.timeout(),
