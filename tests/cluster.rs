@@ -654,3 +654,51 @@ async fn endpoints_list_every_live_gateway_with_its_own_certificate() {
         assert_eq!(entry["websocket"], gw.wss_url(), "{body}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_joins_for_the_last_seat_on_different_gateways_admit_exactly_one() {
+    let nats = NatsCluster::start(1);
+    let args = |node: &str| -> Vec<String> {
+        vec![
+            "--cluster".into(),
+            nats.urls(),
+            "--node-id".into(),
+            node.into(),
+            "--max-peers-per-room".into(),
+            "2".into(),
+        ]
+    };
+    let a = GatewayProcess::spawn(&args("a"));
+    let b = GatewayProcess::spawn(&args("b"));
+    wait_for_cluster(&[&a, &b], 2).await;
+    // Several rooms, so that both gateways are some room's home.
+    for room in ["r1", "r2", "r3", "r4", "r5", "r6"] {
+        let mut first = a.ws_session().await;
+        first.join(room).await.expect("the first seat");
+        tokio::time::sleep(ms(50)).await;
+        let (mut x, mut y) = (a.ws_session().await, b.ws_session().await);
+        let join = |s: &mut Session| {
+            s.send(signalgate::proto::client_frame::Msg::Join(
+                signalgate::proto::Join { room: room.into() },
+            ))
+            .expect("sent")
+        };
+        let (x_id, y_id) = (join(&mut x), join(&mut y));
+        let mut admitted = 0;
+        for (s, id) in [(&mut x, x_id), (&mut y, y_id)] {
+            let answer = s
+                .wait_for(ms(5000), "Joined or an Error", |f| match &f.msg {
+                    Some(server_frame::Msg::Joined(_)) if f.in_reply_to == id => Some(Ok(())),
+                    Some(server_frame::Msg::Error(e)) if e.in_reply_to == id => Some(Err(e.code())),
+                    _ => None,
+                })
+                .await
+                .expect("answered");
+            match answer {
+                Ok(()) => admitted += 1,
+                Err(code) => assert_eq!(code, ErrorCode::RoomFull, "room {room}"),
+            }
+        }
+        assert_eq!(admitted, 1, "room {room}: one seat, one admitted");
+    }
+}

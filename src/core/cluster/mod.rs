@@ -234,7 +234,8 @@ impl Cluster {
             self.declare_lost(now, &from);
             self.lost.remove(&from);
         }
-        if !self.nodes.contains_key(&from) {
+        let new = !self.nodes.contains_key(&from);
+        if new {
             self.node_up(now, &from, epoch);
         }
         let rto = self.rto(&from);
@@ -257,7 +258,9 @@ impl Cluster {
                 if let Some(endpoint) = announce.endpoint {
                     node.endpoint = endpoint;
                 }
-                if !announce.reply {
+                // A newcomer learns of this gateway at once (the periodic announcements of
+                // gateways that know each other need no answer).
+                if new && !announce.reply {
                     let reply = self.announce_body(true);
                     let envelope = self.envelope(epoch, reply);
                     self.transmit(Dest::Node(from), envelope);
