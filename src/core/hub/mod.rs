@@ -2,7 +2,9 @@
 //!
 //! Inputs: [`Hub::connection_opened`], [`Hub::frame_received`], [`Hub::frame_rejected`],
 //! [`Hub::connection_drained`], [`Hub::connection_lost`], [`Hub::outbound_overflow`],
-//! [`Hub::handle_timeout`], [`Hub::shutdown`]. Outputs: [`Hub::poll_output`] (frames to send,
+//! [`Hub::handle_timeout`], [`Hub::shutdown`]; in cluster mode also
+//! [`Hub::cluster_received`], [`Hub::node_up`], [`Hub::node_lost`], [`Hub::set_live_nodes`],
+//! [`Hub::set_cut_off`], [`Hub::drain`] (see `remote.rs`). Outputs: [`Hub::poll_output`] (frames to send,
 //! checkpoints, connections to close, events for metrics) and [`Hub::poll_timeout`] (when to
 //! call `handle_timeout` next). The caller owns the clock and passes `now`; the hub owns no
 //! socket, no timer and no randomness of its own ([`Entropy`] is injected).
@@ -20,7 +22,11 @@
 //! | `delivery.rs` | a session's stream to its connection: numbering, pacing by the send window, Acks to the client, errors, closes |
 //! | `backlog.rs`, `pending.rs` | the ordered stream and its bounds; presence coalescing |
 //! | `flow.rs` | the send window of a connection |
-//! | `rooms.rs` | membership and fan-out |
+//! | `rooms.rs` | membership (local and remote members) and fan-out |
+//! | `remote.rs` | cluster mode: members on other gateways and their presence, a lost gateway |
+//! | `relay_across.rs` | cluster mode: signals to another gateway, settled by it before the sender's Ack |
+//! | `handover.rs` | cluster mode: claims and hand-overs of whole sessions (resume anywhere, identity take-over, drain) |
+//! | `seats.rs` | cluster mode: the room's home gateway decides joins (a race for the last seat admits one) |
 //! | `deadlines.rs` | per-item timers (Hello deadline, resume window) |
 //! | `session.rs`, `config.rs`, `output.rs` | the data and the vocabulary |
 
@@ -30,11 +36,13 @@ mod config;
 mod deadlines;
 mod delivery;
 mod flow;
+mod handover;
 mod hello;
 mod numbered_map;
 mod output;
 mod pending;
 mod presence;
+mod relay_across;
 mod remote;
 mod requests;
 mod rooms;
@@ -54,8 +62,10 @@ use super::identity::{Credentials, Identity};
 use super::ids::{Entropy, SystemEntropy};
 use crate::proto::{ClientFrame, ErrorCode, Hello, Reason, client_frame};
 use deadlines::Deadlines;
+use handover::PendingClaim;
 use numbered_map::NumberedMap;
-use remote::{PendingClaim, RemoteKey, RemotePeer, Ticket};
+use relay_across::Ticket;
+use remote::{RemoteKey, RemotePeer};
 use rooms::Rooms;
 use session::{Connection, Session};
 

@@ -1,0 +1,564 @@
+//! Cluster mode: sessions moving between gateways. A resume token names the gateway that
+//! issued it; a client that comes to another gateway with it makes that gateway *claim* the
+//! session (from the issuer, then from every gateway if the issuer does not hold it): the
+//! holder hands it over whole — rooms, numbering, every frame the client has not
+//! acknowledged — and forwards what still arrives for it. The same with a verified identity
+//! instead of a resume token (one session per identity, cluster-wide), and on drain, when a
+//! gateway pushes every session it holds to the others.
+
+use std::collections::{BTreeSet, HashSet};
+use std::time::{Duration, Instant};
+
+use super::backlog::Backlog;
+use super::remote::{RemoteKey, RemotePeer};
+use super::rooms::Member;
+use super::session::{Presence, Session};
+use super::{ConnId, Deadline, Hub, HubEvent, Output, ResumeOutcome, SessionKey};
+use crate::core::identity::{Grants, Identity, Profile, RoomGrant, Verified};
+use crate::core::rate_limit::TokenBucket;
+use crate::proto::cluster::{
+    self as wire, Claim, ClaimRefused, Handover, SessionState, envelope::Body,
+};
+use crate::proto::{self, ErrorCode, Hello, PresenceState, Reason};
+
+/// A Hello whose resume token belongs to a session on another gateway.
+#[derive(Debug)]
+pub(super) struct PendingClaim {
+    pub conn: ConnId,
+    pub id: u64,
+    pub hello: Hello,
+    pub verified: Option<Verified>,
+    /// Gateways asked that have not answered.
+    pub asked: HashSet<String>,
+    /// Every live gateway was asked (the issuer did not have it, or is gone).
+    pub widened: bool,
+    /// Claimed by the identity of the Hello's token, not by a resume token.
+    pub by_identity: bool,
+}
+
+fn millis_u64(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The gateway a resume token was issued by (`<node>.<random>`, cluster mode only).
+pub(super) fn token_node(token: &str) -> Option<&str> {
+    token.rsplit_once('.').map(|(node, _)| node)
+}
+
+impl Hub {
+    /// A Hello with a resume token this hub does not hold: if another live gateway issued
+    /// it, claim the session from there (the Hello waits for the answer). False if there is
+    /// nobody to ask.
+    pub(super) fn claim_elsewhere(
+        &mut self,
+        conn: ConnId,
+        id: u64,
+        hello: &Hello,
+        verified: &Option<Verified>,
+    ) -> bool {
+        let Some(me) = &self.config.cluster_node else {
+            return false;
+        };
+        let Some(issuer) = token_node(&hello.resume_token) else {
+            return false;
+        };
+        // The issuer first; if it does not hold the session (it was drained, or it restarted)
+        // or is gone, every live gateway.
+        let (ask, widened): (Vec<String>, bool) =
+            if issuer != me && self.live_nodes.contains(issuer) {
+                (vec![issuer.to_string()], false)
+            } else {
+                (self.live_nodes.iter().cloned().collect(), true)
+            };
+        if ask.is_empty() {
+            return false;
+        }
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        self.claims.insert(
+            ticket,
+            PendingClaim {
+                conn,
+                id,
+                hello: hello.clone(),
+                verified: verified.clone(),
+                asked: HashSet::new(),
+                widened,
+                by_identity: false,
+            },
+        );
+        self.ask_claim(ticket, ask);
+        true
+    }
+
+    /// A verified Hello without a session of its identity here: every live gateway is asked
+    /// whether it holds one (one session per identity, cluster-wide). False if there is
+    /// nobody to ask.
+    pub(super) fn claim_identity_elsewhere(
+        &mut self,
+        conn: ConnId,
+        id: u64,
+        hello: &Hello,
+        verified: &Option<Verified>,
+    ) -> bool {
+        if verified.is_none() || !self.clustered() || self.live_nodes.is_empty() {
+            return false;
+        }
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        let mut hello = hello.clone();
+        hello.resume_token.clear();
+        self.claims.insert(
+            ticket,
+            PendingClaim {
+                conn,
+                id,
+                hello,
+                verified: verified.clone(),
+                asked: HashSet::new(),
+                widened: true,
+                by_identity: true,
+            },
+        );
+        let ask = self.live_nodes.iter().cloned().collect();
+        self.ask_claim(ticket, ask);
+        true
+    }
+
+    fn ask_claim(&mut self, ticket: u64, nodes: Vec<String>) {
+        let Some(claim) = self.claims.get_mut(&ticket) else {
+            return;
+        };
+        let identity = claim.verified.as_ref().map(|v| v.identity.clone());
+        let body = Body::Claim(Claim {
+            ticket,
+            resume_token: claim.hello.resume_token.clone(),
+            has_identity: identity.is_some(),
+            sub: identity.as_ref().map(|i| i.sub.clone()).unwrap_or_default(),
+            device: identity.and_then(|i| i.device).unwrap_or_default(),
+        });
+        for node in nodes {
+            claim.asked.insert(node.clone());
+            self.outputs.push_back(Output::ToNode {
+                node,
+                body: body.clone(),
+            });
+        }
+    }
+
+    pub(super) fn claim_received(&mut self, now: Instant, from: &str, claim: Claim) {
+        let refuse = |code: ErrorCode, message: &str| Output::ToNode {
+            node: from.to_string(),
+            body: Body::ClaimRefused(ClaimRefused {
+                ticket: claim.ticket,
+                code: code.into(),
+                message: message.to_string(),
+            }),
+        };
+        let held = if claim.resume_token.is_empty() {
+            let identity = Identity {
+                sub: claim.sub.clone(),
+                device: (!claim.device.is_empty()).then(|| claim.device.clone()),
+            };
+            claim
+                .has_identity
+                .then(|| self.by_identity.get(&identity).copied())
+                .flatten()
+        } else {
+            self.by_resume_token.get(&claim.resume_token).copied()
+        };
+        let Some(key) = held else {
+            let message = "the resume token is unknown or its resume window ran out; send \
+                           Hello without a resume token to start a new session";
+            let out = refuse(ErrorCode::ResumeExpired, message);
+            return self.outputs.push_back(out);
+        };
+        if claim.has_identity {
+            let claimed = Identity {
+                sub: claim.sub.clone(),
+                device: (!claim.device.is_empty()).then(|| claim.device.clone()),
+            };
+            let owner = self.sessions.get(&key).and_then(|s| s.identity.clone());
+            if owner.as_ref() != Some(&claimed) {
+                let message = "the resume token belongs to a session of another identity";
+                let out = refuse(ErrorCode::IdentityMismatch, message);
+                return self.outputs.push_back(out);
+            }
+        }
+        let Some(session) = self.export_session(now, key, from, false, Reason::Superseded) else {
+            return;
+        };
+        self.outputs.push_back(Output::ToNode {
+            node: from.to_string(),
+            body: Body::Handover(Handover {
+                ticket: claim.ticket,
+                session: Some(session),
+            }),
+        });
+    }
+
+    pub(super) fn claim_refused(&mut self, now: Instant, from: &str, refused: ClaimRefused) {
+        let Some(claim) = self.claims.get_mut(&refused.ticket) else {
+            return;
+        };
+        claim.asked.remove(from);
+        if refused.code() == ErrorCode::ResumeExpired {
+            if !claim.widened {
+                claim.widened = true;
+                let others: Vec<String> = self
+                    .live_nodes
+                    .iter()
+                    .filter(|n| n.as_str() != from)
+                    .cloned()
+                    .collect();
+                self.ask_claim(refused.ticket, others);
+            }
+            if self
+                .claims
+                .get(&refused.ticket)
+                .is_some_and(|c| !c.asked.is_empty())
+            {
+                return; // Someone else may hold it.
+            }
+        }
+        let Some(claim) = self.claims.remove(&refused.ticket) else {
+            return;
+        };
+        if claim.by_identity {
+            // Nobody holds a session of this identity: a new one, here.
+            return self.start_session(now, claim.conn, claim.id, claim.verified);
+        }
+        let outcome = match refused.code() {
+            ErrorCode::IdentityMismatch => ResumeOutcome::Invalid,
+            _ => ResumeOutcome::Expired,
+        };
+        if refused.code() == ErrorCode::ResumeExpired
+            && let Some(verified) = claim.verified
+        {
+            // With tokens the identity may start afresh (or take its session over) here.
+            let mut hello = claim.hello;
+            hello.resume_token.clear();
+            let credentials = crate::core::identity::Credentials::Verified(verified);
+            return self.hello(now, claim.conn, claim.id, hello, credentials);
+        }
+        self.resume_refused(claim.conn, outcome);
+        let code = refused.code();
+        self.refuse(now, claim.conn, claim.id, code, refused.message);
+    }
+
+    pub(super) fn handover_received(&mut self, now: Instant, from: &str, handover: Handover) {
+        let Some(state) = handover.session else {
+            return;
+        };
+        let claim = self.claims.remove(&handover.ticket);
+        let mut token = match &claim {
+            Some(claim) => claim.hello.resume_token.clone(),
+            None => state.resume_token.clone(),
+        };
+        if token.is_empty() {
+            if claim.as_ref().is_none_or(|c| !c.by_identity) {
+                return;
+            }
+            // Taken over by identity: its client lost the old token, it gets a new one.
+            token = self.new_resume_token();
+        }
+        let key = self.import_session(now, from, state, token);
+        let Some(claim) = claim else {
+            return; // Pushed by a draining gateway: the client will come.
+        };
+        let Some(key) = key else {
+            return;
+        };
+        if !self.connections.contains_key(&claim.conn) {
+            return; // The client gave up meanwhile; the session waits here.
+        }
+        let take = if claim.by_identity {
+            super::hello::Claim::Identity {
+                attempt: claim.hello.attempt,
+            }
+        } else {
+            super::hello::Claim::Token {
+                last_seq: claim.hello.last_seq,
+                attempt: claim.hello.attempt,
+            }
+        };
+        self.take_up(now, claim.conn, claim.id, key, take, claim.verified);
+    }
+
+    /// Takes a session out of this hub for `node`: its rooms keep it, as a member on that
+    /// gateway (no news: it is the same peer); its connection, if any, is closed.
+    pub(super) fn export_session(
+        &mut self,
+        now: Instant,
+        key: SessionKey,
+        node: &str,
+        with_token: bool,
+        close_reason: Reason,
+    ) -> Option<SessionState> {
+        self.forget_identity(key);
+        let mut session = self.sessions.remove(&key)?;
+        self.by_peer_id.remove(&session.peer_id);
+        self.by_resume_token.remove(&session.resume_token);
+        for deadline in [
+            Deadline::ResumeWindow(key),
+            Deadline::TokenExpiry(key),
+            Deadline::TokenGrace(key),
+        ] {
+            self.deadlines.cancel(deadline);
+        }
+        let transport = session.transport.index();
+        let was_online = match session.presence {
+            Presence::Online(conn) => {
+                self.gauges.online[transport] -= 1;
+                if let Some(connection) = self.connections.remove(&conn) {
+                    self.outputs.push_back(Output::Close {
+                        conn,
+                        reason: close_reason,
+                    });
+                    self.event(HubEvent::ConnectionEnded {
+                        transport: connection.transport,
+                        reason: close_reason,
+                        silent_for: Duration::ZERO,
+                    });
+                }
+                true
+            }
+            Presence::Away { .. } => {
+                self.gauges.unreachable[transport] -= 1;
+                false
+            }
+        };
+        let state = session.presence.state();
+        let remote = RemoteKey(self.next_remote_key);
+        self.next_remote_key += 1;
+        self.remote_by_peer.insert(session.peer_id.clone(), remote);
+        self.remote.insert(
+            remote,
+            RemotePeer {
+                peer_id: session.peer_id.clone(),
+                node: node.to_string(),
+                route: node.to_string(),
+                in_flight: 0,
+                rooms: session.rooms.iter().map(|r| (r.clone(), state)).collect(),
+                profile: session.profile.clone(),
+                orphaned: false,
+            },
+        );
+        for room in &session.rooms {
+            self.rooms
+                .add(room, &session.peer_id, Member::Remote(remote));
+        }
+        tracing::info!(peer = %session.peer_id, to = node, "session handed over");
+        session.backlog.number_pending();
+        let (next_seq, floor, dropped_unacked, frames) = session.backlog.export();
+        let identity = session.identity.take();
+        Some(SessionState {
+            peer_id: session.peer_id,
+            rooms: session.rooms.into_iter().collect(),
+            transport: session.transport.to_proto().into(),
+            client_seq: session.client_seq,
+            attempt: session.attempt,
+            next_seq,
+            floor,
+            dropped_unacked,
+            frames: frames
+                .into_iter()
+                .map(|(frame, signal)| wire::BacklogFrame {
+                    frame: Some(frame),
+                    signal,
+                })
+                .collect(),
+            has_identity: identity.is_some(),
+            sub: identity.as_ref().map(|i| i.sub.clone()).unwrap_or_default(),
+            device: identity.and_then(|i| i.device).unwrap_or_default(),
+            room_grants: session
+                .grants
+                .rooms
+                .iter()
+                .map(|g| match g {
+                    RoomGrant::Any => wire::RoomGrant {
+                        kind: wire::room_grant::Kind::Any.into(),
+                        value: String::new(),
+                    },
+                    RoomGrant::Exact(v) => wire::RoomGrant {
+                        kind: wire::room_grant::Kind::Exact.into(),
+                        value: v.clone(),
+                    },
+                    RoomGrant::Prefix(v) => wire::RoomGrant {
+                        kind: wire::room_grant::Kind::Prefix.into(),
+                        value: v.clone(),
+                    },
+                })
+                .collect(),
+            may_signal: session.grants.signal,
+            name: session.profile.name,
+            metadata: session.profile.metadata,
+            token_expires_in_ms: session
+                .token_expires
+                .map_or(0, |at| millis_u64(at.saturating_duration_since(now)).max(1)),
+            was_online,
+            resume_token: if with_token {
+                session.resume_token
+            } else {
+                String::new()
+            },
+        })
+    }
+
+    /// A session handed over by `from`: held here from now on, away until its client
+    /// attaches. Its rooms' members here see no change; the other gateways learn where it
+    /// lives from its records.
+    fn import_session(
+        &mut self,
+        now: Instant,
+        from: &str,
+        state: SessionState,
+        resume_token: String,
+    ) -> Option<SessionKey> {
+        if self.by_peer_id.contains_key(&state.peer_id) {
+            tracing::warn!(peer = %state.peer_id, from, "hand-over of a session held here already");
+            return None;
+        }
+        let transport = match state.transport() {
+            proto::Transport::Webtransport => crate::core::Transport::WebTransport,
+            _ => crate::core::Transport::WebSocket,
+        };
+        let identity = state.has_identity.then(|| Identity {
+            sub: state.sub.clone(),
+            device: (!state.device.is_empty()).then(|| state.device.clone()),
+        });
+        let grants = Grants {
+            rooms: state
+                .room_grants
+                .iter()
+                .map(|g| match g.kind() {
+                    wire::room_grant::Kind::Any => RoomGrant::Any,
+                    wire::room_grant::Kind::Exact => RoomGrant::Exact(g.value.clone()),
+                    wire::room_grant::Kind::Prefix => RoomGrant::Prefix(g.value.clone()),
+                })
+                .collect(),
+            signal: state.may_signal,
+        };
+        let frames = state
+            .frames
+            .into_iter()
+            .filter_map(|f| Some((f.frame?, f.signal)))
+            .collect();
+        let backlog = Backlog::import(state.next_seq, state.floor, state.dropped_unacked, frames);
+        let key = SessionKey(self.next_session_key);
+        self.next_session_key += 1;
+        let limits = &self.config.limits;
+        let (rate, burst) = (limits.requests_per_sec, limits.request_burst);
+        let rooms: BTreeSet<String> = state.rooms.into_iter().collect();
+        let reason = if state.was_online {
+            Reason::Superseded
+        } else {
+            Reason::ConnectionLost
+        };
+        let peer_id = state.peer_id;
+        // Its record as a remote member (if this gateway had one) is replaced.
+        if let Some(remote) = self.remote_by_peer.remove(&peer_id) {
+            self.remote.remove(&remote);
+            self.deadlines.cancel(Deadline::RemoteExpiry(remote));
+        }
+        for room in &rooms {
+            if self.rooms.add(room, &peer_id, Member::Local(key)) {
+                self.gauges.rooms += 1;
+            }
+        }
+        self.sessions.insert(
+            key,
+            Session {
+                peer_id: peer_id.clone(),
+                resume_token: resume_token.clone(),
+                rooms,
+                presence: Presence::Away { since: now, reason },
+                transport,
+                backlog,
+                client_seq: state.client_seq,
+                client_seq_told: state.client_seq,
+                attempt: state.attempt,
+                limiter: TokenBucket::new(now, rate, burst),
+                ack_limiter: TokenBucket::new(now, rate.saturating_mul(4), burst.saturating_mul(4)),
+                resume_limiter: super::hello::resume_limiter(now),
+                identity: identity.clone(),
+                grants,
+                profile: Profile {
+                    name: state.name,
+                    metadata: state.metadata,
+                },
+                token_expires: (state.token_expires_in_ms > 0)
+                    .then(|| now + Duration::from_millis(state.token_expires_in_ms)),
+                unsettled: BTreeSet::new(),
+                parked: None,
+            },
+        );
+        self.gauges.unreachable[transport.index()] += 1;
+        self.by_peer_id.insert(peer_id.clone(), key);
+        self.by_resume_token.insert(resume_token, key);
+        if let Some(identity) = identity {
+            self.by_identity.insert(identity, key);
+        }
+        self.deadlines
+            .set(Deadline::ResumeWindow(key), now + self.config.resume_window);
+        self.schedule_token_expiry(key);
+        tracing::info!(peer = %peer_id, from, "session taken over from another gateway");
+        // Every gateway learns that it lives here now (same state: nobody is told news).
+        let state = if state.was_online {
+            PresenceState::Online
+        } else {
+            PresenceState::Unreachable
+        };
+        let rooms: Vec<String> = self
+            .sessions
+            .get(&key)
+            .map(|s| s.rooms.iter().cloned().collect())
+            .unwrap_or_default();
+        if let Some(peer) = self.session_peer(key, state) {
+            for room in rooms {
+                self.announce_member(&room, peer.clone(), reason, 0, key);
+            }
+        }
+        Some(key)
+    }
+
+    /// Drain: every session this hub holds goes to the other gateways (`nodes`, in turn),
+    /// each connection is told to reconnect (GoAway) and closed. Returns how many moved.
+    pub fn drain(&mut self, now: Instant, nodes: &[String]) -> usize {
+        if nodes.is_empty() {
+            return 0;
+        }
+        let mut conns: Vec<ConnId> = self.connections.keys().copied().collect();
+        conns.sort();
+        for conn in conns {
+            self.go_away_frame(conn);
+        }
+        let mut keys: Vec<SessionKey> = self.sessions.keys().copied().collect();
+        keys.sort();
+        let mut moved = 0;
+        for (i, key) in keys.into_iter().enumerate() {
+            let node = &nodes[i % nodes.len()];
+            let drained = self.export_session(now, key, node, true, Reason::ServerShutdown);
+            if let Some(session) = drained {
+                self.outputs.push_back(Output::ToNode {
+                    node: node.clone(),
+                    body: Body::Handover(Handover {
+                        ticket: 0,
+                        session: Some(session),
+                    }),
+                });
+                moved += 1;
+            }
+        }
+        let conns: Vec<ConnId> = self.connections.keys().copied().collect();
+        for conn in conns {
+            self.close_connection(now, conn, Reason::ServerShutdown);
+        }
+        moved
+    }
+
+    /// The sessions this hub holds (a drained gateway exits when none is left).
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+}

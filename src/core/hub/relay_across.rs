@@ -1,0 +1,260 @@
+//! Cluster mode: signals to a member on another gateway. They go to its gateway with a
+//! ticket and are *settled* when that gateway answers (accepted, or refused with the Error the
+//! sender gets): the sender's Ack never covers a frame whose fate is unknown. Per sender and
+//! recipient, signals stay in order across a move: while signals to a peer are in flight
+//! through its old gateway (which forwards them), new ones follow the same way.
+
+use std::time::Instant;
+
+use super::delivery::{BacklogFull, Item, error_msg};
+use super::remote::RemoteKey;
+use super::{Hub, HubEvent, Output, SessionKey, SignalKind};
+use crate::proto::cluster::{Relay, SessionError, Verdict, envelope::Body};
+use crate::proto::{self, ErrorCode, server_frame::Msg};
+
+/// A signal sent to another gateway, waiting for its verdict.
+#[derive(Debug)]
+pub(super) enum Ticket {
+    /// From a local session: its Error (if any) goes to it, and its frame is settled.
+    Own {
+        sender: SessionKey,
+        sender_peer: String,
+        id: u64,
+        seq: u64,
+        kind: SignalKind,
+        to: RemoteKey,
+        sent_at: Instant,
+    },
+    /// Forwarded for a session that moved away from here: the verdict goes back.
+    Forwarded {
+        node: String,
+        ticket: u64,
+        to: RemoteKey,
+    },
+}
+
+/// The verdict for a signal whose recipient's gateway is lost.
+pub(super) fn unavailable(ticket: u64, node: &str) -> Verdict {
+    Verdict {
+        ticket,
+        code: ErrorCode::RecipientUnavailable.into(),
+        message: format!(
+            "the recipient's gateway ({node}) was lost before it accepted this signal; it was \
+             not delivered"
+        ),
+    }
+}
+
+impl Hub {
+    pub(super) fn relay_remote(
+        &mut self,
+        now: Instant,
+        (sender, id, seq): (SessionKey, u64, u64),
+        to: RemoteKey,
+        kind: SignalKind,
+        signal: proto::Signal,
+    ) {
+        let Some(r) = self.remote.get_mut(&to) else {
+            return;
+        };
+        if r.in_flight == 0 {
+            r.route = r.node.clone();
+        }
+        r.in_flight += 1;
+        let node = r.route.clone();
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        let Some(session) = self.sessions.get_mut(&sender) else {
+            return;
+        };
+        if seq != 0 {
+            session.unsettled.insert(seq);
+        }
+        self.tickets.insert(
+            ticket,
+            Ticket::Own {
+                sender,
+                sender_peer: session.peer_id.clone(),
+                id,
+                seq,
+                kind,
+                to,
+                sent_at: now,
+            },
+        );
+        if !self.live_nodes.contains(&node) {
+            // Its gateway is lost (it is UNREACHABLE, and LEFT at the end of the window).
+            return self.verdict_received(now, unavailable(ticket, &node));
+        }
+        let signal = Some(signal);
+        self.outputs.push_back(Output::ToNode {
+            node,
+            body: Body::Relay(Relay { ticket, signal }),
+        });
+    }
+
+    pub(super) fn relay_received(&mut self, now: Instant, from: &str, relay: Relay) {
+        let Relay { ticket, signal } = relay;
+        let verdict = |code: ErrorCode, message: String| Output::ToNode {
+            node: from.to_string(),
+            body: Body::Verdict(Verdict {
+                ticket,
+                code: code.into(),
+                message,
+            }),
+        };
+        let Some(signal) = signal else {
+            let out = verdict(ErrorCode::InvalidArgument, "no signal".into());
+            return self.outputs.push_back(out);
+        };
+        let not_in_room = || {
+            let message = format!("peer {:?} is not in room {:?}", signal.to, signal.room);
+            verdict(ErrorCode::PeerNotInRoom, message)
+        };
+        if let Some(&key) = self.by_peer_id.get(&signal.to) {
+            if !self
+                .sessions
+                .get(&key)
+                .is_some_and(|s| s.rooms.contains(&signal.room))
+            {
+                let out = not_in_room();
+                return self.outputs.push_back(out);
+            }
+            let kind = match &signal.payload {
+                Some(proto::signal::Payload::Description(_)) => SignalKind::Description,
+                Some(proto::signal::Payload::Candidate(_)) => SignalKind::Candidate,
+                _ => SignalKind::Data,
+            };
+            let to = signal.to.clone();
+            let out = match self.deliver(key, Item::Signal(Msg::Signal(signal))) {
+                Ok(()) => {
+                    self.event(HubEvent::SignalRelayed { kind });
+                    verdict(ErrorCode::Unspecified, String::new())
+                }
+                Err(BacklogFull {
+                    waiting,
+                    waiting_bytes,
+                }) => {
+                    let message = format!(
+                        "peer {to:?} has {waiting} signals ({waiting_bytes} bytes) waiting to \
+                         be delivered, the most it may have; this signal was not accepted"
+                    );
+                    verdict(ErrorCode::RecipientBufferFull, message)
+                }
+            };
+            return self.outputs.push_back(out);
+        }
+        // It moved away from here: forward, and pass the verdict back.
+        let Some(&remote) = self.remote_by_peer.get(&signal.to) else {
+            let out = not_in_room();
+            return self.outputs.push_back(out);
+        };
+        let Some(r) = self.remote.get_mut(&remote) else {
+            return;
+        };
+        if r.in_flight == 0 {
+            r.route = r.node.clone();
+        }
+        r.in_flight += 1;
+        let node = r.route.clone();
+        let forwarded = self.next_ticket;
+        self.next_ticket += 1;
+        self.tickets.insert(
+            forwarded,
+            Ticket::Forwarded {
+                node: from.to_string(),
+                ticket,
+                to: remote,
+            },
+        );
+        if !self.live_nodes.contains(&node) {
+            return self.verdict_received(now, unavailable(forwarded, &node));
+        }
+        self.outputs.push_back(Output::ToNode {
+            node,
+            body: Body::Relay(Relay {
+                ticket: forwarded,
+                signal: Some(signal),
+            }),
+        });
+    }
+
+    pub(super) fn verdict_received(&mut self, now: Instant, verdict: Verdict) {
+        let Some(ticket) = self.tickets.remove(&verdict.ticket) else {
+            return;
+        };
+        let to = match &ticket {
+            Ticket::Own { to, .. } | Ticket::Forwarded { to, .. } => *to,
+        };
+        if let Some(r) = self.remote.get_mut(&to) {
+            r.in_flight = r.in_flight.saturating_sub(1);
+            if r.in_flight == 0 {
+                r.route = r.node.clone();
+            }
+        }
+        let code = verdict.code();
+        match ticket {
+            Ticket::Forwarded { node, ticket, .. } => {
+                let body = Body::Verdict(Verdict { ticket, ..verdict });
+                self.outputs.push_back(Output::ToNode { node, body });
+            }
+            Ticket::Own {
+                sender,
+                sender_peer,
+                id,
+                seq,
+                kind,
+                sent_at,
+                ..
+            } => {
+                let round_trip = now.saturating_duration_since(sent_at);
+                self.event(HubEvent::RemoteSignalSettled { round_trip });
+                if code == ErrorCode::Unspecified {
+                    self.event(HubEvent::SignalRelayed { kind });
+                } else {
+                    self.event(HubEvent::SignalRefused { reason: code });
+                }
+                let held_here = self
+                    .sessions
+                    .get(&sender)
+                    .is_some_and(|s| s.peer_id == sender_peer);
+                if held_here {
+                    if code != ErrorCode::Unspecified {
+                        self.reply(sender, id, error_msg(code, verdict.message, id));
+                    }
+                    if let Some(session) = self.sessions.get_mut(&sender) {
+                        session.unsettled.remove(&seq);
+                    }
+                    self.ack_due(sender);
+                } else if code != ErrorCode::Unspecified
+                    && let Some(r) = self
+                        .remote_by_peer
+                        .get(&sender_peer)
+                        .and_then(|k| self.remote.get(k))
+                {
+                    // The sender moved meanwhile: its Error follows it.
+                    let node = r.node.clone();
+                    let body = Body::SessionError(SessionError {
+                        peer_id: sender_peer,
+                        error: Some(proto::Error {
+                            code: code.into(),
+                            message: verdict.message,
+                            in_reply_to: id,
+                        }),
+                    });
+                    self.outputs.push_back(Output::ToNode { node, body });
+                }
+            }
+        }
+    }
+
+    pub(super) fn session_error_received(&mut self, error: SessionError) {
+        let Some(&key) = self.by_peer_id.get(&error.peer_id) else {
+            return;
+        };
+        if let Some(error) = error.error {
+            let id = error.in_reply_to;
+            self.reply(key, id, Msg::Error(error));
+        }
+    }
+}
