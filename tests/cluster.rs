@@ -414,6 +414,8 @@ async fn a_rolling_restart_of_every_gateway_loses_no_signal_and_nobody_sees_left
     let mut bob = c.gw[1].ws_session().await;
     alice.join("room").await.expect("joins");
     bob.join("room").await.expect("joins");
+    // A peer is signalled once its join reached the sender (Joined or PeerJoined).
+    assert_eq!(next_peer_joined(&mut alice).await, bob.peer_id());
     let (alice_id, bob_id) = (alice.peer_id().to_string(), bob.peer_id().to_string());
     let (mut alice_at, mut bob_at) = (0usize, 1usize);
     let (mut alice_saw, mut bob_saw) = (Vec::new(), Vec::new());
@@ -510,6 +512,8 @@ async fn losing_nats_nodes_loses_no_signal_between_live_gateways() {
     let mut bob = b.ws_session().await;
     alice.join("room").await.expect("joins");
     bob.join("room").await.expect("joins");
+    // A peer is signalled once its join reached the sender (Joined or PeerJoined).
+    assert_eq!(next_peer_joined(&mut alice).await, bob.peer_id());
     let (alice_id, bob_id) = (alice.peer_id().to_string(), bob.peer_id().to_string());
     let (mut alice_saw, mut bob_saw) = (Vec::new(), Vec::new());
     let mut sent = 0u32;
