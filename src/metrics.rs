@@ -662,7 +662,10 @@ mod tests {
         // A single gateway has no cluster metrics; cluster mode has them all from its start.
         let single = handle.render();
         for name in ALL.iter().filter(|n| n.starts_with("signalgate_cluster_")) {
-            assert!(!single.contains(name), "{name} exported outside cluster mode");
+            assert!(
+                !single.contains(name),
+                "{name} exported outside cluster mode"
+            );
         }
         metrics::with_local_recorder(&recorder, cluster_configured);
         let mut text = handle.render();

@@ -136,6 +136,7 @@ impl Hub {
             has_identity: identity.is_some(),
             sub: identity.as_ref().map(|i| i.sub.clone()).unwrap_or_default(),
             device: identity.and_then(|i| i.device).unwrap_or_default(),
+            reply_to: String::new(),
         });
         for node in nodes {
             claim.asked.insert(node.clone());
@@ -147,8 +148,13 @@ impl Hub {
     }
 
     pub(super) fn claim_received(&mut self, now: Instant, from: &str, claim: Claim) {
+        let claimer = if claim.reply_to.is_empty() {
+            from.to_string()
+        } else {
+            claim.reply_to.clone()
+        };
         let refuse = |code: ErrorCode, message: &str| Output::ToNode {
-            node: from.to_string(),
+            node: claimer.clone(),
             body: Body::ClaimRefused(ClaimRefused {
                 ticket: claim.ticket,
                 code: code.into(),
@@ -167,6 +173,22 @@ impl Hub {
         } else {
             self.by_resume_token.get(&claim.resume_token).copied()
         };
+        let moved_to = self
+            .moved_tokens
+            .get(&claim.resume_token)
+            .filter(|(_, until)| *until > now)
+            .map(|(node, _)| node.clone());
+        if held.is_none()
+            && let Some(node) = moved_to
+            && node != claimer
+        {
+            // Handed over from here: the claim follows the session, behind its hand-over.
+            let body = Body::Claim(Claim {
+                reply_to: claimer.clone(),
+                ..claim
+            });
+            return self.outputs.push_back(Output::ToNode { node, body });
+        }
         let Some(key) = held else {
             let message = "the resume token is unknown or its resume window ran out; send \
                            Hello without a resume token to start a new session";
@@ -185,11 +207,12 @@ impl Hub {
                 return self.outputs.push_back(out);
             }
         }
-        let Some(session) = self.export_session(now, key, from, false, Reason::Superseded) else {
+        let Some(session) = self.export_session(now, key, &claimer, false, Reason::Superseded)
+        else {
             return;
         };
         self.outputs.push_back(Output::ToNode {
-            node: from.to_string(),
+            node: claimer,
             body: Body::Handover(Handover {
                 ticket: claim.ticket,
                 session: Some(session),
@@ -201,7 +224,13 @@ impl Hub {
         let Some(claim) = self.claims.get_mut(&refused.ticket) else {
             return;
         };
-        claim.asked.remove(from);
+        if !claim.asked.remove(from) {
+            // Answered by the gateway a claim was forwarded to, for the one that forwarded.
+            let forwarder = claim.asked.iter().next().cloned();
+            if let Some(forwarder) = forwarder {
+                claim.asked.remove(&forwarder);
+            }
+        }
         if refused.code() == ErrorCode::ResumeExpired {
             if !claim.widened {
                 claim.widened = true;
@@ -299,6 +328,12 @@ impl Hub {
         let mut session = self.sessions.remove(&key)?;
         self.by_peer_id.remove(&session.peer_id);
         self.by_resume_token.remove(&session.resume_token);
+        // Claims that still come here follow it (for as long as it may be resumed).
+        self.moved_tokens.retain(|_, (_, until)| *until > now);
+        self.moved_tokens.insert(
+            session.resume_token.clone(),
+            (node.to_string(), now + self.config.resume_window),
+        );
         for deadline in [
             Deadline::ResumeWindow(key),
             Deadline::TokenExpiry(key),

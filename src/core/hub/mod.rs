@@ -127,6 +127,8 @@ pub struct Hub {
     tickets: HashMap<u64, Ticket>,
     next_ticket: u64,
     claims: HashMap<u64, PendingClaim>,
+    /// Resume tokens of sessions handed over from here, by token: (where to, until when).
+    moved_tokens: HashMap<String, (String, Instant)>,
     live_nodes: HashSet<String>,
     seat_waits: HashMap<u64, seats::SeatWait>,
     /// Seats this gateway granted as a room's home, by room: (peer id, held until).
@@ -165,6 +167,7 @@ impl Hub {
             tickets: HashMap::new(),
             next_ticket: 1,
             claims: HashMap::new(),
+            moved_tokens: HashMap::new(),
             live_nodes: HashSet::new(),
             seat_waits: HashMap::new(),
             reservations: HashMap::new(),

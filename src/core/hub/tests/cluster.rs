@@ -402,3 +402,65 @@ fn the_same_identity_on_another_gateway_takes_its_session_over_once_cluster_wide
     let carol = two.client_with(now, 'b', carol_token, "carol");
     assert_ne!(carol.peer_id, new.peer_id);
 }
+
+/// The outputs of `fx` for other gateways, in order, by destination.
+fn for_nodes(out: Vec<Output>) -> Vec<(String, crate::proto::cluster::envelope::Body)> {
+    out.into_iter()
+        .filter_map(|o| match o {
+            Output::ToNode { node, body } => Some((node, body)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_claim_that_reaches_a_drained_gateway_follows_the_session_behind_its_hand_over() {
+    // Gateway a drains to b; the client reconnects to c, whose claim reaches a before the
+    // hand-over has reached b.
+    let fx = |node: &str, seed: u64, live: [&str; 2]| {
+        let mut f = Fixture::with(config(node, 8));
+        f.hub = Hub::with_entropy(config(node, 8), Box::new(SeededEntropy::new(seed)));
+        f.hub.set_live_nodes(live.map(String::from));
+        f
+    };
+    let (mut a, mut b, mut c) = (
+        fx("a", 1, ["b", "c"]),
+        fx("b", 2, ["a", "c"]),
+        fx("c", 3, ["a", "b"]),
+    );
+    let now = a.t0;
+    let client = a.client(now);
+    a.hub.drain(now, &["b".to_string()]);
+    let held_for_b = for_nodes(a.drain());
+    assert!(held_for_b.iter().all(|(n, _)| n == "b"));
+    // The client comes to c with its resume token (issued by a).
+    let conn = c.open(now, Transport::WebSocket);
+    c.send(
+        now,
+        conn,
+        Msg::Hello(Hello {
+            resume_token: client.token.clone(),
+            last_seq: 0,
+            attempt: 1,
+            ..Default::default()
+        }),
+    );
+    for (node, body) in for_nodes(c.drain()) {
+        assert_eq!(node, "a", "c asks the issuer first");
+        a.hub.cluster_received(now, "c", body);
+    }
+    // a's link to b carries the hand-over, then the claim it forwards.
+    let forwarded = for_nodes(a.drain());
+    for (node, body) in held_for_b.into_iter().chain(forwarded) {
+        assert_eq!(node, "b");
+        b.hub.cluster_received(now, "a", body);
+    }
+    for (node, body) in for_nodes(b.drain()) {
+        if node == "c" {
+            c.hub.cluster_received(now, "b", body);
+        }
+    }
+    let welcome = welcome_of(&c.drain(), conn);
+    assert!(welcome.resumed, "resumed on c: {welcome:?}");
+    assert_eq!(welcome.peer_id, client.peer_id);
+}
