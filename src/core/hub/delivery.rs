@@ -288,10 +288,21 @@ impl Hub {
         self.send_direct(conn, id, Msg::Pong(Pong { payload }));
     }
 
+    /// GoAway for a shutdown: reconnect after `reconnect_after`, spread.
     pub(super) fn go_away_frame(&mut self, conn: ConnId) {
+        self.go_away_with(conn, Reason::ServerShutdown, self.config.reconnect_after);
+    }
+
+    /// GoAway telling the client to move to another gateway of the cluster now (spread over
+    /// `reconnect_spread`): its session is (or will be) taken up there.
+    pub(super) fn go_elsewhere(&mut self, conn: ConnId, reason: Reason) {
+        self.go_away_with(conn, reason, Duration::ZERO);
+    }
+
+    fn go_away_with(&mut self, conn: ConnId, reason: Reason, reconnect_after: Duration) {
         let msg = Msg::GoAway(GoAway {
-            reason: Reason::ServerShutdown.into(),
-            reconnect_after_ms: millis_u32(self.config.reconnect_after),
+            reason: reason.into(),
+            reconnect_after_ms: millis_u32(reconnect_after),
             spread_ms: millis_u32(self.config.reconnect_spread),
         });
         self.send_direct(conn, 0, msg);

@@ -566,7 +566,7 @@ impl Hub {
         let mut conns: Vec<ConnId> = self.connections.keys().copied().collect();
         conns.sort();
         for conn in conns {
-            self.go_away_frame(conn);
+            self.go_elsewhere(conn, Reason::ServerShutdown);
         }
         let mut keys: Vec<SessionKey> = self.sessions.keys().copied().collect();
         keys.sort();

@@ -61,7 +61,7 @@ impl Hub {
         if self.cut_off {
             let message = "this gateway is cut off from the cluster; connect to another one";
             self.refuse(now, conn, id, ErrorCode::ClusterUnavailable, message);
-            self.go_away_frame(conn);
+            self.go_elsewhere(conn, Reason::GatewayLost);
             self.close_connection(now, conn, Reason::GatewayLost);
             return;
         }

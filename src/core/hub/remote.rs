@@ -421,7 +421,7 @@ impl Hub {
         let mut conns: Vec<ConnId> = self.connections.keys().copied().collect();
         conns.sort();
         for conn in &conns {
-            self.go_away_frame(*conn);
+            self.go_elsewhere(*conn, Reason::GatewayLost);
         }
         for conn in conns {
             self.close_connection(now, conn, Reason::GatewayLost);
