@@ -9,21 +9,36 @@
  * mode in which the page can be cached, suspended and resumed), ?sub=NAME (the identity asked
  * of the gateway's development token route; default a random `guest-NNNN`).
  *
+ * Cluster mode: when /endpoints lists the cluster's gateways (`gateways` not empty), the page
+ * gives the SDK that list (each gateway with its own certificate hash) and `endpointsUrl`, so
+ * it spreads, fails over and follows drains; the log says which gateway each connection uses.
+ *
  * Tokens: when the gateway serves `GET /dev-token?sub=NAME` (only with an HS256 secret, on
  * loopback) the page authenticates with those tokens, fetching a new one for every Hello and
  * every refresh (the SDK's `getToken`); the peers' names come from them. Without the route
  * (404) it runs anonymous.
  *
  * For automated tests: `window.signalgateDemo = { client, state, send(text) }`, and
- * `document.body.dataset` mirrors state (transport, peerId, identity, clientState, pcState,
- * peers, peerNames, peerReasons, received, rtc).
+ * `document.body.dataset` mirrors state (transport, gateway, peerId, identity, clientState,
+ * pcState, peers, peerNames, peerReasons, received, rtc).
  */
-import { SignalgateClient, SignalgateError, type PeerInfo, type PeerReason, type SignalgateClientOptions, type TransportPreference } from "../src/index.js";
+import {
+  gatewaysFromEndpoints,
+  SignalgateClient,
+  SignalgateError,
+  type GatewayEndpoint,
+  type PeerInfo,
+  type PeerReason,
+  type SignalgateClientOptions,
+  type TransportPreference,
+} from "../src/index.js";
 
 interface Endpoints {
   webtransport: string | null;
   websocket: string | null;
   cert_sha256?: string | null;
+  /** Cluster mode: every live gateway (this one first); `[]` alone. */
+  gateways?: unknown[];
 }
 
 type DemoPeerState = "online" | "unreachable" | "left";
@@ -34,6 +49,8 @@ interface DemoState {
   rtc: boolean;
   clientState: string;
   transport: string | null;
+  /** The gateway of the current connection: its node name in a cluster, else its URL. */
+  gateway: string | null;
   peerId: string | null;
   /** Welcome.identity: the token's `sub` ('' when anonymous, null before a Welcome). */
   identity: string | null;
@@ -79,6 +96,7 @@ const state: DemoState = {
   rtc: useRtc,
   clientState: "idle",
   transport: null,
+  gateway: null,
   peerId: null,
   identity: null,
   peers: {},
@@ -155,6 +173,7 @@ function render(): void {
   ds.rtc = String(state.rtc);
   ds.clientState = state.clientState;
   ds.transport = state.transport ?? "";
+  ds.gateway = state.gateway ?? "";
   ds.peerId = state.peerId ?? "";
   ds.identity = state.identity ?? "";
   ds.pcState = state.pcState;
@@ -404,9 +423,15 @@ function syncClientState(): void {
   if (!client) return;
   state.clientState = client.state;
   state.transport = client.transport ?? null;
+  state.gateway = gatewayName(client.gateway);
   state.peerId = client.peerId ?? null;
   state.identity = client.identity ?? null;
   render();
+}
+
+function gatewayName(g: GatewayEndpoint | undefined): string | null {
+  if (!g) return null;
+  return g.node ?? g.webTransportUrl ?? g.webSocketUrl ?? null;
 }
 
 /** A peer as the log shows it: with its name (from its token) when it has one. */
@@ -448,7 +473,19 @@ async function main(): Promise<void> {
   if (endpoints.cert_sha256 && /^[0-9a-fA-F]{64}$/.test(endpoints.cert_sha256)) {
     options.serverCertificateHashes = [{ algorithm: "sha-256", value: hexToBytes(endpoints.cert_sha256) }];
   }
-  if (transportPref === "webtransport" && !options.webTransportUrl) {
+  // Cluster mode: the list (this gateway in it, with the URLs this page reached it by) and
+  // where to ask for it again.
+  const gateways = Array.isArray(endpoints.gateways) && endpoints.gateways.length > 0 ? gatewaysFromEndpoints(endpoints) : [];
+  if (gateways.length > 0) {
+    log(`cluster of ${gateways.length} gateway(s): ${gateways.map((g) => gatewayName(g)).join(", ")}`);
+    delete options.webTransportUrl;
+    delete options.webSocketUrl;
+    delete options.serverCertificateHashes;
+    options.gateways = gateways;
+    options.endpointsUrl = "/endpoints";
+  }
+  const anyWebTransport = !!options.webTransportUrl || (options.gateways ?? []).some((g) => g.webTransportUrl);
+  if (transportPref === "webtransport" && !anyWebTransport) {
     log("WebTransport is disabled on this gateway: using WebSocket");
     options.transport = "websocket";
   }
@@ -469,14 +506,16 @@ async function main(): Promise<void> {
   client = c;
   window.signalgateDemo = { client: c, state, send };
 
+  const via = () => (options.gateways ? ` via gateway ${gatewayName(c.gateway) ?? "?"}` : "");
   c.on("connected", (e) => {
-    log(`connected over ${e.transport} as ${e.peerId} (connection ${e.connectionId})`);
+    log(`connected over ${e.transport}${via()} as ${e.peerId} (connection ${e.connectionId})`);
     syncClientState();
   });
   c.on("resumed", (e) => {
-    log(`resumed over ${e.transport} as ${e.peerId}; ${e.replayed} frames replayed, ${e.resent} resent`);
+    log(`resumed over ${e.transport}${via()} as ${e.peerId}; ${e.replayed} frames replayed, ${e.resent} resent`);
     syncClientState();
   });
+  c.on("gatewaysUpdated", (e) => log(`gateways now: ${e.gateways.map((g) => gatewayName(g)).join(", ")}`));
   c.on("sessionLost", (e) => {
     log(`session lost (${e.code}): was ${e.previousPeerId}; starting a new one`);
     state.peers = {};

@@ -16,7 +16,7 @@ import { documentLifecycle, type PageLifecycle } from "./lifecycle.js";
 import { webSocketConnector } from "./transport/websocket.js";
 import { webTransportAvailable, webTransportConnector } from "./transport/webtransport.js";
 import type { Connection, Connector, TransportKind, WebTransportHashInit } from "./transport/types.js";
-import type { ClientState, JoinResult, SignalgateClientOptions, SignalgateEvents, TokenContext } from "./types.js";
+import type { ClientState, GatewayEndpoint, JoinResult, SignalgateClientOptions, SignalgateEvents, TokenContext } from "./types.js";
 
 export { SDK_VERSION } from "./core/config.js";
 
@@ -33,6 +33,11 @@ export interface ClientDeps {
   random: () => number;
   /** freeze / resume / pagehide / pageshow. Default: this page's `document` and `window`. */
   lifecycle: PageLifecycle;
+  /**
+   * `GET url` as JSON, for `endpointsUrl`. Default: `fetch(url, {cache: 'no-store'})`, an
+   * HTTP status other than 2xx being a failure.
+   */
+  fetchJson: (url: string) => Promise<unknown>;
 }
 
 /** One link the core asked for: its connection once open, and whether the core is done with it. */
@@ -50,8 +55,6 @@ interface Waiting {
 export class SignalgateClient extends Emitter<SignalgateEvents> {
   private readonly core: ClientCore;
   private readonly deps: ClientDeps;
-  private readonly urls: Partial<Record<TransportKind, string>>;
-  private readonly certificateHashes: WebTransportHashInit[] | undefined;
   private readonly getToken: ((context: TokenContext) => Promise<string>) | undefined;
   private readonly slots = new Map<number, Slot>();
   private readonly waiting = new Map<number, Waiting>();
@@ -71,10 +74,9 @@ export class SignalgateClient extends Emitter<SignalgateEvents> {
       now: deps.now ?? (() => performance.now()),
       random: deps.random ?? Math.random,
       lifecycle: deps.lifecycle ?? documentLifecycle(),
+      fetchJson: deps.fetchJson ?? fetchJson,
     };
     this.core = new ClientCore(resolveConfig(options, this.deps.webTransportAvailable()), this.deps.random);
-    this.urls = { webtransport: options.webTransportUrl, websocket: options.webSocketUrl };
-    this.certificateHashes = options.serverCertificateHashes;
     this.getToken = options.getToken;
   }
 
@@ -89,6 +91,19 @@ export class SignalgateClient extends Emitter<SignalgateEvents> {
   /** The transport of the current connection (undefined while not connected). */
   get transport(): TransportKind | undefined {
     return this.core.transport;
+  }
+
+  /** The gateway of the current connection (undefined while not connected). */
+  get gateway(): GatewayEndpoint | undefined {
+    return this.core.gateway;
+  }
+
+  /**
+   * The gateways this client may connect to: from the options, replaced by every answer of
+   * `GET /endpoints` (`endpointsUrl`).
+   */
+  get gateways(): readonly GatewayEndpoint[] {
+    return this.core.gateways;
   }
 
   /** How other peers see this client; stable across resumes, new after `sessionLost`. */
@@ -226,7 +241,7 @@ export class SignalgateClient extends Emitter<SignalgateEvents> {
   private perform(o: Output): void {
     switch (o.type) {
       case "open":
-        this.open(o.link, o.kind);
+        this.open(o.link, o.kind, o.url, o.serverCertificateHashes);
         return;
       case "write":
         this.slots.get(o.link)?.conn?.send(o.bytes);
@@ -246,6 +261,9 @@ export class SignalgateClient extends Emitter<SignalgateEvents> {
       case "getToken":
         this.fetchToken(o.ticket, o.reason);
         return;
+      case "fetchEndpoints":
+        this.fetchEndpoints(o.ticket, o.url);
+        return;
       case "resolve":
         this.settle(o.req)?.resolve(o.value);
         return;
@@ -261,7 +279,7 @@ export class SignalgateClient extends Emitter<SignalgateEvents> {
     return w;
   }
 
-  private open(link: number, kind: TransportKind): void {
+  private open(link: number, kind: TransportKind, url: string, certificateHashes: WebTransportHashInit[] | undefined): void {
     const slot: Slot = { abort: new AbortController(), conn: undefined, done: false };
     this.slots.set(link, slot);
     const forget = () => {
@@ -273,7 +291,7 @@ export class SignalgateClient extends Emitter<SignalgateEvents> {
       const connector = this.deps.connectors[kind];
       if (!connector) throw new Error(`no connector for ${kind}`);
       opening = connector(
-        this.urls[kind] ?? "",
+        url,
         {
           onFrame: (bytes) => {
             if (!slot.done) this.input((now) => this.core.received(now, link, bytes));
@@ -284,7 +302,7 @@ export class SignalgateClient extends Emitter<SignalgateEvents> {
             this.input((now) => this.core.closed(now, link, info));
           },
         },
-        { signal: slot.abort.signal, ...(this.certificateHashes ? { serverCertificateHashes: this.certificateHashes } : {}) },
+        { signal: slot.abort.signal, ...(certificateHashes ? { serverCertificateHashes: certificateHashes } : {}) },
       );
     } catch (err) {
       opening = Promise.reject(err instanceof Error ? err : new Error(String(err)));
@@ -331,6 +349,26 @@ export class SignalgateClient extends Emitter<SignalgateEvents> {
     );
   }
 
+  /**
+   * Fetches `GET /endpoints` and reports the JSON (or the failure) to the core, later, never
+   * inside the flush. The core gives up on an answer that takes too long.
+   */
+  private fetchEndpoints(ticket: number, url: string): void {
+    let pending: Promise<unknown>;
+    try {
+      pending = Promise.resolve(this.deps.fetchJson(url));
+    } catch (err) {
+      pending = Promise.reject(err instanceof Error ? err : new Error(String(err)));
+    }
+    pending.then(
+      (json) => this.input((now) => this.core.endpointsReady(now, ticket, json)),
+      (err: unknown) => {
+        const message = err instanceof Error ? err.message : String(err);
+        this.input((now) => this.core.endpointsFailed(now, ticket, message));
+      },
+    );
+  }
+
   /** One timer, for the core's next deadline. */
   private arm(): void {
     const at = this.core.pollTimeout();
@@ -348,4 +386,11 @@ export class SignalgateClient extends Emitter<SignalgateEvents> {
       Math.max(0, at - this.deps.now()),
     );
   }
+}
+
+/** The default `fetchJson`: GET with the browser's `fetch`, bypassing its cache. */
+async function fetchJson(url: string): Promise<unknown> {
+  const res = await fetch(url, { cache: "no-store" });
+  if (!res.ok) throw new Error(`HTTP ${res.status}`);
+  return res.json();
 }

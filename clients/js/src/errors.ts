@@ -25,7 +25,12 @@ export type ClientErrorCode =
    * The `getToken` option threw, rejected, returned something other than a string, or did
    * not answer within `helloTimeoutMs` (an `error` event; the attempt is retried).
    */
-  | "GET_TOKEN_FAILED";
+  | "GET_TOKEN_FAILED"
+  /**
+   * Not one `endpointsUrl` answered with a usable list of gateways (an `error` event; the
+   * current list stays in use, and the SDK asks again when it next leaves a gateway).
+   */
+  | "ENDPOINTS_FAILED";
 
 export type SignalgateErrorCode = ServerErrorCode | ClientErrorCode;
 

@@ -2,6 +2,7 @@ export { SignalgateClient, SDK_VERSION, type ClientDeps } from "./client.js";
 export { SignalgateError, errorCodeName } from "./errors.js";
 export type { ClientErrorCode, ServerErrorCode, SignalgateErrorCode } from "./errors.js";
 export { Backoff, type BackoffOptions } from "./core/backoff.js";
+export { gatewaysFromEndpoints, certificateHash } from "./core/endpoints.js";
 export { Liveness, type LivenessAction, type LivenessConfig } from "./core/liveness.js";
 export { documentLifecycle, type LifecycleEvent, type PageLifecycle } from "./lifecycle.js";
 export { encodeFrame, FrameDecoder, FramingError, DEFAULT_MAX_FRAME_BYTES } from "./framing.js";
@@ -11,6 +12,7 @@ export type { CloseInfo, Connection, ConnectionHandlers, ConnectOptions, Connect
 export type {
   ClientState,
   DisconnectReason,
+  GatewayEndpoint,
   JoinResult,
   PeerInfo,
   PeerPresence,

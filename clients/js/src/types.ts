@@ -8,13 +8,47 @@ export type { PeerPresence, PeerReason, TransportKind, WebTransportHashInit };
 
 export type TransportPreference = "auto" | TransportKind;
 
+/**
+ * One gateway the client may connect to (cluster mode: one entry of the `gateways` array of
+ * `GET /endpoints`, see `gatewaysFromEndpoints`). Each gateway has its own certificate: its
+ * `serverCertificateHashes` pin WebTransport to it, and to no other.
+ */
+export interface GatewayEndpoint {
+  /** The gateway's node name in its cluster (`gateways[].node`); identifies it across lists. */
+  node?: string;
+  /** e.g. `https://10.0.0.7:4433/wt`. */
+  webTransportUrl?: string;
+  /** e.g. `wss://10.0.0.7:4433/ws`. */
+  webSocketUrl?: string;
+  /** This gateway's own certificate hash(es), for WebTransport (`gateways[].cert_sha256`). */
+  serverCertificateHashes?: WebTransportHashInit[];
+}
+
 export interface SignalgateClientOptions {
   /** e.g. `https://127.0.0.1:4433/wt`. Without it only WebSocket is used. */
   webTransportUrl?: string;
   /** e.g. `wss://gateway.example:4433/ws` (or `ws://` in development). */
   webSocketUrl?: string;
-  /** For self-signed development certificates (ECDSA P-256, validity <= 14 days). */
+  /**
+   * For self-signed development certificates (ECDSA P-256, validity <= 14 days). They pin the
+   * gateway of `webTransportUrl` only; each entry of `gateways` carries its own.
+   */
   serverCertificateHashes?: WebTransportHashInit[];
+  /**
+   * Cluster mode: more gateways (a session resumes on any of them). The gateway of
+   * `webTransportUrl` / `webSocketUrl`, if given, is one more. The first connect picks one at
+   * random; a connection round that fails on one gateway goes on at once to the next; a GoAway
+   * (drain) or close 4009 (the gateway lost the cluster) moves to another one.
+   */
+  gateways?: GatewayEndpoint[];
+  /**
+   * Cluster mode: URL(s) of `GET /endpoints` (e.g. `/endpoints`: same origin, or answered with
+   * CORS headers). The SDK fetches the list of gateways there when `connect()` is called, and
+   * again whenever it leaves a gateway (a failed round, a GoAway, close 4009); each answer
+   * replaces the list (`gatewaysUpdated`). Several URLs are asked in turn until one answers.
+   * With no other gateway given, the first connection waits for the first answer.
+   */
+  endpointsUrl?: string | string[];
   /** `auto` (default): WebTransport first, WebSocket when it is missing, fails or is slow. */
   transport?: TransportPreference;
   /** How long WebTransport may take to open before WebSocket is tried. Default 3000. */
@@ -147,6 +181,11 @@ export interface SignalgateEvents {
   sessionLost: { previousPeerId: string; code: "RESUME_EXPIRED" | "RESUME_GAP" | "IDENTITY_MISMATCH"; message: string };
   /** `message`: with `disconnected` and `auth_failed`, the gateway's explanation. */
   disconnected: { reason: DisconnectReason; willReconnect: boolean; message?: string };
+  /**
+   * The list of gateways changed: `GET /endpoints` (`endpointsUrl`) answered with another one.
+   * The next connection rounds use it.
+   */
+  gatewaysUpdated: { gateways: GatewayEndpoint[] };
   /** One transport failed before Welcome (the next one of the round is tried, if any). */
   transportFailed: { transport: TransportKind; error: string };
   /** The next connection attempt starts in `delayMs` (attempt counts failures since success). */

@@ -341,3 +341,80 @@ describe("getToken", () => {
     expect(h.client.state).toBe("closed");
   });
 });
+
+describe("several gateways (cluster mode)", () => {
+  const hex = (byte: string) => byte.repeat(32);
+  const entry = (node: string, byte: string) => ({
+    node,
+    websocket: `wss://${node}:4433/ws`,
+    webtransport: `https://${node}:4433/wt`,
+    cert_sha256: hex(byte),
+  });
+  const pin = (byte: string) => [{ algorithm: "sha-256" as const, value: new Uint8Array(32).fill(parseInt(byte, 16)) }];
+
+  it("fetches endpointsUrl with fetchJson, connects to a gateway of its list, pinning that gateway's own certificate", async () => {
+    const fetched: string[] = [];
+    const h = harness(
+      { webTransportUrl: undefined, webSocketUrl: undefined, endpointsUrl: "/endpoints" },
+      {
+        random: () => 0.9,
+        fetchJson: async (url) => {
+          fetched.push(url);
+          return { webtransport: "https://a:4433/wt", websocket: "wss://a:4433/ws", cert_sha256: hex("aa"), gateways: [entry("a", "aa"), entry("b", "bb")] };
+        },
+      },
+    );
+    const connecting = h.client.connect();
+    expect(h.client.state).toBe("connecting");
+    await h.tick();
+    expect(fetched).toEqual(["/endpoints"]);
+    expect(h.client.gateways.map((g) => g.node)).toEqual(["a", "b"]);
+    expect(h.of("gatewaysUpdated")).toHaveLength(1);
+    const attempt = h.net.last();
+    expect(attempt.url).toBe("https://b:4433/wt");
+    expect(attempt.options.serverCertificateHashes).toEqual(pin("bb"));
+    const conn = attempt.open();
+    await h.tick();
+    conn.welcome();
+    await connecting;
+    expect(h.client.gateway?.node).toBe("b");
+  });
+
+  it("a failed fetch is an ENDPOINTS_FAILED error event; the gateways of the options stay in use", async () => {
+    const h = harness(
+      { endpointsUrl: "/endpoints" },
+      {
+        fetchJson: () => Promise.reject(new Error("HTTP 404")),
+      },
+    );
+    const conn = await h.connected();
+    expect(h.of("error")).toEqual([{ code: "ENDPOINTS_FAILED", message: "/endpoints: HTTP 404", inReplyTo: 0 }]);
+    expect(h.net.last().url).toBe("https://127.0.0.1:4433/wt");
+    expect(conn.sentOf("hello")).toHaveLength(1);
+  });
+
+  it("fails over to the next gateway after a failed connect; its WebTransport carries its own hash", async () => {
+    const h = harness(
+      {
+        webTransportUrl: undefined,
+        webSocketUrl: undefined,
+        gateways: [
+          { node: "a", webTransportUrl: "https://a/wt", webSocketUrl: "wss://a/ws", serverCertificateHashes: pin("aa") },
+          { node: "b", webTransportUrl: "https://b/wt", webSocketUrl: "wss://b/ws", serverCertificateHashes: pin("bb") },
+        ],
+      },
+      { random: () => 0 },
+    );
+    void h.client.connect();
+    await h.tick();
+    h.net.last().fail();
+    await h.tick();
+    h.net.last().fail();
+    await h.tick();
+    expect(h.net.attempts.map((a) => [a.url, a.options.serverCertificateHashes])).toEqual([
+      ["https://a/wt", pin("aa")],
+      ["wss://a/ws", undefined],
+      ["https://b/wt", pin("bb")],
+    ]);
+  });
+});

@@ -173,6 +173,7 @@ const EVENT_TYPES: (keyof SignalgateEvents)[] = [
   "resumed",
   "sessionLost",
   "disconnected",
+  "gatewaysUpdated",
   "transportFailed",
   "reconnecting",
   "joined",

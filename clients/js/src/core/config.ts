@@ -1,15 +1,21 @@
 /** The client's options with every default applied, as the core reads them. */
 import type { BackoffOptions } from "./backoff.js";
-import type { SignalgateClientOptions, TransportPreference } from "../types.js";
+import type { GatewayEndpoint, SignalgateClientOptions, TransportPreference } from "../types.js";
+import { sameGateway } from "./gateways.js";
 
 export const SDK_VERSION = "0.1.0";
 
 export interface CoreConfig {
   transport: TransportPreference;
-  /** A WebTransport URL is given and this environment has WebTransport. */
-  webTransport: boolean;
-  /** A WebSocket URL is given. */
-  webSocket: boolean;
+  /** This environment has WebTransport. */
+  webTransportAvailable: boolean;
+  /**
+   * The gateways given in the options: the one of `webTransportUrl` / `webSocketUrl` (with
+   * `serverCertificateHashes`) first, then `gateways`. Empty only with `endpointsUrls`.
+   */
+  gateways: GatewayEndpoint[];
+  /** Where to fetch `GET /endpoints` (the list of the cluster's gateways); may be empty. */
+  endpointsUrls: string[];
   webTransportTimeoutMs: number;
   webTransportRetryMs: number;
   helloTimeoutMs: number;
@@ -33,22 +39,40 @@ export const CLOSE_GRACE_MS = 1000;
 /** Validates the options (TypeError) and fills in the defaults. */
 export function resolveConfig(options: SignalgateClientOptions, webTransportAvailable: boolean): CoreConfig {
   const transport = options.transport ?? "auto";
-  if (transport === "webtransport" && !options.webTransportUrl) {
+  const gateways: GatewayEndpoint[] = [];
+  const add = (g: GatewayEndpoint) => {
+    const known = gateways.find((k) => sameGateway(k, g));
+    if (!known) gateways.push(g);
+    else if (!known.node && g.node) known.node = g.node;
+  };
+  if (options.webTransportUrl || options.webSocketUrl) {
+    add(gatewayOf(options.webTransportUrl, options.webSocketUrl, options.serverCertificateHashes));
+  }
+  for (const g of options.gateways ?? []) {
+    if (!g.webTransportUrl && !g.webSocketUrl) throw new TypeError("every entry of gateways needs webTransportUrl and/or webSocketUrl");
+    const copy = gatewayOf(g.webTransportUrl, g.webSocketUrl, g.serverCertificateHashes);
+    if (g.node) copy.node = g.node;
+    add(copy);
+  }
+  const endpointsUrls = (typeof options.endpointsUrl === "string" ? [options.endpointsUrl] : (options.endpointsUrl ?? [])).filter(
+    (u) => u !== "",
+  );
+  // Gateways learned from /endpoints later may have the forced transport's URL.
+  const learns = endpointsUrls.length > 0;
+  if (transport === "webtransport" && !learns && !gateways.some((g) => g.webTransportUrl)) {
     throw new TypeError("transport 'webtransport' needs webTransportUrl");
   }
-  if (transport === "websocket" && !options.webSocketUrl) {
+  if (transport === "websocket" && !learns && !gateways.some((g) => g.webSocketUrl)) {
     throw new TypeError("transport 'websocket' needs webSocketUrl");
   }
-  if (!options.webTransportUrl && !options.webSocketUrl) {
-    throw new TypeError("give webTransportUrl and/or webSocketUrl");
+  if (gateways.length === 0 && !learns) {
+    throw new TypeError("give webTransportUrl and/or webSocketUrl (or gateways, or endpointsUrl)");
   }
   return {
     transport,
-    // Where WebTransport is the only way, it is tried even if the API seems missing: the
-    // transportFailed event then says why, instead of a client that never tries anything.
-    webTransport:
-      !!options.webTransportUrl && (webTransportAvailable || transport === "webtransport" || !options.webSocketUrl),
-    webSocket: !!options.webSocketUrl,
+    webTransportAvailable,
+    gateways,
+    endpointsUrls,
     webTransportTimeoutMs: options.webTransportTimeoutMs ?? 3000,
     webTransportRetryMs: options.webTransportRetryMs ?? 300_000,
     helloTimeoutMs: options.helloTimeoutMs ?? 10_000,
@@ -62,5 +86,32 @@ export function resolveConfig(options: SignalgateClientOptions, webTransportAvai
     ackDelayMs: options.ackDelayMs ?? 500,
     maxQueuedFrames: Math.max(1, options.maxQueuedFrames ?? 256),
     closeGraceMs: CLOSE_GRACE_MS,
+  };
+}
+
+function gatewayOf(
+  webTransportUrl: string | undefined,
+  webSocketUrl: string | undefined,
+  hashes: GatewayEndpoint["serverCertificateHashes"],
+): GatewayEndpoint {
+  const g: GatewayEndpoint = {};
+  if (webTransportUrl) g.webTransportUrl = webTransportUrl;
+  if (webSocketUrl) g.webSocketUrl = webSocketUrl;
+  if (webTransportUrl && hashes && hashes.length > 0) g.serverCertificateHashes = hashes;
+  return g;
+}
+
+/**
+ * The transports `g` offers here. Where WebTransport is its only way, it is tried even if the
+ * API seems missing: the transportFailed event then says why, instead of a client that never
+ * tries anything.
+ */
+export function gatewayTransports(
+  g: GatewayEndpoint,
+  config: Pick<CoreConfig, "transport" | "webTransportAvailable">,
+): { webTransport: boolean; webSocket: boolean } {
+  return {
+    webTransport: !!g.webTransportUrl && (config.webTransportAvailable || config.transport === "webtransport" || !g.webSocketUrl),
+    webSocket: !!g.webSocketUrl,
   };
 }

@@ -5,9 +5,11 @@
  *
  *   inputs:  connect / join / leave / signal / close (app), lifecycle (page), opened /
  *            openFailed / received / closed (transport, per link), tokenReady / tokenFailed
- *            (the app's getToken, per ticket), handleTimeout (clock)
- *   outputs: pollOutput() → open / write / close a link, call getToken, emit an event,
- *            resolve / reject an app request;  pollTimeout() → when to call handleTimeout next.
+ *            (the app's getToken, per ticket), endpointsReady / endpointsFailed (GET /endpoints,
+ *            per ticket), handleTimeout (clock)
+ *   outputs: pollOutput() → open / write / close a link, call getToken, fetch /endpoints, emit
+ *            an event, resolve / reject an app request;  pollTimeout() → when to call
+ *            handleTimeout next.
  *
  * The driver (client.ts) performs the outputs in order and never decides anything itself.
  */
@@ -32,13 +34,15 @@ import {
 import type { LifecycleEvent } from "../lifecycle.js";
 import type { CloseInfo, TransportKind } from "../transport/types.js";
 import type { ServerErrorCode } from "../errors.js";
-import type { ClientState, DisconnectReason, JoinResult, SignalgateEvents } from "../types.js";
+import type { ClientState, DisconnectReason, GatewayEndpoint, JoinResult, SignalgateEvents } from "../types.js";
 import { Backoff, spreadDelay } from "./backoff.js";
-import type { CoreConfig } from "./config.js";
+import { gatewayTransports, type CoreConfig } from "./config.js";
+import { gatewaysFromEndpoints } from "./endpoints.js";
 import { joinResult, peerEvent } from "./events.js";
 import { InboundStream } from "./inbound.js";
 import { Liveness } from "./liveness.js";
 import { Outbox, type OutEntry } from "./outbox.js";
+import { Gateways } from "./gateways.js";
 import type { CoreEvent, Output } from "./output.js";
 import type { Authorizing, Connected, Connecting, Handshaking, HelloToken, Link, Phase, Round } from "./phase.js";
 import { TokenRefresh } from "./refresh.js";
@@ -55,10 +59,22 @@ export const CLOSE_SUPERSEDED = 4001;
 export const CLOSE_TOKEN_EXPIRED = 4006;
 export const CLOSE_DISCONNECTED = 4007;
 export const CLOSE_GATEWAY_FULL = 4008;
+/** Cluster mode: the gateway is cut off from the cluster (GoAway GATEWAY_LOST before it). */
+export const CLOSE_GATEWAY_LOST = 4009;
 
 /** A Hello refused for its token (the only codes that count towards `maxTokenRefusals`). */
 function isTokenRefusal(code: ServerErrorCode): boolean {
   return code.startsWith("TOKEN_");
+}
+
+/** A `GET /endpoints` under way: the `tried`-th of the configured URLs, `url` its index. */
+interface Discovery {
+  readonly ticket: number;
+  readonly url: number;
+  readonly tried: number;
+  readonly deadline: number;
+  /** Why the URLs tried before it failed. */
+  readonly errors: readonly string[];
 }
 
 /** What a resume needs; undefined when there is no session to resume. */
@@ -74,6 +90,7 @@ export class ClientCore {
   private readonly outputs: Output[] = [];
   private readonly backoff: Backoff;
   private readonly choice: TransportChoice;
+  private readonly gatewayList: Gateways;
   private readonly inbound: InboundStream;
   private readonly outbox: Outbox;
   private readonly requests = new Requests();
@@ -102,6 +119,11 @@ export class ClientCore {
   private welcomedIdentity: string | undefined;
   /** When the session's token expires (from Welcome / Refreshed); undefined without one. */
   private tokenExpiry: number | undefined;
+  /** The `GET /endpoints` under way, if any. */
+  private discovery: Discovery | undefined;
+  /** Which of `endpointsUrls` to ask first: the last one that answered. */
+  private endpointsUrl = 0;
+  private nextFetch = 1;
 
   constructor(
     private readonly config: CoreConfig,
@@ -109,6 +131,7 @@ export class ClientCore {
   ) {
     this.backoff = new Backoff(config.backoff, random);
     this.choice = new TransportChoice(config);
+    this.gatewayList = new Gateways(config.gateways, random);
     this.inbound = new InboundStream(config.ackEveryFrames, config.ackDelayMs);
     this.outbox = new Outbox(config.maxQueuedFrames);
   }
@@ -122,6 +145,7 @@ export class ClientCore {
       case "connecting":
       case "authorizing":
       case "handshaking":
+      case "discovering":
       case "backingOff":
         return this.hadSession ? "reconnecting" : "connecting";
       default:
@@ -136,6 +160,16 @@ export class ClientCore {
 
   get transport(): TransportKind | undefined {
     return this.phase.kind === "connected" ? this.phase.link.kind : undefined;
+  }
+
+  /** The gateway of the current connection (undefined while not connected). */
+  get gateway(): GatewayEndpoint | undefined {
+    return this.phase.kind === "connected" ? this.phase.link.gateway : undefined;
+  }
+
+  /** The gateways known: from the options, or the last answer of `GET /endpoints`. */
+  get gateways(): readonly GatewayEndpoint[] {
+    return this.gatewayList.all;
   }
 
   get peerId(): string | undefined {
@@ -183,6 +217,7 @@ export class ClientCore {
     const consider = (t: number | undefined) => {
       if (t !== undefined && (next === undefined || t < next)) next = t;
     };
+    consider(this.discovery?.deadline);
     const p = this.phase;
     switch (p.kind) {
       case "connecting":
@@ -222,6 +257,9 @@ export class ClientCore {
         break;
       case "idle":
         this.connectWaiters.push(req);
+        // The list of gateways is asked for at once; the first round does not wait for it
+        // unless no gateway is known at all.
+        this.discover(now);
         this.startRound(now);
         break;
       default:
@@ -276,6 +314,7 @@ export class ClientCore {
       this.closeLinkOf(p, "client closed");
       this.phase = { kind: "closed" };
     }
+    this.discovery = undefined;
     this.failEverything(new SignalgateError("CLOSED", "client closed"));
     if (p.kind !== "idle") this.emit("disconnected", { reason: "closed", willReconnect: false });
   }
@@ -322,6 +361,7 @@ export class ClientCore {
         this.closeLink(p.link, "page suspended");
         this.phase = { kind: "suspended", detached: undefined };
         return;
+      case "discovering":
       case "backingOff":
         this.phase = { kind: "suspended", detached: undefined };
         return;
@@ -414,7 +454,8 @@ export class ClientCore {
       case "authorizing":
       case "handshaking":
         if (p.link.id !== link) return;
-        if (info.code === CLOSE_GATEWAY_FULL) this.gatewayFull(now, p, `gateway full (${CLOSE_GATEWAY_FULL}): ${info.reason}`);
+        if (info.code === CLOSE_GATEWAY_FULL) this.gatewayRefused(now, p, "gateway full", `gateway full (${CLOSE_GATEWAY_FULL}): ${info.reason}`);
+        else if (info.code === CLOSE_GATEWAY_LOST) this.gatewayRefused(now, p, "gateway lost", `gateway lost (${CLOSE_GATEWAY_LOST}): ${info.reason}`);
         else this.attemptFailed(now, p, `closed before Welcome: ${info.reason}`);
         return;
       case "connected":
@@ -436,7 +477,14 @@ export class ClientCore {
           this.shutDown("disconnected", new SignalgateError("DISCONNECTED", info.reason), info.reason);
           return;
         }
-        this.lose(now, p, p.goAwayAt !== undefined ? "go_away" : info.protocolError ? "protocol_error" : "connection_lost");
+        // 4009: the gateway is cut off from its cluster (and said GoAway GATEWAY_LOST first):
+        // the session continues on another gateway.
+        this.lose(
+          now,
+          p,
+          p.goAwayAt !== undefined ? "go_away" : info.protocolError ? "protocol_error" : "connection_lost",
+          p.goAwayAt !== undefined || info.code === CLOSE_GATEWAY_LOST,
+        );
         return;
       case "closing":
         if (p.link.id === link) this.phase = { kind: "closed" };
@@ -496,10 +544,58 @@ export class ClientCore {
   }
 
   // ---------------------------------------------------------------------------------------
+  // GET /endpoints (outputs `fetchEndpoints` with a ticket)
+  // ---------------------------------------------------------------------------------------
+
+  /** The JSON of `GET /endpoints`: its gateways replace the list (see `gatewaysFromEndpoints`). */
+  endpointsReady(now: number, ticket: number, json: unknown): void {
+    const d = this.discovery;
+    if (!d || d.ticket !== ticket) return;
+    const list = gatewaysFromEndpoints(json);
+    if (list.length === 0) {
+      this.endpointsFailed(now, ticket, "no gateway in the answer");
+      return;
+    }
+    this.discovery = undefined;
+    this.endpointsUrl = d.url;
+    if (this.gatewayList.replace(list)) this.emit("gatewaysUpdated", { gateways: [...list] });
+    if (this.phase.kind === "discovering") this.startRound(now);
+  }
+
+  endpointsFailed(now: number, ticket: number, message: string): void {
+    const d = this.discovery;
+    if (!d || d.ticket !== ticket) return;
+    const urls = this.config.endpointsUrls;
+    const errors = [...d.errors, `${urls[d.url] ?? "?"}: ${message}`];
+    if (d.tried + 1 < urls.length) {
+      this.fetchEndpoints(now, (d.url + 1) % urls.length, d.tried + 1, errors);
+      return;
+    }
+    this.discovery = undefined;
+    this.emit("error", { code: "ENDPOINTS_FAILED", message: errors.join("; "), inReplyTo: 0 });
+    // The list in use stays; with none, the next attempt to discover one waits for a back-off.
+    if (this.phase.kind === "discovering") this.backOff(now, undefined);
+  }
+
+  /** Asks `GET /endpoints` for the list of gateways, unless it is asked already (or not configured). */
+  private discover(now: number): void {
+    if (this.config.endpointsUrls.length === 0 || this.discovery) return;
+    this.fetchEndpoints(now, this.endpointsUrl, 0, []);
+  }
+
+  private fetchEndpoints(now: number, url: number, tried: number, errors: readonly string[]): void {
+    const ticket = this.nextFetch++;
+    this.discovery = { ticket, url, tried, deadline: now + this.config.helloTimeoutMs, errors };
+    this.out({ type: "fetchEndpoints", ticket, url: this.config.endpointsUrls[url] ?? "" });
+  }
+
+  // ---------------------------------------------------------------------------------------
   // Clock
   // ---------------------------------------------------------------------------------------
 
   handleTimeout(now: number): void {
+    const d = this.discovery;
+    if (d && now >= d.deadline) this.endpointsFailed(now, d.ticket, `no answer within ${this.config.helloTimeoutMs} ms`);
     for (const { request, waiter } of this.requests.expire(now)) {
       this.reject(
         waiter.req,
@@ -577,23 +673,43 @@ export class ClientCore {
   // Connecting
   // ---------------------------------------------------------------------------------------
 
+  /** A round to the gateway whose turn it is; without any gateway known, waits for /endpoints. */
   private startRound(now: number): void {
-    this.openLink(now, { order: this.choice.order(now), index: 0, webTransportOpenFailed: false });
+    const gateway = this.gatewayList.current();
+    if (gateway) {
+      this.openLink(now, this.newRound(now, gateway));
+      return;
+    }
+    this.discover(now);
+    if (this.discovery) this.phase = { kind: "discovering" };
+    else this.backOff(now, undefined); // unreachable: the options give a gateway or endpointsUrl
+  }
+
+  private newRound(now: number, gateway: GatewayEndpoint): Round {
+    return { gateway, order: this.choice.order(now, gatewayTransports(gateway, this.config)), index: 0, webTransportOpenFailed: false };
   }
 
   /**
-   * Opens the round's transport at `round.index`; past the last one, backs off. The token for
-   * its Hello is asked for at the same time (or `token`, carried over from a transport of the
-   * round that failed before its Hello went out).
+   * Opens the round's transport at `round.index`; past the last one, the round failed. The
+   * token for its Hello is asked for at the same time (or `token`, carried over from a
+   * transport that failed before its Hello went out).
    */
   private openLink(now: number, round: Round, token?: HelloToken): void {
     const kind = round.order[round.index];
     if (kind === undefined) {
-      this.backOff(now, undefined);
+      this.roundFailed(now, round, token);
       return;
     }
-    const link: Link = { id: this.nextLinkId++, kind };
-    this.out({ type: "open", link: link.id, kind });
+    const gateway = round.gateway;
+    const link: Link = { id: this.nextLinkId++, kind, gateway };
+    const hashes = kind === "webtransport" ? gateway.serverCertificateHashes : undefined;
+    this.out({
+      type: "open",
+      link: link.id,
+      kind,
+      url: (kind === "webtransport" ? gateway.webTransportUrl : gateway.webSocketUrl) ?? "",
+      ...(hashes && hashes.length > 0 ? { serverCertificateHashes: hashes } : {}),
+    });
     const timeout = kind === "webtransport" ? this.config.webTransportTimeoutMs : this.config.helloTimeoutMs;
     this.phase = { kind: "connecting", link, round, deadline: now + timeout, token: token ?? this.helloToken() };
   }
@@ -621,10 +737,19 @@ export class ClientCore {
     if (p.kind === "connecting" && p.link.kind === "webtransport") p.round.webTransportOpenFailed = true;
     this.emit("transportFailed", { transport: p.link.kind, error: why });
     p.round.index++;
-    // A token not yet sent in a Hello serves the next transport of the round.
-    const token: HelloToken | undefined =
-      p.kind === "connecting" ? p.token : p.kind === "authorizing" ? { kind: "fetching", ticket: p.ticket } : undefined;
-    this.openLink(now, p.round, token);
+    this.openLink(now, p.round, unsentToken(p));
+  }
+
+  /**
+   * Every transport of the round failed (or its gateway refused): the next gateway at once,
+   * carrying a token not yet sent; once every gateway has failed, back off. A gateway that
+   * fails may mean the list is stale: it is asked for again.
+   */
+  private roundFailed(now: number, round: Round, token: HelloToken | undefined): void {
+    this.discover(now);
+    const next = this.gatewayList.roundFailed(round.gateway);
+    if (next) this.openLink(now, this.newRound(now, next), token);
+    else this.backOff(now, undefined);
   }
 
   /** getToken failed (or was too slow) for this attempt: an error event, and a retry after back-off. */
@@ -635,13 +760,15 @@ export class ClientCore {
   }
 
   /**
-   * The gateway holds as many sessions as it may (TOO_MANY_SESSIONS, close 4008): the other
-   * transport would reach the same gateway, so back off (a load balancer may pick another).
+   * The gateway itself refused: it holds as many sessions as it may (TOO_MANY_SESSIONS, close
+   * 4008), or it is cut off from its cluster (CLUSTER_UNAVAILABLE, close 4009). The other
+   * transport would reach the same gateway: the round failed, so the next gateway, or with
+   * only this one a back-off (a load balancer may pick another).
    */
-  private gatewayFull(now: number, p: Connecting | Authorizing | Handshaking, why: string): void {
-    this.closeLink(p.link, "gateway full");
+  private gatewayRefused(now: number, p: Connecting | Authorizing | Handshaking, close: string, why: string): void {
+    this.closeLink(p.link, close);
     this.emit("transportFailed", { transport: p.link.kind, error: why });
-    this.backOff(now, undefined);
+    this.roundFailed(now, p.round, unsentToken(p));
   }
 
   /**
@@ -716,8 +843,8 @@ export class ClientCore {
       this.tokenRefused(now, p, code, message);
       return;
     }
-    if (code === "TOO_MANY_SESSIONS") {
-      this.gatewayFull(now, p, `${code}: ${message}`);
+    if (code === "TOO_MANY_SESSIONS" || code === "CLUSTER_UNAVAILABLE") {
+      this.gatewayRefused(now, p, code === "TOO_MANY_SESSIONS" ? "gateway full" : "gateway lost", `${code}: ${message}`);
       return;
     }
     this.attemptFailed(now, p, `${code}: ${message}`);
@@ -732,6 +859,7 @@ export class ClientCore {
       this.loseSession("RESUME_EXPIRED", w.resumed ? "the gateway gave this identity's other session" : "the gateway started a new session");
     }
     this.choice.welcomed(now, p.link.kind, p.round.webTransportOpenFailed);
+    this.gatewayList.welcomed();
     this.peer = w.peerId;
     this.connection = w.connectionId;
     this.maxFrameBytes = w.maxFrameBytes;
@@ -855,6 +983,9 @@ export class ClientCore {
         const g = msg.value;
         c.goAwayAt = now + spreadDelay(g.reconnectAfterMs, g.spreadMs, this.random);
         this.emit("goAway", { reason: reasonName(g.reason), reconnectAfterMs: g.reconnectAfterMs, spreadMs: g.spreadMs });
+        // Whatever the reason (a drain, a gateway cut off from its cluster), the next
+        // connection goes to another gateway: ask for the list now (it leaves draining ones out).
+        this.discover(now);
         return;
       }
       case "welcome":
@@ -960,11 +1091,18 @@ export class ClientCore {
     });
   }
 
-  /** The connection is gone (not the session): reconnect and resume. */
-  private lose(now: number, c: Connected, reason: DisconnectReason): void {
+  /**
+   * The connection is gone (not the session): reconnect and resume, to the same gateway
+   * unless it sent the client away (`sentAway`: GoAway, close 4009), then to another one.
+   */
+  private lose(now: number, c: Connected, reason: DisconnectReason, sentAway = false): void {
     // Closing is no longer leaving (only Bye is), so a connection given up is simply closed.
     this.closeLink(c.link, reason);
     this.detach();
+    if (sentAway) {
+      this.gatewayList.sentAway(c.link.gateway);
+      this.discover(now);
+    }
     this.emit("disconnected", { reason, willReconnect: true });
     this.backOff(now, c.goAwayAt);
   }
@@ -984,6 +1122,7 @@ export class ClientCore {
   private shutDown(reason: DisconnectReason, err: SignalgateError, message?: string): void {
     this.closeLinkOf(this.phase, reason);
     this.phase = { kind: "closed" };
+    this.discovery = undefined;
     this.failEverything(err);
     this.emit("disconnected", message === undefined ? { reason, willReconnect: false } : { reason, willReconnect: false, message });
   }
@@ -1128,4 +1267,9 @@ export class ClientCore {
   private reject(req: number, error: SignalgateError): void {
     this.out({ type: "reject", req, error });
   }
+}
+
+/** The token of an attempt that was not sent in a Hello yet: it serves the next attempt. */
+function unsentToken(p: Connecting | Authorizing | Handshaking): HelloToken | undefined {
+  return p.kind === "connecting" ? p.token : p.kind === "authorizing" ? { kind: "fetching", ticket: p.ticket } : undefined;
 }

@@ -3,12 +3,13 @@
  * exactly the data that exists in it, so no flag can contradict another.
  *
  *   idle ──connect──▶ connecting ──opened──▶ handshaking ──Welcome──▶ connected
- *                        ▲   │   │ opened, getToken still busy  ▲         │
- *                        │   │   └──────▶ authorizing ──token───┘         │
- *                        │   │ fails: next transport of the round          │
- *                        │   ▼ round exhausted, getToken failed,           │ lost / liveness / GoAway
- *                        │     token refused, gateway full                 │
- *                     backingOff ◀────────────────────────────────────────┘
+ *    │                   ▲   │   │ opened, getToken still busy  ▲         │
+ *    │ no gateway        │   │   └──────▶ authorizing ──token───┘         │
+ *    │ known yet         │   │ fails: next transport of the round; round   │
+ *    ▼                   │   │ failed, gateway full / cut off: next gateway│
+ *   discovering ──list──▶│   ▼ every gateway failed, getToken failed,      │ lost / liveness / GoAway
+ *    │ /endpoints failed │     token refused                               │
+ *    └──────────────▶ backingOff ◀────────────────────────────────────────┘
  *   connected ──close 4006 (token expired)──▶ connecting (at once, fresh token)
  *   freeze / pagehide(persisted) from any live phase ──▶ suspended ──resume / pageshow──▶ connecting
  *   close() when connected ──▶ closing (Bye sent) ──gateway closes / grace──▶ closed
@@ -16,6 +17,7 @@
  *   `maxTokenRefusals` token refusals in a row ──▶ closed
  */
 import type { TransportKind } from "../transport/types.js";
+import type { GatewayEndpoint } from "../types.js";
 import type { Liveness } from "./liveness.js";
 import type { TokenRefresh } from "./refresh.js";
 
@@ -23,10 +25,16 @@ import type { TokenRefresh } from "./refresh.js";
 export interface Link {
   readonly id: number;
   readonly kind: TransportKind;
+  /** The gateway it goes to. */
+  readonly gateway: GatewayEndpoint;
 }
 
-/** A round of connection attempts: each transport of `order` in turn, until one is welcomed. */
+/**
+ * A round of connection attempts to one gateway: each transport of `order` in turn, until one
+ * is welcomed. A round that fails goes on to the next gateway (see `Gateways`).
+ */
 export interface Round {
+  readonly gateway: GatewayEndpoint;
   readonly order: readonly TransportKind[];
   index: number;
   /** WebTransport failed to open in this round (error or timeout; not refused by the gateway). */
@@ -91,6 +99,14 @@ export interface Connected {
   readonly refresh: TokenRefresh | undefined;
 }
 
+/**
+ * No gateway is known yet (only `endpointsUrl` was given): waiting for the first answer of
+ * `GET /endpoints` (the core's `discovery`, which has its own deadline).
+ */
+export interface Discovering {
+  readonly kind: "discovering";
+}
+
 export interface BackingOff {
   readonly kind: "backingOff";
   readonly at: number;
@@ -116,6 +132,7 @@ export type Phase =
   | Authorizing
   | Handshaking
   | Connected
+  | Discovering
   | BackingOff
   | Suspended
   | Closing

@@ -11,18 +11,22 @@ import type { CoreConfig } from "./config.js";
 export class TransportChoice {
   private webSocketFirstUntil: number | undefined;
 
-  constructor(private readonly config: Pick<CoreConfig, "transport" | "webTransport" | "webSocket" | "webTransportRetryMs">) {}
+  constructor(private readonly config: Pick<CoreConfig, "transport" | "webTransportRetryMs">) {}
 
-  order(now: number): TransportKind[] {
+  /**
+   * The transports of a round to a gateway that offers `offered` (see `gatewayTransports`).
+   * The memory is about this network, so it applies to every gateway.
+   */
+  order(now: number, offered: { webTransport: boolean; webSocket: boolean }): TransportKind[] {
     switch (this.config.transport) {
       case "webtransport":
-        return ["webtransport"];
+        return offered.webTransport ? ["webtransport"] : [];
       case "websocket":
-        return ["websocket"];
+        return offered.webSocket ? ["websocket"] : [];
       case "auto": {
         const order: TransportKind[] = [];
-        if (this.config.webTransport) order.push("webtransport");
-        if (this.config.webSocket) order.push("websocket");
+        if (offered.webTransport) order.push("webtransport");
+        if (offered.webSocket) order.push("websocket");
         if (this.webSocketFirst(now)) order.reverse();
         return order;
       }

@@ -15,7 +15,7 @@ import {
   type ClientFrame,
 } from "../../src/gen/signalgate/v1/signalgate_pb.js";
 import type { LifecycleEvent } from "../../src/lifecycle.js";
-import type { CloseInfo, TransportKind } from "../../src/transport/types.js";
+import type { CloseInfo, TransportKind, WebTransportHashInit } from "../../src/transport/types.js";
 import type { SignalgateClientOptions, SignalgateEvents } from "../../src/types.js";
 
 export type ServerFrameInit = MessageInitShape<typeof ServerFrameSchema>;
@@ -37,6 +37,9 @@ export class Gw {
     private readonly h: CoreHarness,
     readonly id: number,
     readonly kind: TransportKind,
+    /** Where the core asked to connect, and the certificate hashes it pinned (WebTransport). */
+    readonly url: string,
+    readonly hashes: WebTransportHashInit[] | undefined,
   ) {}
 
   open(): this {
@@ -158,6 +161,8 @@ export class CoreHarness {
   readonly events: CoreEvent[] = [];
   /** The core's `getToken` outputs, in order. */
   readonly tokenRequests: { ticket: number; reason: "connect" | "refresh" }[] = [];
+  /** The core's `fetchEndpoints` outputs, in order. */
+  readonly endpointRequests: { ticket: number; url: string }[] = [];
   private readonly results = new Map<number, Result>();
 
   constructor(options: Partial<SignalgateClientOptions> = {}, env: { random?: () => number; webTransport?: boolean } = {}) {
@@ -177,7 +182,7 @@ export class CoreHarness {
     for (let o = this.core.pollOutput(); o; o = this.core.pollOutput()) {
       switch (o.type) {
         case "open":
-          this.links.push(new Gw(this, o.link, o.kind));
+          this.links.push(new Gw(this, o.link, o.kind, o.url, o.serverCertificateHashes));
           break;
         case "write":
           this.gw(o.link).sent.push(fromBinary(ClientFrameSchema, o.bytes));
@@ -190,6 +195,9 @@ export class CoreHarness {
           break;
         case "getToken":
           this.tokenRequests.push({ ticket: o.ticket, reason: o.reason });
+          break;
+        case "fetchEndpoints":
+          this.endpointRequests.push({ ticket: o.ticket, url: o.url });
           break;
         case "resolve":
           this.results.set(o.req, { state: "resolved", value: o.value });
@@ -272,6 +280,26 @@ export class CoreHarness {
   failToken(message = "backend down", ticket?: number): void {
     const t = this.ticket(ticket);
     this.input((now) => this.core.tokenFailed(now, t, message));
+  }
+
+  // --- GET /endpoints ---------------------------------------------------------------------
+
+  private fetchTicket(ticket: number | undefined): number {
+    const t = ticket ?? this.endpointRequests.at(-1)?.ticket;
+    if (t === undefined) throw new Error("/endpoints was never fetched");
+    return t;
+  }
+
+  /** The last (or `ticket`'s) fetch of /endpoints answers `json`. */
+  answerEndpoints(json: unknown, ticket?: number): void {
+    const t = this.fetchTicket(ticket);
+    this.input((now) => this.core.endpointsReady(now, t, json));
+  }
+
+  /** The last (or `ticket`'s) fetch of /endpoints fails. */
+  failEndpoints(message = "HTTP 502", ticket?: number): void {
+    const t = this.fetchTicket(ticket);
+    this.input((now) => this.core.endpointsFailed(now, t, message));
   }
 
   // --- app inputs -------------------------------------------------------------------------
