@@ -403,6 +403,25 @@ async fn wait_for_go_away(session: &mut Session, seen: &mut Vec<server_frame::Ms
     }
 }
 
+/// `receiver` got payloads 0..sent from `sender`, each once, in order (waits up to 10 s).
+async fn assert_every_signal_once_in_order(
+    receiver: &mut Session,
+    seen: &mut Vec<server_frame::Msg>,
+    sender: &str,
+    sent: u32,
+) {
+    let deadline = Instant::now() + ms(10_000);
+    while signals_from(seen, sender).len() < sent as usize && Instant::now() < deadline {
+        collect(receiver, seen, ms(200)).await;
+    }
+    let expected: Vec<Vec<u8>> = (0..sent).map(|i| i.to_be_bytes().to_vec()).collect();
+    assert_eq!(
+        signals_from(seen, sender),
+        expected,
+        "every signal, in order, once"
+    );
+}
+
 fn payload(i: u32) -> signalgate::proto::signal::Payload {
     signalgate::proto::signal::Payload::Data(bytes::Bytes::from(i.to_be_bytes().to_vec()))
 }
@@ -456,17 +475,8 @@ async fn a_rolling_restart_of_every_gateway_loses_no_signal_and_nobody_sees_left
         alice.signal("room", &bob_id, payload(sent)).expect("sent");
         sent += 1;
     }
-    let deadline = Instant::now() + ms(10_000);
-    while signals_from(&bob_saw, &alice_id).len() < sent as usize && Instant::now() < deadline {
-        collect(&mut bob, &mut bob_saw, ms(200)).await;
-    }
+    assert_every_signal_once_in_order(&mut bob, &mut bob_saw, &alice_id, sent).await;
     collect(&mut alice, &mut alice_saw, ms(300)).await;
-    let expected: Vec<Vec<u8>> = (0..sent).map(|i| i.to_be_bytes().to_vec()).collect();
-    assert_eq!(
-        signals_from(&bob_saw, &alice_id),
-        expected,
-        "every signal, in order, once"
-    );
     assert!(
         left_news(&alice_saw).is_empty(),
         "alice saw LEFT: {:?}",
@@ -529,17 +539,8 @@ async fn losing_nats_nodes_loses_no_signal_between_live_gateways() {
         collect(&mut bob, &mut bob_saw, ms(300)).await;
         nats.restart(victim);
     }
-    let deadline = Instant::now() + ms(10_000);
-    while signals_from(&bob_saw, &alice_id).len() < sent as usize && Instant::now() < deadline {
-        collect(&mut bob, &mut bob_saw, ms(200)).await;
-    }
+    assert_every_signal_once_in_order(&mut bob, &mut bob_saw, &alice_id, sent).await;
     collect(&mut alice, &mut alice_saw, ms(300)).await;
-    let expected: Vec<Vec<u8>> = (0..sent).map(|i| i.to_be_bytes().to_vec()).collect();
-    assert_eq!(
-        signals_from(&bob_saw, &alice_id),
-        expected,
-        "every signal, in order, once"
-    );
     for (who, saw) in [("alice", &alice_saw), ("bob", &bob_saw)] {
         assert!(
             !saw.iter().any(|m| matches!(

@@ -73,21 +73,16 @@ impl Hub {
         if ask.is_empty() {
             return false;
         }
-        let ticket = self.next_ticket;
-        self.next_ticket += 1;
-        self.claims.insert(
-            ticket,
-            PendingClaim {
-                conn,
-                id,
-                hello: hello.clone(),
-                verified: verified.clone(),
-                asked: HashSet::new(),
-                widened,
-                by_identity: false,
-            },
-        );
-        self.ask_claim(ticket, ask);
+        let claim = PendingClaim {
+            conn,
+            id,
+            hello: hello.clone(),
+            verified: verified.clone(),
+            asked: HashSet::new(),
+            widened,
+            by_identity: false,
+        };
+        self.start_claim(claim, ask);
         true
     }
 
@@ -104,25 +99,27 @@ impl Hub {
         if verified.is_none() || !self.clustered() || self.live_nodes.is_empty() {
             return false;
         }
-        let ticket = self.next_ticket;
-        self.next_ticket += 1;
         let mut hello = hello.clone();
         hello.resume_token.clear();
-        self.claims.insert(
-            ticket,
-            PendingClaim {
-                conn,
-                id,
-                hello,
-                verified: verified.clone(),
-                asked: HashSet::new(),
-                widened: true,
-                by_identity: true,
-            },
-        );
+        let claim = PendingClaim {
+            conn,
+            id,
+            hello,
+            verified: verified.clone(),
+            asked: HashSet::new(),
+            widened: true,
+            by_identity: true,
+        };
         let ask = self.live_nodes.iter().cloned().collect();
-        self.ask_claim(ticket, ask);
+        self.start_claim(claim, ask);
         true
+    }
+
+    fn start_claim(&mut self, claim: PendingClaim, ask: Vec<String>) {
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        self.claims.insert(ticket, claim);
+        self.ask_claim(ticket, ask);
     }
 
     fn ask_claim(&mut self, ticket: u64, nodes: Vec<String>) {

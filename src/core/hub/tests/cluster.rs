@@ -86,6 +86,16 @@ impl Two {
         }
     }
 
+    /// Alice on gateway a and bob on gateway b, both in room "r", the join news drained.
+    fn alice_on_a_and_bob_on_b(&mut self, now: Instant) -> (Client, Client) {
+        let alice = self.client(now, 'a');
+        let bob = self.client(now, 'b');
+        self.join(now, 'a', &alice, "r");
+        self.join(now, 'b', &bob, "r");
+        self.out_a.clear();
+        (alice, bob)
+    }
+
     fn client(&mut self, now: Instant, side: char) -> Client {
         let conn = self.fx(side).open(now, Transport::WebSocket);
         let out = self.fx(side).hello_on(now, conn, Hello::default());
@@ -268,11 +278,7 @@ fn frames_sent_behind_a_join_that_waits_for_its_home_are_processed_after_it_in_o
 fn an_ack_never_covers_a_signal_whose_remote_verdict_is_unknown() {
     let mut two = Two::new(8);
     let now = two.a.t0;
-    let alice = two.client(now, 'a');
-    let bob = two.client(now, 'b');
-    two.join(now, 'a', &alice, "r");
-    two.join(now, 'b', &bob, "r");
-    two.out_a.clear();
+    let (alice, bob) = two.alice_on_a_and_bob_on_b(now);
     // Alice signals bob (on b): nothing moves between the gateways yet.
     two.a.send_numbered(
         now,
@@ -302,11 +308,7 @@ fn an_ack_never_covers_a_signal_whose_remote_verdict_is_unknown() {
 fn a_lost_gateway_makes_its_members_unreachable_then_left_after_the_window() {
     let mut two = Two::new(8);
     let now = two.a.t0;
-    let alice = two.client(now, 'a');
-    let bob = two.client(now, 'b');
-    two.join(now, 'a', &alice, "r");
-    two.join(now, 'b', &bob, "r");
-    two.out_a.clear();
+    let (alice, bob) = two.alice_on_a_and_bob_on_b(now);
     two.a.hub.set_live_nodes(Vec::<String>::new());
     two.a.hub.node_lost(now, "b", secs(2.0));
     let out = two.a.drain();
