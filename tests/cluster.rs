@@ -259,6 +259,25 @@ async fn a_killed_gateway_is_a_dead_peer_then_gone_and_its_clients_start_again_e
             || format!("{error:?}").contains("ResumeExpired"),
         "{error:?}"
     );
+    // Everything of the other gateways survived; the killed one restarts (same node id) and
+    // is one of the cluster again: a client on it finds the room as it is.
+    assert!(alice.ping().await.is_ok() && bob.ping().await.is_ok());
+    c.gw[2] = gateway(&c.nats, "c");
+    wait_for_cluster(&c.gw.iter().collect::<Vec<_>>(), 3).await;
+    let mut frank = c.gw[2].ws_session().await;
+    let mut members: Vec<String> = members_after_join(&mut frank, "room", 3)
+        .await
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
+    let mut expected = vec![
+        alice.peer_id().to_string(),
+        bob.peer_id().to_string(),
+        erin.peer_id().to_string(),
+    ];
+    members.sort();
+    expected.sort();
+    assert_eq!(members, expected, "the room after the restart");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
