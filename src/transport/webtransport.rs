@@ -490,9 +490,11 @@ async fn write_loop(
             Outbound::Close(reason) => {
                 // Closing the connection discards stream data not yet delivered, so the last
                 // frames (a GoAway, an Error) get a few round trips to arrive — but a peer that
-                // is gone never acknowledges the FIN, and must not hold the close back.
+                // is gone never acknowledges the FIN, and must not hold the close back. At
+                // least 200 ms: a browser delays its ACKs (25 ms) and a loaded one more; with
+                // 50 ms a drain's GoAway was lost now and then in headless Chromium.
                 let rtt = connection.quic_connection().rtt();
-                let patience = (rtt * 3).clamp(Duration::from_millis(50), Duration::from_secs(1));
+                let patience = (rtt * 4).clamp(Duration::from_millis(200), Duration::from_secs(1));
                 let _ = tokio::time::timeout(patience, send.finish()).await;
                 let code = VarInt::from_u32(u32::from(close_code(reason)));
                 connection.close(code, reason_label(reason).as_bytes());

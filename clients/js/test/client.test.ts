@@ -380,7 +380,7 @@ describe("several gateways (cluster mode)", () => {
     expect(h.client.gateway?.node).toBe("b");
   });
 
-  it("a failed fetch is an ENDPOINTS_FAILED error event; the gateways of the options stay in use", async () => {
+  it("a failed fetch while gateways are known is no error: the gateways of the options stay in use", async () => {
     const h = harness(
       { endpointsUrl: "/endpoints" },
       {
@@ -388,7 +388,8 @@ describe("several gateways (cluster mode)", () => {
       },
     );
     const conn = await h.connected();
-    expect(h.of("error")).toEqual([{ code: "ENDPOINTS_FAILED", message: "/endpoints: HTTP 404", inReplyTo: 0 }]);
+    // (The gateway that served the page may be the one draining: its /endpoints is gone.)
+    expect(h.of("error")).toEqual([]);
     expect(h.net.last().url).toBe("https://127.0.0.1:4433/wt");
     expect(conn.sentOf("hello")).toHaveLength(1);
   });

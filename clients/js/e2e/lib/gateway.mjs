@@ -168,10 +168,12 @@ export async function startGateway({ name, liveness = "2s", ping = "600ms", resu
       proc = await spawnGateway(bin, args, log, logPath, httpBase);
       return exited;
     },
+    /** SIGTERM (SIGKILL after 5 s); returns how the process exited ({code, signal}). */
     async stop() {
-      await proc.stop();
+      const exited = await proc.stop();
       log.end();
       rmSync(certDir, { recursive: true, force: true });
+      return exited;
     },
   };
 }

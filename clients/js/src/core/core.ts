@@ -572,9 +572,11 @@ export class ClientCore {
       return;
     }
     this.discovery = undefined;
+    // A refresh that fails is no error while a list is in use (the gateway that served the
+    // page may be the one draining): the list stays. Without one, nothing can connect.
+    if (this.phase.kind !== "discovering") return;
     this.emit("error", { code: "ENDPOINTS_FAILED", message: errors.join("; "), inReplyTo: 0 });
-    // The list in use stays; with none, the next attempt to discover one waits for a back-off.
-    if (this.phase.kind === "discovering") this.backOff(now, undefined);
+    this.backOff(now, undefined);
   }
 
   /** Asks `GET /endpoints` for the list of gateways, unless it is asked already (or not configured). */
