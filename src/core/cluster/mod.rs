@@ -396,7 +396,10 @@ impl Cluster {
 
     /// A node said it leaves (drained): lost at once, without waiting for its silence.
     pub fn node_left(&mut self, now: Instant, node: &str) {
-        self.declare_lost(now, node);
+        if self.nodes.contains_key(node) {
+            tracing::info!(node, "gateway left the cluster");
+        }
+        self.forget(now, node);
     }
 
     fn live_nodes(&self) -> u32 {
@@ -431,15 +434,22 @@ impl Cluster {
     }
 
     fn declare_lost(&mut self, now: Instant, name: &str) {
+        if let Some(node) = self.nodes.get(name) {
+            tracing::warn!(
+                node = name,
+                silent_for_ms = node.liveness.silent_for(now).as_millis() as u64,
+                "gateway lost"
+            );
+        }
+        self.forget(now, name);
+    }
+
+    /// The incarnation is gone for good (lost, or it left): never taken back.
+    fn forget(&mut self, now: Instant, name: &str) {
         let Some(node) = self.nodes.remove(name) else {
             return;
         };
         let silent_for = node.liveness.silent_for(now);
-        tracing::warn!(
-            node = name,
-            silent_for_ms = silent_for.as_millis() as u64,
-            "gateway lost"
-        );
         self.lost.insert(name.to_string(), node.epoch);
         self.outputs.push_back(ClusterOutput::NodeLost {
             node: name.to_string(),

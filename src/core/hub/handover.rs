@@ -523,6 +523,7 @@ impl Hub {
                     .then(|| now + Duration::from_millis(state.token_expires_in_ms)),
                 unsettled: BTreeSet::new(),
                 parked: None,
+                moved_online: state.was_online,
             },
         );
         self.gauges.unreachable[transport.index()] += 1;

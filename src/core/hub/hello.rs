@@ -172,6 +172,7 @@ impl Hub {
                 token_expires,
                 unsettled: BTreeSet::new(),
                 parked: None,
+                moved_online: false,
             },
         );
         tracing::debug!(%conn, peer = %peer_id, %transport, "session started");
@@ -303,7 +304,12 @@ impl Hub {
         self.schedule_token_expiry(key);
         self.attach(conn, key);
         self.welcome(now, conn, id, key, true);
-        if outcome == ResumeOutcome::Resumed {
+        // A session handed over while online (a drain) was never shown away: nothing to tell.
+        let shown_away = self
+            .sessions
+            .get_mut(&key)
+            .is_some_and(|s| !std::mem::take(&mut s.moved_online));
+        if outcome == ResumeOutcome::Resumed && shown_away {
             self.tell_rooms_state(key, PresenceState::Online, Reason::Resumed, Duration::ZERO);
         }
         self.pump(key);

@@ -76,6 +76,9 @@ pub(super) struct Session {
     pub unsettled: BTreeSet<u64>,
     /// Frames that arrived while a join waits for its room's home gateway (`seats.rs`).
     pub parked: Option<super::seats::Parked>,
+    /// Handed over from another gateway while online (a drain): its rooms still see it
+    /// ONLINE, so its client's return is no news.
+    pub moved_online: bool,
 }
 
 impl Session {
