@@ -20,7 +20,7 @@ use crate::core::cluster::{Cluster, ClusterConfig, ClusterOutput, Dest};
 use crate::core::hub::{Hub, Output};
 use crate::core::liveness::LivenessConfig;
 use crate::metrics;
-use crate::proto::cluster::{Endpoint, Envelope, Leaving, envelope::Body};
+use crate::proto::cluster::{Batch, Endpoint, Envelope, Leaving, envelope::Body};
 
 /// Resend what another gateway has not acknowledged after at least this long.
 const MIN_RESEND: Duration = Duration::from_millis(200);
@@ -34,6 +34,8 @@ pub struct ClusterDriver {
     connected: bool,
     /// Let go of its clients after being declared lost; rejoins when NATS is back.
     fenced: bool,
+    /// Envelopes of this round, by subject (published together by [`Self::flush`]).
+    queued: std::collections::HashMap<String, Vec<Envelope>>,
     /// Endpoints of every live gateway, for `/endpoints`.
     endpoints: std::sync::Arc<std::sync::RwLock<Vec<Endpoint>>>,
 }
@@ -120,10 +122,12 @@ pub async fn start(
         let hub = hub.clone();
         tokio::spawn(async move {
             while let Some(message) = subscriber.next().await {
-                match Envelope::decode(message.payload) {
-                    Ok(envelope) => {
-                        if hub.send(HubInput::Cluster(envelope)).await.is_err() {
-                            return;
+                match Batch::decode(message.payload) {
+                    Ok(batch) => {
+                        for envelope in batch.envelopes {
+                            if hub.send(HubInput::Cluster(envelope)).await.is_err() {
+                                return;
+                            }
                         }
                     }
                     Err(error) => {
@@ -157,6 +161,7 @@ pub async fn start(
         prefix,
         connected: false,
         fenced: false,
+        queued: std::collections::HashMap::new(),
         endpoints,
     })
 }
@@ -232,16 +237,7 @@ impl ClusterDriver {
         while let Some(output) = self.cluster.poll_output() {
             any = true;
             match output {
-                ClusterOutput::Transmit { to, envelope } => {
-                    let subject = match to {
-                        Dest::Node(node) => format!("{}.node.{node}", self.prefix),
-                        Dest::All => format!("{}.all", self.prefix),
-                    };
-                    metrics::cluster_message("sent");
-                    let _ = self
-                        .publish
-                        .send((subject, Bytes::from(envelope.encode_to_vec())));
-                }
+                ClusterOutput::Transmit { to, envelope } => self.queue(to, envelope),
                 ClusterOutput::NodeUp { node } => {
                     self.membership_changed(hub);
                     hub.node_up(&node);
@@ -272,9 +268,28 @@ impl ClusterDriver {
         any
     }
 
-    /// Acks nothing else carried go out alone (end of a round).
+    /// The end of a round: acks nothing else carried, then everything queued, one NATS
+    /// message per subject.
     pub fn flush(&mut self) {
         self.cluster.flush_acks();
+        while let Some(output) = self.cluster.poll_output() {
+            if let ClusterOutput::Transmit { to, envelope } = output {
+                self.queue(to, envelope);
+            }
+        }
+        for (subject, envelopes) in self.queued.drain() {
+            let payload = Bytes::from(Batch { envelopes }.encode_to_vec());
+            let _ = self.publish.send((subject, payload));
+        }
+    }
+
+    fn queue(&mut self, to: Dest, envelope: Envelope) {
+        let subject = match to {
+            Dest::Node(node) => format!("{}.node.{node}", self.prefix),
+            Dest::All => format!("{}.all", self.prefix),
+        };
+        metrics::cluster_message("sent");
+        self.queued.entry(subject).or_default().push(envelope);
     }
 
     /// Back as a new incarnation: the others see this gateway anew, with its sessions away.
