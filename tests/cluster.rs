@@ -726,3 +726,34 @@ async fn two_joins_for_the_last_seat_on_different_gateways_admit_exactly_one() {
         assert_eq!(admitted, 1, "room {room}: one seat, one admitted");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_that_stops_says_goodbye_and_is_dropped_at_once_even_without_sessions() {
+    let nats = NatsCluster::start(1);
+    // The default liveness (10 s): without a goodbye, the others would wait that long.
+    let args = |node: &str| -> Vec<String> {
+        vec![
+            "--cluster".into(),
+            nats.urls(),
+            "--node-id".into(),
+            node.into(),
+        ]
+    };
+    let mut a = GatewayProcess::spawn(&args("a"));
+    let b = GatewayProcess::spawn(&args("b"));
+    wait_for_cluster(&[&a, &b], 2).await;
+    let stopped_at = Instant::now();
+    a.terminate();
+    assert!(a.wait_exit(ms(10_000)).is_some_and(|s| s.success()));
+    wait_for_cluster(&[&b], 1).await;
+    let after = stopped_at.elapsed();
+    assert!(
+        after < ms(5000),
+        "dropped {after:?} after the SIGTERM, not at once"
+    );
+    assert!(
+        !b.log().contains("gateway lost"),
+        "a goodbye is no loss: {}",
+        b.log_tail()
+    );
+}

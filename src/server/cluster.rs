@@ -205,7 +205,7 @@ impl ClusterDriver {
     /// whose hand-overs were acknowledged, so that their new holders have announced them).
     pub fn leave(&mut self, now: Instant) {
         self.cluster
-            .broadcast(now, &Body::Leaving(Leaving { draining: true }));
+            .leave(now, Body::Leaving(Leaving { draining: true }));
     }
 
     /// Messages other gateways have not acknowledged yet.

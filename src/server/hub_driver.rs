@@ -86,6 +86,8 @@ pub enum AdminRequest {
     },
 }
 
+const WRITER_ENDED: &str = "connection writer ended: the connection is lost";
+
 /// Hub inputs waiting to be processed. Connections wait when it is full.
 pub const HUB_QUEUE: usize = 4096;
 
@@ -287,7 +289,12 @@ fn dispatch(
         }
     }
     for (conn, (what, frames)) in undeliverable {
-        tracing::warn!(%conn, frames, "{what}");
+        if what == WRITER_ENDED {
+            // A client that vanishes mid-write is ordinary (a mass disconnect logs thousands).
+            tracing::debug!(%conn, frames, "{what}");
+        } else {
+            tracing::warn!(%conn, frames, "{what}");
+        }
     }
 }
 
@@ -315,7 +322,7 @@ fn forward(
         Err(TrySendError::Closed(_)) => {
             // The writer is gone while the hub thought the connection open: it is lost (the
             // session keeps every frame for a resume; nothing is counted as delivered).
-            undeliverable.insert(conn, ("connection writer ended: the connection is lost", 1));
+            undeliverable.insert(conn, (WRITER_ENDED, 1));
             if let Some(link) = links.remove(&conn) {
                 let _ = link.kill.send(());
             }

@@ -165,13 +165,12 @@ impl Running {
             return 0;
         }
         let moved = moved.await.unwrap_or(0);
-        if moved == 0 {
-            return 0;
+        if moved > 0 {
+            tracing::info!(
+                moved,
+                "draining: sessions handed over to the other gateways"
+            );
         }
-        tracing::info!(
-            moved,
-            "draining: sessions handed over to the other gateways"
-        );
         let deadline = tokio::time::Instant::now() + self.ctx.config.hub.resume_window;
         loop {
             let (reply, unacked) = tokio::sync::oneshot::channel();

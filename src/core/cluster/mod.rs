@@ -80,6 +80,9 @@ pub struct Cluster {
     disconnected_since: Option<Instant>,
     /// A node was ever seen by this incarnation (a lone gateway has nobody to be fenced by).
     had_peers: bool,
+    /// This gateway said goodbye: it sends and takes nothing more (an answer to what it still
+    /// sends would only be "you were lost").
+    left: bool,
 }
 
 impl Cluster {
@@ -94,6 +97,7 @@ impl Cluster {
             next_nonce: 1,
             disconnected_since: None,
             had_peers: false,
+            left: false,
         };
         cluster.announce(now, false);
         cluster
@@ -145,6 +149,9 @@ impl Cluster {
 
     /// Sends `body` to `node` over its link; false if the node is not live.
     pub fn send(&mut self, now: Instant, node: &str, body: Body) -> bool {
+        if self.left {
+            return false;
+        }
         let rto = self.rto(node);
         let Some(peer) = self.nodes.get_mut(node) else {
             return false;
@@ -192,6 +199,9 @@ impl Cluster {
     }
 
     pub fn receive(&mut self, now: Instant, envelope: Envelope) {
+        if self.left {
+            return;
+        }
         let Envelope {
             from,
             epoch,
@@ -309,6 +319,9 @@ impl Cluster {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.left {
+            return None;
+        }
         let mut next = self.next_announce;
         for node in self.nodes.values() {
             for at in [node.liveness.poll_timeout(), node.link.poll_timeout()]
@@ -327,6 +340,9 @@ impl Cluster {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.left {
+            return;
+        }
         if now >= self.next_announce {
             self.announce(now, false);
         }
@@ -392,6 +408,13 @@ impl Cluster {
         self.lost.clear();
         self.had_peers = false;
         self.announce(now, false);
+    }
+
+    /// Says goodbye (`goodbye` to every live gateway) and goes quiet: the end of a drain.
+    pub fn leave(&mut self, now: Instant, goodbye: Body) {
+        self.broadcast(now, &goodbye);
+        self.flush_acks();
+        self.left = true;
     }
 
     /// A node said it leaves (drained): lost at once, without waiting for its silence.

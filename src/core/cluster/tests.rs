@@ -173,3 +173,31 @@ fn a_gateway_cut_off_from_the_broker_fences_itself_after_the_liveness_timeout() 
             .any(|(s, e)| *s == 'b' && *e == ClusterOutput::Fence)
     );
 }
+
+#[test]
+fn a_gateway_that_said_goodbye_goes_quiet_and_is_not_taken_back() {
+    let mut p = Pair::new();
+    p.exchange(|_| true);
+    p.events.clear();
+    p.a.leave(p.now, left(0));
+    p.exchange(|_| true);
+    assert_eq!(
+        p.delivered_to_b.last(),
+        Some(&left(0)),
+        "the goodbye arrives"
+    );
+    // What the runtime does with a goodbye.
+    p.b.node_left(p.now, "a");
+    // a still has acks and announcements in the pipe in a real broker; it must neither send
+    // more nor react to "you were lost" (it would fence and rejoin while shutting down).
+    p.advance(Duration::from_secs(5), |_| true);
+    assert!(!p.b.is_live("a"), "a left: not taken back");
+    assert!(
+        !p.events
+            .iter()
+            .any(|(s, e)| *s == 'a' && *e == ClusterOutput::Fence),
+        "{:?}",
+        p.events
+    );
+    assert_eq!(p.a.poll_timeout(), None, "a has nothing more to do");
+}
