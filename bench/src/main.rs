@@ -1,12 +1,14 @@
 //! The processes of the network-cut benchmark; `bench/run.py` starts them in network
-//! namespaces and reads what they print.
+//! namespaces and reads what they print (`bench/cluster.py` uses them on loopback).
 //!
 //! - `clients`: opens N signalgate sessions (WebSocket or WebTransport, by the URL's scheme)
-//!   from the given source addresses, joins each to its own room (`PREFIX{i}`), then stays
-//!   quiet: the gateway's probes are answered by the client's network stack (tungstenite
+//!   from the given source addresses, joins each to its own room (`PREFIX{i}`; with
+//!   `--room-size K`, K sessions per room), then stays quiet: the gateway's probes are answered by the client's network stack (tungstenite
 //!   answers Pings, quinn ACKs keep-alives), as a browser's would.
 //! - `observer`: joins the same rooms from the gateway's side of the cut and writes every
 //!   presence change it receives as a JSON line stamped with CLOCK_REALTIME.
+//! - `members`: joins rooms once and prints who is listed in each (`bench/cluster.py` uses
+//!   it to look for members of a lost gateway that were never removed).
 //!
 //! Two throughput benchmarks live here too (see bench/README.md):
 //!
@@ -46,6 +48,8 @@ enum Command {
     Clients(ClientsArgs),
     /// Join rooms and record every presence change received (JSON lines).
     Observer(ObserverArgs),
+    /// Join rooms, print each room's member list (one JSON line per room), and exit.
+    Members(MembersArgs),
     /// Relay latency: sender/receiver pairs through a running gateway at a given rate.
     Relay(relay::RelayArgs),
     /// Cost of one input to the sans-IO hub (no I/O): ns per input, best of several runs.
@@ -80,6 +84,9 @@ struct ClientsArgs {
     first: usize,
     #[arg(long)]
     room_prefix: String,
+    /// Sessions per room: session i joins PREFIX{i / room_size} (1: each its own room).
+    #[arg(long, default_value_t = 1)]
+    room_size: usize,
     /// Source addresses, used in turn (spreads the ephemeral ports).
     #[arg(long, value_delimiter = ',')]
     bind: Vec<IpAddr>,
@@ -107,6 +114,18 @@ struct ObserverArgs {
     /// Where to write the JSON lines.
     #[arg(long)]
     out: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct MembersArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Rooms to list, as PREFIX:FIRST:COUNT (repeatable).
+    #[arg(long = "rooms", required = true)]
+    rooms: Vec<String>,
+    /// Rooms per session (the gateway's --max-rooms-per-session must allow it).
+    #[arg(long, default_value_t = 1000)]
+    rooms_per_session: usize,
 }
 
 fn now_secs() -> f64 {
@@ -146,6 +165,10 @@ fn main() -> Result<(), String> {
         Command::Observer(args) => {
             let max = args.common.max_secs;
             (max, runtime.spawn(observer(args)))
+        }
+        Command::Members(args) => {
+            let max = args.common.max_secs;
+            (max, runtime.spawn(members(args)))
         }
         Command::Relay(args) => {
             let max = args.max_secs;
@@ -247,7 +270,7 @@ async fn clients(args: ClientsArgs) -> Result<(), String> {
         let bind = (!args.bind.is_empty()).then(|| args.bind[n % args.bind.len()]);
         let options = options(&args.common, bind)?;
         let url = args.common.url.clone();
-        let room = format!("{}{index}", args.room_prefix);
+        let room = format!("{}{}", args.room_prefix, index / args.room_size.max(1));
         let gate = gate.clone();
         let tx = tx.clone();
         let delay = Duration::from_secs_f64(args.spread_ms as f64 / 1000.0 * spread_fraction(n));
@@ -312,11 +335,7 @@ fn reason_name(reason: i32) -> &'static str {
 fn presence_line(frame: &ServerFrame, t: f64) -> Option<Value> {
     match frame.msg.as_ref()? {
         server_frame::Msg::PeerState(state) => {
-            let presence = PresenceState::try_from(state.state).map_or("unknown", |s| match s {
-                PresenceState::Unreachable => "unreachable",
-                PresenceState::Online => "online",
-                PresenceState::Unspecified => "unspecified",
-            });
+            let presence = presence_name(state.state);
             let detected_by =
                 Transport::try_from(state.detected_by).map_or("unknown", |t| match t {
                     Transport::Websocket => "websocket",
@@ -428,6 +447,42 @@ async fn observer(args: ObserverArgs) -> Result<(), String> {
         "failed": failed.len(), "errors": failed.iter().take(5).collect::<Vec<_>>(), "t": now_secs(),
     }));
     std::future::pending().await
+}
+
+fn presence_name(state: i32) -> &'static str {
+    PresenceState::try_from(state).map_or("unknown", |s| match s {
+        PresenceState::Unreachable => "unreachable",
+        PresenceState::Online => "online",
+        PresenceState::Unspecified => "unspecified",
+    })
+}
+
+/// Joins every room (up to `rooms_per_session` per session, one session after the other)
+/// and prints `{"event": "members", "room", "peers": [[peer_id, state], ...]}` for each: the
+/// members the gateway lists in Joined, this session excluded. Then `{"event": "done"}`.
+async fn members(args: MembersArgs) -> Result<(), String> {
+    let rooms = expand_rooms(&args.rooms)?;
+    let options = options(&args.common, None)?;
+    let mut listed = 0usize;
+    for chunk in rooms.chunks(args.rooms_per_session.max(1)) {
+        let conn = connect(&args.common.url, &options)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut session = Session::start(conn).await.map_err(|e| e.to_string())?;
+        for room in chunk {
+            let joined = session.join(room).await.map_err(|e| e.to_string())?;
+            let peers: Vec<Value> = joined
+                .peers
+                .iter()
+                .map(|p| json!([p.peer_id, presence_name(p.state)]))
+                .collect();
+            listed += peers.len();
+            emit(json!({"event": "members", "room": room, "peers": peers}));
+        }
+        session.close().await;
+    }
+    emit(json!({"event": "done", "rooms": rooms.len(), "members": listed, "t": now_secs()}));
+    Ok(())
 }
 
 #[cfg(test)]

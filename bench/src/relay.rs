@@ -14,8 +14,19 @@
 //! Every connection keeps reading whatever the gateway sends and acknowledges it (`Ack{seq}`
 //! every `--ack-every` numbered frames), as real clients do; frames it has no use for (replies,
 //! acks from the gateway, presence) are counted by kind and dropped.
+//!
+//! Cluster mode (`bench/cluster.py`): with `--receiver-url` the receivers connect to another
+//! gateway than the senders, so every signal crosses gateways (sender's gateway → NATS →
+//! receiver's gateway, whose verdict goes back before the sender's Ack). A pair starts only
+//! once each side has seen the other in the room, so that both gateways know both members
+//! before the first signal. `--watch-pid NAME=PID` reports the CPU of more processes (the
+//! other gateway, the NATS servers) over the measured interval.
+//!
+//! With `--numbered` the senders number their signals as the SDK does (`seq`), so the gateway
+//! acknowledges them — across gateways only once the recipient's gateway has answered with
+//! its verdict — and the time from each send to the Ack that covers it is reported too.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -55,12 +66,27 @@ pub struct RelayArgs {
     /// After the last send: wait at most this long for the signals still on their way.
     #[arg(long, default_value_t = 3.0)]
     drain_secs: f64,
+    /// Number the signals (`seq`, as the SDK does): the gateway then acknowledges them, and
+    /// the time from send to the covering Ack is reported.
+    #[arg(long)]
+    numbered: bool,
     /// Acknowledge every this many numbered frames received (as the SDK does).
     #[arg(long, default_value_t = 16)]
     ack_every: u64,
+    /// The receivers' gateway, when not the senders' (`--url`): cross-gateway relay in a
+    /// cluster. Same forms as `--url`.
+    #[arg(long)]
+    receiver_url: Option<String>,
+    /// SHA-256 of the receivers' gateway's certificate (default: `--cert-sha256`).
+    #[arg(long)]
+    receiver_cert_sha256: Option<String>,
     /// The gateway's process id: report its CPU time over the measured interval.
     #[arg(long)]
     gateway_pid: Option<u32>,
+    /// More processes whose CPU time over the measured interval is reported, as NAME=PID
+    /// (repeatable; e.g. the receivers' gateway, NATS servers).
+    #[arg(long = "watch-pid", value_name = "NAME=PID")]
+    watch_pid: Vec<String>,
     /// Rooms are PREFIX{i}.
     #[arg(long, default_value = "relay-")]
     room_prefix: String,
@@ -107,6 +133,8 @@ struct Shared {
     received: AtomicU64,
     received_warmup: AtomicU64,
     acks_sent: AtomicU64,
+    /// Numbered signals sent and not yet covered by an Ack from the gateway.
+    unacked: AtomicU64,
     /// Frames received that this benchmark does not use, by kind (and errors by code).
     other_frames: Mutex<BTreeMap<String, u64>>,
     /// Connections that ended during the run, with why.
@@ -177,10 +205,59 @@ fn kind_name(frame: &ServerFrame) -> String {
     }
 }
 
+/// The numbering of one sender's signals (`--numbered`) and the Acks that cover them.
+struct Numbering {
+    /// The seq of the next signal; 0: signals are not numbered.
+    next_seq: u64,
+    /// (seq, send stamp, measured) of the signals not acknowledged yet, oldest first.
+    in_flight: VecDeque<(u64, u64, bool)>,
+    /// Send-to-Ack times of the measured signals, ns.
+    latencies_ns: Vec<u64>,
+}
+
+impl Numbering {
+    fn new(next_seq: u64) -> Self {
+        Self {
+            next_seq,
+            in_flight: VecDeque::new(),
+            latencies_ns: Vec::new(),
+        }
+    }
+
+    /// The seq for the next signal (0 when not numbering), noted as in flight.
+    fn next(&mut self, measured: bool, shared: &Shared) -> u64 {
+        if self.next_seq == 0 {
+            return 0;
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.in_flight.push_back((seq, stamp_now(), measured));
+        shared.unacked.fetch_add(1, Ordering::Relaxed);
+        seq
+    }
+
+    /// An Ack from the gateway: every signal up to `seq` is settled.
+    fn acked(&mut self, seq: u64, shared: &Shared) {
+        let now = stamp_now();
+        while let Some(&(first, sent_at, measured)) = self.in_flight.front() {
+            if first > seq {
+                break;
+            }
+            self.in_flight.pop_front();
+            shared.unacked.fetch_sub(1, Ordering::Relaxed);
+            if measured {
+                self.latencies_ns.push(now.saturating_sub(sent_at));
+            }
+        }
+    }
+}
+
 struct Pair {
     room: String,
     sender: Connection,
     sender_acker: Acker,
+    /// The sender's next client seq (after its Join).
+    sender_next_seq: u64,
     receiver: Connection,
     receiver_acker: Acker,
     /// The receiver's peer id (the sender's `to`).
@@ -195,40 +272,72 @@ async fn connect(url: &str, options: &ConnectOptions) -> Result<Connection, Clie
     }
 }
 
-/// Connects the receiver, then the sender, into the same room; the sender learns the
-/// receiver's peer id from its Joined reply.
-async fn open_pair(
-    url: &str,
-    options: &ConnectOptions,
-    room: String,
-    ack_every: u64,
-) -> Result<Pair, String> {
+/// Where the two sides of a pair connect.
+#[derive(Clone)]
+struct Endpoints {
+    sender_url: String,
+    sender: ConnectOptions,
+    receiver_url: String,
+    receiver: ConnectOptions,
+}
+
+/// How long one side of a pair waits to hear of the other (across gateways the news travels
+/// through NATS).
+const MEMBER_NEWS: Duration = Duration::from_secs(10);
+
+/// The peer id of the next `PeerJoined` in `room`.
+async fn next_peer_joined(session: &mut Session, room: &str) -> Result<String, ClientError> {
+    session
+        .wait_for(MEMBER_NEWS, "PeerJoined", |f| match &f.msg {
+            Some(server_frame::Msg::PeerJoined(j)) if j.room == room => {
+                j.peer.as_ref().map(|p| p.peer_id.clone())
+            }
+            _ => None,
+        })
+        .await
+}
+
+/// Connects the receiver, then the sender, into the same room. The sender learns the
+/// receiver's peer id from its Joined reply — or, when the receiver's join is still on its
+/// way from another gateway, from the PeerJoined that follows; the receiver then waits for
+/// the sender's PeerJoined, so both gateways know both members before anything is sent.
+async fn open_pair(ends: &Endpoints, room: String, ack_every: u64) -> Result<Pair, String> {
     let mut last = String::new();
     for attempt in 0..3u64 {
         if attempt > 0 {
             tokio::time::sleep(Duration::from_millis(500 * attempt)).await;
         }
         let opened = tokio::time::timeout(Duration::from_secs(30), async {
-            let mut receiver = Session::start(connect(url, options).await?).await?;
+            let conn = connect(&ends.receiver_url, &ends.receiver).await?;
+            let mut receiver = Session::start(conn).await?;
             receiver.join(&room).await?;
-            let mut sender = Session::start(connect(url, options).await?).await?;
+            let mut sender = Session::start(connect(&ends.sender_url, &ends.sender).await?).await?;
             let joined = sender.join(&room).await?;
-            Ok::<_, ClientError>((receiver, sender, joined))
+            let to = match joined.peers.first() {
+                Some(peer) => peer.peer_id.clone(),
+                None => next_peer_joined(&mut sender, &room).await?,
+            };
+            if to != receiver.peer_id() {
+                return Err(ClientError::Unexpected(format!(
+                    "room {room}: {to} is in it, not the receiver"
+                )));
+            }
+            let sender_id = sender.peer_id().to_string();
+            while next_peer_joined(&mut receiver, &room).await? != sender_id {}
+            Ok::<_, ClientError>((receiver, sender, to))
         })
         .await;
         match opened {
-            Ok(Ok((receiver, sender, joined))) => {
-                let to = match joined.peers.first() {
-                    Some(peer) => peer.peer_id.clone(),
-                    None => return Err(format!("room {room}: the receiver is not in it")),
-                };
+            Ok(Ok((receiver, sender, to))) => {
                 // A Session used ids 1 (Hello) and 2 (Join): go on after them.
                 let receiver_acker = Acker::new(ack_every, receiver.last_seq(), 100);
                 let sender_acker = Acker::new(ack_every, sender.last_seq(), 100);
+                let sender_next_seq = sender.resume_state().next_client_seq;
                 return Ok(Pair {
                     room,
                     sender: sender.into_connection(),
                     sender_acker,
+                    sender_next_seq,
                     receiver: receiver.into_connection(),
                     receiver_acker,
                     to,
@@ -249,10 +358,13 @@ struct Schedule {
     end: Instant,
 }
 
+/// Sends on schedule until the end of the run; returns the send-to-Ack times of its measured
+/// signals (empty unless numbered) and how many of them were never acknowledged.
 #[allow(clippy::too_many_arguments)]
 async fn run_sender(
     mut conn: Connection,
     mut acker: Acker,
+    mut numbering: Numbering,
     room: String,
     to: String,
     bytes: usize,
@@ -261,7 +373,7 @@ async fn run_sender(
     schedule: Schedule,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
-) {
+) -> (Vec<u64>, u64) {
     let mut template = vec![0u8; bytes];
     let mut ticks = tokio::time::interval_at(first_tick.into(), period);
     // A late wake-up sends once and keeps to the schedule: no burst to catch up.
@@ -270,10 +382,15 @@ async fn run_sender(
     loop {
         tokio::select! {
             biased;
-            _ = stop.changed() => return,
+            _ = stop.changed() => break,
             incoming = conn.recv() => {
+                if let Incoming::Frame(frame) = &incoming
+                    && let Some(server_frame::Msg::Ack(ack)) = &frame.msg
+                {
+                    numbering.acked(ack.seq, &shared);
+                }
                 if !handle_other(&conn, &mut acker, incoming, &shared, "sender") {
-                    return;
+                    break;
                 }
             }
             _ = ticks.tick(), if sending => {
@@ -284,7 +401,8 @@ async fn run_sender(
                 }
                 let phase = if now >= schedule.measure_from { PHASE_MEASURED } else { PHASE_WARMUP };
                 let id = acker.next_id();
-                let frame = frames::data_signal(id, &room, &to, payload(&mut template, phase));
+                let mut frame = frames::data_signal(id, &room, &to, payload(&mut template, phase));
+                frame.seq = numbering.next(phase == PHASE_MEASURED, &shared);
                 if conn.send_frame(frame).is_err() {
                     continue; // The closure arrives through recv().
                 }
@@ -293,6 +411,12 @@ async fn run_sender(
             }
         }
     }
+    let unacked = numbering
+        .in_flight
+        .iter()
+        .filter(|(_, _, measured)| *measured)
+        .count();
+    (numbering.latencies_ns, unacked as u64)
 }
 
 /// Handles a frame the task has no use for; false when the connection ended.
@@ -383,6 +507,17 @@ fn ms(ns: u64) -> f64 {
     (ns as f64 / 1e6 * 1000.0).round() / 1000.0
 }
 
+/// `NAME=PID` of `--watch-pid`.
+fn parse_watch(spec: &str) -> Result<(String, u32), String> {
+    let bad = || format!("--watch-pid {spec:?} is not NAME=PID");
+    let (name, pid) = spec.split_once('=').ok_or_else(bad)?;
+    let pid = pid.parse().map_err(|_| bad())?;
+    if name.is_empty() {
+        return Err(bad());
+    }
+    Ok((name.to_string(), pid))
+}
+
 /// utime + stime of a process, in clock ticks.
 fn cpu_ticks(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -433,6 +568,24 @@ pub async fn relay(args: RelayArgs) -> Result<Value, String> {
     let _ = epoch();
     let trust = Trust::sha256_hex(&args.cert_sha256).map_err(|e| e.to_string())?;
     let options = ConnectOptions::new(trust);
+    let receiver_options = match &args.receiver_cert_sha256 {
+        Some(hex) => ConnectOptions::new(Trust::sha256_hex(hex).map_err(|e| e.to_string())?),
+        None => options.clone(),
+    };
+    let ends = Endpoints {
+        sender_url: args.url.clone(),
+        sender: options,
+        receiver_url: args
+            .receiver_url
+            .clone()
+            .unwrap_or_else(|| args.url.clone()),
+        receiver: receiver_options,
+    };
+    let watched = args
+        .watch_pid
+        .iter()
+        .map(|spec| parse_watch(spec))
+        .collect::<Result<Vec<_>, _>>()?;
     let transport = if args.url.starts_with("https://") {
         "webtransport"
     } else {
@@ -444,17 +597,12 @@ pub async fn relay(args: RelayArgs) -> Result<Value, String> {
     let gate = Arc::new(Semaphore::new(args.concurrency.max(1)));
     let (pairs_tx, mut pairs_rx) = mpsc::unbounded_channel();
     for i in 0..args.pairs {
-        let (gate, tx, url, options) = (
-            gate.clone(),
-            pairs_tx.clone(),
-            args.url.clone(),
-            options.clone(),
-        );
+        let (gate, tx, ends) = (gate.clone(), pairs_tx.clone(), ends.clone());
         let room = format!("{}{i}", args.room_prefix);
         let ack_every = args.ack_every;
         tokio::spawn(async move {
             let _permit = gate.acquire_owned().await;
-            let _ = tx.send((i, open_pair(&url, &options, room, ack_every).await));
+            let _ = tx.send((i, open_pair(&ends, room, ack_every).await));
         });
     }
     drop(pairs_tx);
@@ -498,9 +646,15 @@ pub async fn relay(args: RelayArgs) -> Result<Value, String> {
             shared.clone(),
             stop_rx.clone(),
         )));
+        let numbering = Numbering::new(if args.numbered {
+            pair.sender_next_seq
+        } else {
+            0
+        });
         senders.push(tokio::spawn(run_sender(
             pair.sender,
             pair.sender_acker,
+            numbering,
             pair.room,
             pair.to,
             args.bytes,
@@ -517,11 +671,13 @@ pub async fn relay(args: RelayArgs) -> Result<Value, String> {
     let gateway_before = args.gateway_pid.and_then(cpu_ticks);
     let self_before = cpu_ticks(std::process::id());
     let machine_before = machine_busy_ticks();
+    let watched_before: Vec<Option<u64>> = watched.iter().map(|(_, pid)| cpu_ticks(*pid)).collect();
     let measured_started = Instant::now();
     tokio::time::sleep_until(schedule.end.into()).await;
     let gateway_after = args.gateway_pid.and_then(cpu_ticks);
     let self_after = cpu_ticks(std::process::id());
     let machine_after = machine_busy_ticks();
+    let watched_after: Vec<Option<u64>> = watched.iter().map(|(_, pid)| cpu_ticks(*pid)).collect();
     let measured_secs = measured_started.elapsed().as_secs_f64();
 
     // Drain: wait for the signals still on their way (or give up after --drain-secs).
@@ -529,7 +685,8 @@ pub async fn relay(args: RelayArgs) -> Result<Value, String> {
     // Let the senders see the end of their schedule first.
     tokio::time::sleep(Duration::from_millis(50)).await;
     while Instant::now() < drain_deadline
-        && shared.received.load(Ordering::Relaxed) < shared.sent.load(Ordering::Relaxed)
+        && (shared.received.load(Ordering::Relaxed) < shared.sent.load(Ordering::Relaxed)
+            || shared.unacked.load(Ordering::Relaxed) > 0)
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -540,10 +697,16 @@ pub async fn relay(args: RelayArgs) -> Result<Value, String> {
             latencies.append(&mut l);
         }
     }
+    let mut ack_latencies = Vec::new();
+    let mut unacked = 0;
     for sender in senders {
-        let _ = sender.await;
+        if let Ok((mut l, never)) = sender.await {
+            ack_latencies.append(&mut l);
+            unacked += never;
+        }
     }
     latencies.sort_unstable();
+    ack_latencies.sort_unstable();
 
     let sent = shared.sent.load(Ordering::Relaxed);
     let received = shared.received.load(Ordering::Relaxed);
@@ -559,6 +722,11 @@ pub async fn relay(args: RelayArgs) -> Result<Value, String> {
     } else {
         latencies.iter().sum::<u64>() / latencies.len() as u64
     };
+    let watched_cpu: serde_json::Map<String, Value> = watched
+        .iter()
+        .zip(watched_before.into_iter().zip(watched_after))
+        .map(|((name, _), (before, after))| (name.clone(), cpu_percent(before, after)))
+        .collect();
     let closed = shared
         .closed
         .lock()
@@ -572,6 +740,7 @@ pub async fn relay(args: RelayArgs) -> Result<Value, String> {
     Ok(json!({
         "event": "result",
         "transport": transport,
+        "cross_gateway": args.receiver_url.as_ref().is_some_and(|r| *r != args.url),
         "pairs": args.pairs,
         "bytes": args.bytes,
         "secs": args.secs,
@@ -593,10 +762,23 @@ pub async fn relay(args: RelayArgs) -> Result<Value, String> {
             "p99_9": ms(percentile(&latencies, 99.9)),
             "max": ms(latencies.last().copied().unwrap_or(0)),
         },
+        "numbered": args.numbered,
+        // Send to the Ack covering the signal (numbered only; across gateways that includes
+        // the recipient's gateway's verdict).
+        "ack_latency_ms": (!ack_latencies.is_empty()).then(|| json!({
+            "count": ack_latencies.len(),
+            "p50": ms(percentile(&ack_latencies, 50.0)),
+            "p90": ms(percentile(&ack_latencies, 90.0)),
+            "p99": ms(percentile(&ack_latencies, 99.0)),
+            "p99_9": ms(percentile(&ack_latencies, 99.9)),
+            "max": ms(ack_latencies.last().copied().unwrap_or(0)),
+        })),
+        "never_acked": unacked,
         "gateway_cpu_percent": cpu_percent(gateway_before, gateway_after),
         "loadgen_cpu_percent": cpu_percent(self_before, self_after),
         // Every core together (200 = both of 2 cores busy); minus the two above: others.
         "machine_cpu_percent": cpu_percent(machine_before, machine_after),
+        "watched_cpu_percent": watched_cpu,
         "acks_sent": shared.acks_sent.load(Ordering::Relaxed),
         "other_frames": other_frames,
         "connections_closed": closed.len(),
@@ -628,6 +810,37 @@ mod tests {
         assert_eq!(percentile(&values, 100.0), 1000);
         assert_eq!(percentile(&[7], 99.0), 7);
         assert_eq!(percentile(&[], 50.0), 0);
+    }
+
+    #[test]
+    fn numbering_settles_in_flight_signals_up_to_the_ack() {
+        let shared = Shared::default();
+        let mut off = Numbering::new(0);
+        assert_eq!(off.next(true, &shared), 0);
+        assert!(off.in_flight.is_empty());
+        let mut on = Numbering::new(2);
+        assert_eq!(on.next(false, &shared), 2);
+        assert_eq!(on.next(true, &shared), 3);
+        assert_eq!(on.next(true, &shared), 4);
+        assert_eq!(shared.unacked.load(Ordering::Relaxed), 3);
+        on.acked(3, &shared);
+        assert_eq!(
+            on.latencies_ns.len(),
+            1,
+            "only the measured one of the two acked"
+        );
+        assert_eq!(on.in_flight.len(), 1);
+        assert_eq!(shared.unacked.load(Ordering::Relaxed), 1);
+        on.acked(1, &shared);
+        assert_eq!(on.in_flight.len(), 1);
+    }
+
+    #[test]
+    fn watch_specs_parse() {
+        assert_eq!(parse_watch("nats-0=42"), Ok(("nats-0".to_string(), 42)));
+        assert!(parse_watch("42").is_err());
+        assert!(parse_watch("=42").is_err());
+        assert!(parse_watch("a=b").is_err());
     }
 
     #[test]
