@@ -392,6 +392,42 @@ async fn shutdown_sends_goaway_then_closes_every_session() {
     }
 }
 
+/// The raw response of a GET with an Origin header (status line and headers included).
+async fn get_with_origin(addr: std::net::SocketAddr, path: &str, origin: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nOrigin: {origin}\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.expect("read");
+    String::from_utf8_lossy(&response).to_ascii_lowercase()
+}
+
+#[tokio::test]
+async fn pages_of_allowed_origins_may_read_endpoints_and_the_certificate_hash_across_origins() {
+    let gw = Gateway::start_with(Settings {
+        allowed_origins: Some(vec!["https://app.example.com".into()]),
+        ..Settings::default()
+    })
+    .await;
+    for path in ["/endpoints", "/cert-hash"] {
+        let allowed = get_with_origin(gw.http_addr(), path, "https://app.example.com").await;
+        assert!(
+            allowed.contains("access-control-allow-origin: https://app.example.com"),
+            "{path}: {allowed}"
+        );
+        let other = get_with_origin(gw.http_addr(), path, "https://evil.example").await;
+        assert!(other.starts_with("http/1.1 200"), "{path}: {other}");
+        assert!(
+            !other.contains("access-control-allow-origin"),
+            "{path}: {other}"
+        );
+    }
+    gw.stop().await;
+}
+
 #[tokio::test]
 async fn origins_outside_the_allow_list_are_refused() {
     let gw = Gateway::start_with(Settings {

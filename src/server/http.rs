@@ -233,11 +233,15 @@ fn route(
     match req.uri().path() {
         "/ws" => websocket_upgrade(ctx, tcp_side, permit.clone(), req),
         "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/cert-hash" => json(format!(
-            r#"{{"algorithm":"sha-256","value":"{}"}}"#,
-            ctx.certificate.sha256_hex()
-        )),
-        "/endpoints" => json(endpoints_json(&ctx, scheme, &req)),
+        "/cert-hash" => readable_from_pages(
+            &ctx,
+            &req,
+            json(format!(
+                r#"{{"algorithm":"sha-256","value":"{}"}}"#,
+                ctx.certificate.sha256_hex()
+            )),
+        ),
+        "/endpoints" => readable_from_pages(&ctx, &req, json(endpoints_json(&ctx, scheme, &req))),
         "/dev-token" => dev_token(&ctx, peer, &req),
         path => match assets::get(path) {
             Some(asset) => Response::builder()
@@ -300,6 +304,26 @@ fn text(status: StatusCode, body: &'static str) -> Response<Body> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    response
+}
+
+/// Public facts (where to connect, the certificate hash) that a page of an allowed origin may
+/// read across origins (CORS): in a cluster the SDK asks any gateway's `/endpoints`, not only
+/// the one that served the page. Nothing secret is behind these, and no credentials are
+/// involved.
+fn readable_from_pages(
+    ctx: &ServerContext,
+    req: &Request<Incoming>,
+    mut response: Response<Body>,
+) -> Response<Body> {
+    let Some(origin) = req.headers().get(header::ORIGIN) else {
+        return response;
+    };
+    if ctx.config.origin_allowed(origin.to_str().ok()) {
+        let headers = response.headers_mut();
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+        headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+    }
     response
 }
 
