@@ -16,19 +16,20 @@ const LIVENESS: &str = "2s";
 const PING: &str = "800ms";
 const RESUME_WINDOW: Duration = Duration::from_secs(6);
 
+/// `serve` flags of gateway `node` joined through the NATS `servers`, then `extra`.
+fn node_args(servers: String, node: &str, extra: &[&str]) -> Vec<String> {
+    let mut args = vec!["--cluster".into(), servers, "--node-id".into(), node.into()];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args
+}
+
+/// A gateway with the tests' short liveness and resume window.
 fn gateway(nats: &NatsCluster, node: &str) -> GatewayProcess {
-    GatewayProcess::spawn(&[
-        "--cluster".into(),
-        nats.urls(),
-        "--node-id".into(),
-        node.into(),
-        "--liveness-timeout".into(),
-        LIVENESS.into(),
-        "--ping-interval".into(),
-        PING.into(),
-        "--resume-window".into(),
-        format!("{}s", RESUME_WINDOW.as_secs()),
-    ])
+    let window = format!("{}s", RESUME_WINDOW.as_secs());
+    let timing = ["--liveness-timeout", LIVENESS, "--ping-interval", PING];
+    let mut extra = timing.to_vec();
+    extra.extend(["--resume-window", &window]);
+    GatewayProcess::spawn(&node_args(nats.urls(), node, &extra))
 }
 
 /// Waits until every gateway counts `n` live gateways (itself included).
@@ -517,23 +518,18 @@ async fn a_rolling_restart_of_every_gateway_loses_no_signal_and_nobody_sees_left
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losing_nats_nodes_loses_no_signal_between_live_gateways() {
     let mut nats = NatsCluster::start(3);
-    let args = |node: &str| -> Vec<String> {
-        vec![
-            "--cluster".into(),
-            nats.urls(),
-            "--node-id".into(),
-            node.into(),
-            // A NATS fail-over takes well under this; no gateway may be declared lost.
-            "--liveness-timeout".into(),
-            "4s".into(),
-            "--ping-interval".into(),
-            "1500ms".into(),
-            "--rate-limit".into(),
-            "1000".into(),
-            "--rate-burst".into(),
-            "1000".into(),
-        ]
-    };
+    // A NATS fail-over takes well under 4 s; no gateway may be declared lost.
+    let extra = [
+        "--liveness-timeout",
+        "4s",
+        "--ping-interval",
+        "1500ms",
+        "--rate-limit",
+        "1000",
+        "--rate-burst",
+        "1000",
+    ];
+    let args = |node: &str| node_args(nats.urls(), node, &extra);
     let a = GatewayProcess::spawn(&args("a"));
     let b = GatewayProcess::spawn(&args("b"));
     wait_for_cluster(&[&a, &b], 2).await;
@@ -578,20 +574,15 @@ async fn a_gateway_cut_off_from_nats_lets_its_clients_go_and_their_sessions_resu
     let mut nats = NatsCluster::start(3);
     // Gateway c knows only NATS node 2: killing that node cuts c off from the cluster.
     let a = gateway(&nats, "a");
-    let mut c_args = vec![
-        "--cluster".to_string(),
-        nats.url(2),
-        "--node-id".into(),
-        "c".into(),
-        "--liveness-timeout".into(),
-        LIVENESS.into(),
-        "--ping-interval".into(),
-        PING.into(),
-        "--resume-window".into(),
-        "30s".into(),
+    let timing = [
+        "--liveness-timeout",
+        LIVENESS,
+        "--ping-interval",
+        PING,
+        "--resume-window",
+        "30s",
     ];
-    let c = GatewayProcess::spawn(&c_args);
-    c_args.clear();
+    let c = GatewayProcess::spawn(&node_args(nats.url(2), "c", &timing));
     wait_for_cluster(&[&a, &c], 2).await;
     let mut alice = a.ws_session().await;
     let mut carol = c.ws_session().await;
@@ -656,14 +647,9 @@ async fn endpoints_list_every_live_gateway_with_its_own_certificate() {
     };
     let mut gws = Vec::new();
     for node in ["a", "b"] {
-        let mut args = vec![
-            "--cluster".to_string(),
-            nats.urls(),
-            "--node-id".into(),
-            node.into(),
-        ];
-        args.extend(["--http-listen".into(), format!("127.0.0.1:{}", port(()))]);
-        gws.push((GatewayProcess::spawn(&args), args[5].clone()));
+        let http = format!("127.0.0.1:{}", port(()));
+        let args = node_args(nats.urls(), node, &["--http-listen", &http]);
+        gws.push((GatewayProcess::spawn(&args), http));
     }
     wait_for_cluster(&gws.iter().map(|(g, _)| g).collect::<Vec<_>>(), 2).await;
     let http: std::net::SocketAddr = gws[0].1.parse().expect("addr");
@@ -682,16 +668,7 @@ async fn endpoints_list_every_live_gateway_with_its_own_certificate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_joins_for_the_last_seat_on_different_gateways_admit_exactly_one() {
     let nats = NatsCluster::start(1);
-    let args = |node: &str| -> Vec<String> {
-        vec![
-            "--cluster".into(),
-            nats.urls(),
-            "--node-id".into(),
-            node.into(),
-            "--max-peers-per-room".into(),
-            "2".into(),
-        ]
-    };
+    let args = |node: &str| node_args(nats.urls(), node, &["--max-peers-per-room", "2"]);
     let a = GatewayProcess::spawn(&args("a"));
     let b = GatewayProcess::spawn(&args("b"));
     wait_for_cluster(&[&a, &b], 2).await;
@@ -731,14 +708,7 @@ async fn two_joins_for_the_last_seat_on_different_gateways_admit_exactly_one() {
 async fn a_gateway_that_stops_says_goodbye_and_is_dropped_at_once_even_without_sessions() {
     let nats = NatsCluster::start(1);
     // The default liveness (10 s): without a goodbye, the others would wait that long.
-    let args = |node: &str| -> Vec<String> {
-        vec![
-            "--cluster".into(),
-            nats.urls(),
-            "--node-id".into(),
-            node.into(),
-        ]
-    };
+    let args = |node: &str| node_args(nats.urls(), node, &[]);
     let mut a = GatewayProcess::spawn(&args("a"));
     let b = GatewayProcess::spawn(&args("b"));
     wait_for_cluster(&[&a, &b], 2).await;
