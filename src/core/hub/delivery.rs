@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::millis_u32;
 use super::pending::{Class, News};
 use super::{ConnId, Hub, HubEvent, Output, SessionKey};
 use crate::proto::{self, Ack, ErrorCode, GoAway, Pong, Reason, ServerFrame, server_frame::Msg};
@@ -61,10 +62,6 @@ pub(super) fn shown(text: &str) -> String {
         out.push('…');
     }
     format!("\"{out}\"")
-}
-
-fn millis_u32(d: Duration) -> u32 {
-    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
 }
 
 impl Hub {

@@ -10,6 +10,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::time::{Duration, Instant};
 
 use super::backlog::Backlog;
+use super::millis_u64;
 use super::remote::{RemoteKey, RemotePeer};
 use super::rooms::Member;
 use super::session::{Presence, Session};
@@ -34,10 +35,6 @@ pub(super) struct PendingClaim {
     pub widened: bool,
     /// Claimed by the identity of the Hello's token, not by a resume token.
     pub by_identity: bool,
-}
-
-fn millis_u64(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// The gateway a resume token was issued by (`<node>.<random>`, cluster mode only).

@@ -11,6 +11,7 @@ use super::backlog::Backlog;
 use super::delivery::shown;
 use super::session::{Presence, Session};
 use super::{ConnId, Deadline, Hub, HubEvent, Output, ResumeOutcome, SessionKey};
+use super::{millis_u32, millis_u64};
 use crate::core::identity::{Credentials, Grants, Profile, Verified};
 use crate::core::ids;
 use crate::core::rate_limit::TokenBucket;
@@ -18,14 +19,6 @@ use crate::proto::{ErrorCode, Hello, PresenceState, Reason, Welcome, server_fram
 
 /// Resumes and take-overs per session: a burst of this many, then one per 2 s.
 const RESUME_BURST: u32 = 10;
-
-fn millis_u32(d: Duration) -> u32 {
-    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
-}
-
-fn millis_u64(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
 
 /// Resumes and take-overs of one session: a burst, then one per 2 s.
 pub(super) fn resume_limiter(now: Instant) -> TokenBucket {

@@ -82,6 +82,15 @@ impl std::fmt::Display for ConnId {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 struct SessionKey(u64);
 
+/// Milliseconds for the wire, saturating (a duration never wraps into a small number).
+fn millis_u64(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn millis_u32(d: Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
+}
+
 /// A Pong echoes its Ping's payload outside the paced stream: keep it small.
 const MAX_PING_PAYLOAD: usize = 128;
 

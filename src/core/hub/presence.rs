@@ -6,15 +6,12 @@
 use std::time::{Duration, Instant};
 
 use super::delivery::Item;
+use super::millis_u64;
 use super::pending::News;
 use super::session::Presence;
 use super::{Deadline, Hub, HubEvent, Output, SessionKey};
 use crate::core::reason_label;
 use crate::proto::{PeerLeft, PeerState, PresenceState, Reason};
-
-fn millis_u64(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
 
 impl Hub {
     /// The session lost its connection (or suspended it): its rooms are told at once, it may

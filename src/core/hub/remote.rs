@@ -17,6 +17,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use super::millis_u64;
 use super::pending::News;
 use super::relay_across::{Ticket, unavailable};
 use super::rooms::Member;
@@ -44,10 +45,6 @@ pub(super) struct RemotePeer {
     pub profile: Profile,
     /// Its gateway was lost: it is gone at the end of the resume window.
     pub orphaned: bool,
-}
-
-fn millis_u64(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl Hub {

@@ -2,16 +2,13 @@
 //! warned (TOKEN_EXPIRED) and gets `token_grace` to refresh; then its connection is closed
 //! (4006). The session itself stays resumable — with a fresh token.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::delivery::error_msg;
+use super::millis_u64;
 use super::{Deadline, Hub, SessionKey};
 use crate::core::identity::Credentials;
 use crate::proto::{ErrorCode, Left, Reason, Refreshed, server_frame::Msg};
-
-fn millis_u64(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
 
 impl Hub {
     /// (Re)arms the expiry of the session's token.
