@@ -290,21 +290,12 @@ async fn a_client_resumes_on_another_gateway_with_every_held_signal_in_order_onc
     bob.join("room").await.expect("joins");
     assert_eq!(next_peer_joined(&mut alice).await, bob.peer_id());
     let bob_id = bob.peer_id().to_string();
-    for i in 0..5u8 {
-        alice
-            .signal(
-                "room",
-                &bob_id,
-                signalgate::proto::signal::Payload::Data(vec![i].into()),
-            )
-            .expect("sent");
+    for i in 0..5u32 {
+        alice.signal("room", &bob_id, payload(i)).expect("sent");
     }
-    for i in 0..5u8 {
+    for i in 0..5u32 {
         let s = next_signal(&mut bob).await.expect("before the move");
-        assert_eq!(
-            s.payload,
-            Some(signalgate::proto::signal::Payload::Data(vec![i].into()))
-        );
+        assert_eq!(s.payload, Some(payload(i)));
     }
     // Bob's connection drops; alice keeps sending meanwhile.
     let state = bob.resume_state();
@@ -313,14 +304,8 @@ async fn a_client_resumes_on_another_gateway_with_every_held_signal_in_order_onc
         .await
         .expect("UNREACHABLE");
     assert_eq!(away.state(), PresenceState::Unreachable);
-    for i in 5..25u8 {
-        alice
-            .signal(
-                "room",
-                &bob_id,
-                signalgate::proto::signal::Payload::Data(vec![i].into()),
-            )
-            .expect("sent");
+    for i in 5..25u32 {
+        alice.signal("room", &bob_id, payload(i)).expect("sent");
     }
     // Every one was accepted (held for bob on gateway b).
     let last = alice.send(signalgate::proto::client_frame::Msg::Ping(
@@ -336,13 +321,9 @@ async fn a_client_resumes_on_another_gateway_with_every_held_signal_in_order_onc
     assert_eq!(bob.peer_id(), bob_id, "same peer id");
     assert!(bob.welcome().resumed);
     assert_eq!(bob.welcome().rooms, ["room"]);
-    for i in 5..25u8 {
+    for i in 5..25u32 {
         let s = next_signal(&mut bob).await.expect("held signal");
-        assert_eq!(
-            s.payload,
-            Some(signalgate::proto::signal::Payload::Data(vec![i].into())),
-            "in order, once"
-        );
+        assert_eq!(s.payload, Some(payload(i)), "in order, once");
     }
     let online = next_peer_state(&mut alice, ms(5000)).await.expect("ONLINE");
     assert_eq!(online.peer_id, bob_id);
