@@ -255,6 +255,9 @@ impl ClusterDriver {
                     self.cluster.node_left(now, &from);
                 }
                 ClusterOutput::Deliver { from, body } => hub.cluster_received(now, &from, body),
+                ClusterOutput::RelayAcknowledged { ticket, .. } => {
+                    hub.relay_acknowledged(now, ticket)
+                }
                 ClusterOutput::Fence => {
                     metrics::cluster_fenced();
                     self.fenced = true;

@@ -8,6 +8,13 @@
 //! one until acknowledged (go-back-N: the receiver takes only the next number, which keeps
 //! it in order without a reorder buffer; on loopback and in a data centre losses are rare
 //! and bursty, so resending a window is cheaper than tracking holes).
+//!
+//! An ack means more than "received": it covers only what the gateway has *acted on*
+//! ([`Link::commit`], at the end of the round in which the messages were handled), and it is
+//! taken only from an envelope sent after everything the acknowledger sent before it has
+//! arrived (the envelope's `sent`). So when an ack reaches a gateway, every answer to what it
+//! covers has reached it first — which is what lets an ack alone say "your Relay was
+//! accepted".
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -29,8 +36,13 @@ pub struct Link {
     resend_at: Option<Instant>,
     /// The highest seq received in order.
     received: u64,
-    /// Something arrived that the peer should hear an ack for.
-    ack_due: bool,
+    /// The highest seq received and acted on: what acks say.
+    acknowledgeable: u64,
+    /// The highest ack sent.
+    ack_sent: u64,
+    /// A duplicate or out-of-order message arrived: the peer is resending, so it should hear
+    /// the ack again even if nothing new was received.
+    reack: bool,
 }
 
 /// What the receiver does with a numbered message.
@@ -49,7 +61,9 @@ impl Default for Link {
             unacked: VecDeque::new(),
             resend_at: None,
             received: 0,
-            ack_due: false,
+            acknowledgeable: 0,
+            ack_sent: 0,
+            reack: false,
         }
     }
 }
@@ -66,28 +80,58 @@ impl Link {
 
     /// The cumulative ack to put on an outgoing envelope (it settles the due ack).
     pub fn ack_to_send(&mut self) -> u64 {
-        self.ack_due = false;
-        self.received
+        self.reack = false;
+        self.ack_sent = self.acknowledgeable;
+        self.acknowledgeable
     }
 
-    /// The highest seq received in order (what an envelope may acknowledge).
+    /// What an envelope may acknowledge (without settling a due ack).
+    pub fn acknowledgeable(&self) -> u64 {
+        self.acknowledgeable
+    }
+
+    /// The highest seq received in order.
     pub fn received(&self) -> u64 {
         self.received
     }
 
+    /// The last seq numbered here (what an envelope's `sent` says).
+    pub fn last_sent(&self) -> u64 {
+        self.next_seq - 1
+    }
+
+    /// Everything received so far has been acted on (the end of a round).
+    pub fn commit(&mut self) {
+        self.acknowledgeable = self.received;
+    }
+
     pub fn ack_due(&self) -> bool {
-        self.ack_due
+        self.reack || self.acknowledgeable > self.ack_sent
     }
 
     pub fn unacked(&self) -> usize {
         self.unacked.len()
     }
 
-    /// The peer received everything up to `ack`.
-    pub fn on_ack(&mut self, now: Instant, rto: Duration, ack: u64) {
+    /// The peer acted on everything up to `ack`, which came on an envelope that said it had
+    /// sent up to `sent`. Taken only if everything up to `sent` has arrived here (else it
+    /// comes again, on the resent messages or after them); `acked` gets each message it
+    /// settles, in order.
+    pub fn on_ack(
+        &mut self,
+        now: Instant,
+        rto: Duration,
+        (ack, sent): (u64, u64),
+        mut acked: impl FnMut(Body),
+    ) {
+        if sent > self.received {
+            return;
+        }
         let before = self.unacked.len();
         while self.unacked.front().is_some_and(|(seq, _)| *seq <= ack) {
-            self.unacked.pop_front();
+            if let Some((_, body)) = self.unacked.pop_front() {
+                acked(body);
+            }
         }
         if self.unacked.is_empty() {
             self.resend_at = None;
@@ -98,11 +142,11 @@ impl Link {
     }
 
     pub fn on_receive(&mut self, seq: u64) -> Received {
-        self.ack_due = true;
         if seq == self.received + 1 {
             self.received = seq;
             Received::Deliver
         } else {
+            self.reack = true;
             Received::Drop
         }
     }
@@ -132,6 +176,22 @@ mod tests {
         Body::Ping(Ping { nonce: n })
     }
 
+    /// What `b` would put on an ack-only envelope to `a` at the end of its round.
+    fn ack_of(b: &mut Link) -> (u64, u64) {
+        b.commit();
+        (b.ack_to_send(), b.last_sent())
+    }
+
+    fn settled(a: &mut Link, t: Instant, rto: Duration, ack: (u64, u64)) -> Vec<u64> {
+        let mut nonces = Vec::new();
+        a.on_ack(t, rto, ack, |body| {
+            if let Body::Ping(p) = body {
+                nonces.push(p.nonce);
+            }
+        });
+        nonces
+    }
+
     #[test]
     fn a_message_lost_in_the_broker_is_resent_and_delivered_once_in_order() {
         let t0 = Instant::now();
@@ -142,7 +202,7 @@ mod tests {
         // 1 arrives, 2 is lost with its NATS server, 3 arrives after the gap.
         assert_eq!(b.on_receive(1), Received::Deliver);
         assert_eq!(b.on_receive(3), Received::Drop);
-        a.on_ack(t0, rto, b.ack_to_send());
+        assert_eq!(settled(&mut a, t0, rto, ack_of(&mut b)), [1]);
         assert_eq!(a.unacked(), 2);
         assert!(a.resend(t0 + Duration::from_millis(100), rto).is_empty());
         let again = a.resend(t0 + Duration::from_millis(250), rto);
@@ -154,8 +214,30 @@ mod tests {
             Received::Drop,
             "a duplicate is not delivered"
         );
-        a.on_ack(t0, rto, b.ack_to_send());
+        assert_eq!(settled(&mut a, t0, rto, ack_of(&mut b)), [2, 3]);
         assert_eq!(a.unacked(), 0);
         assert_eq!(a.poll_timeout(), None);
+    }
+
+    #[test]
+    fn an_ack_covers_only_what_was_acted_on_and_arrives_after_every_answer() {
+        let t0 = Instant::now();
+        let rto = Duration::from_millis(200);
+        let (mut a, mut b) = (Link::default(), Link::default());
+        a.push(t0, rto, body(1));
+        assert_eq!(b.on_receive(1), Received::Deliver);
+        // Received but not yet acted on (the round goes on): nothing to acknowledge yet.
+        assert_eq!(b.acknowledgeable(), 0);
+        assert!(!b.ack_due());
+        // b answers it (say, a refusal), then acknowledges at the end of its round.
+        let answer = b.push(t0, rto, body(100));
+        let ack = ack_of(&mut b);
+        assert_eq!(ack, (1, answer));
+        // The answer is lost in the broker: the ack alone settles nothing...
+        assert!(settled(&mut a, t0, rto, ack).is_empty());
+        assert_eq!(a.unacked(), 1);
+        // ...until the answer arrives (resent), carrying the ack again.
+        assert_eq!(a.on_receive(answer), Received::Deliver);
+        assert_eq!(settled(&mut a, t0, rto, ack), [1]);
     }
 }

@@ -41,6 +41,9 @@ pub enum ClusterOutput {
     NodeLost { node: String, silent_for: Duration },
     /// A message a node sent over its link, in order, once.
     Deliver { from: String, body: Body },
+    /// A node acted on a Relay sent to it, and whatever it answered to it was delivered
+    /// before this (see the link's acks).
+    RelayAcknowledged { node: String, ticket: u64 },
     /// This gateway was declared lost by the others (or was cut off long enough that they
     /// must have): it must let go of its clients. It continues as a new incarnation.
     Fence,
@@ -163,6 +166,7 @@ impl Cluster {
             to_epoch: peer.epoch,
             seq,
             ack: peer.link.ack_to_send(),
+            sent: seq,
             body: Some(body),
         };
         let broken = peer.link.unacked() > MAX_UNACKED;
@@ -208,6 +212,7 @@ impl Cluster {
             to_epoch,
             seq,
             ack,
+            sent,
             body,
         } = envelope;
         if from == self.config.node || epoch == 0 {
@@ -253,7 +258,6 @@ impl Cluster {
             return;
         };
         node.liveness.on_inbound(now);
-        node.link.on_ack(now, rto, ack);
         let body = if seq == 0 {
             body
         } else {
@@ -273,12 +277,12 @@ impl Cluster {
                 if new && !announce.reply {
                     let reply = self.announce_body(true);
                     let envelope = self.envelope(epoch, reply);
-                    self.transmit(Dest::Node(from), envelope);
+                    self.transmit(Dest::Node(from.clone()), envelope);
                 }
             }
             Some(Body::Ping(Ping { nonce })) => {
                 let envelope = self.envelope(epoch, Body::Pong(Pong { nonce }));
-                self.transmit(Dest::Node(from), envelope);
+                self.transmit(Dest::Node(from.clone()), envelope);
             }
             Some(Body::Pong(Pong { nonce })) => {
                 if let Some(sent) = node.pinged_at.remove(&nonce) {
@@ -287,14 +291,31 @@ impl Cluster {
                     node.liveness.on_rtt(rtt);
                 }
             }
-            Some(body) => self
-                .outputs
-                .push_back(ClusterOutput::Deliver { from, body }),
+            Some(body) => self.outputs.push_back(ClusterOutput::Deliver {
+                from: from.clone(),
+                body,
+            }),
+        }
+        // After the body: an answer it carries comes before the acknowledgement it makes.
+        if let Some(node) = self.nodes.get_mut(&from) {
+            let outputs = &mut self.outputs;
+            node.link.on_ack(now, rto, (ack, sent), |body| {
+                if let Body::Relay(relay) = body {
+                    outputs.push_back(ClusterOutput::RelayAcknowledged {
+                        node: from.clone(),
+                        ticket: relay.ticket,
+                    });
+                }
+            });
         }
     }
 
-    /// Acks that nothing else carried this round go out alone.
+    /// The end of a round: everything received has been acted on, and acks that nothing
+    /// else carried go out alone.
     pub fn flush_acks(&mut self) {
+        for node in self.nodes.values_mut() {
+            node.link.commit();
+        }
         let due: Vec<(String, u64)> = self
             .nodes
             .iter()
@@ -312,6 +333,7 @@ impl Cluster {
                 to_epoch: epoch,
                 seq: 0,
                 ack,
+                sent: node.link.last_sent(),
                 body: None,
             };
             self.transmit(Dest::Node(name), envelope);
@@ -372,6 +394,7 @@ impl Cluster {
                     to_epoch: node.epoch,
                     seq,
                     ack: node.link.ack_to_send(),
+                    sent: node.link.last_sent(),
                     body: Some(body),
                 };
                 self.outputs.push_back(ClusterOutput::Transmit {
@@ -500,17 +523,18 @@ impl Cluster {
 
     /// An envelope outside the link (not numbered, never resent).
     fn envelope(&self, to_epoch: u64, body: Body) -> Envelope {
-        let ack = self
+        let (ack, sent) = self
             .nodes
             .values()
             .find(|n| n.epoch == to_epoch)
-            .map_or(0, |n| n.link_received());
+            .map_or((0, 0), |n| (n.link.acknowledgeable(), n.link.last_sent()));
         Envelope {
             from: self.config.node.clone(),
             epoch: self.epoch,
             to_epoch,
             seq: 0,
             ack,
+            sent,
             body: Some(body),
         }
     }
@@ -518,13 +542,6 @@ impl Cluster {
     fn transmit(&mut self, to: Dest, envelope: Envelope) {
         self.outputs
             .push_back(ClusterOutput::Transmit { to, envelope });
-    }
-}
-
-impl Node {
-    /// The ack any envelope to this node may carry (without settling a due one).
-    fn link_received(&self) -> u64 {
-        self.link.received()
     }
 }
 

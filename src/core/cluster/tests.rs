@@ -201,3 +201,66 @@ fn a_gateway_that_said_goodbye_goes_quiet_and_is_not_taken_back() {
     );
     assert_eq!(p.a.poll_timeout(), None, "a has nothing more to do");
 }
+
+#[test]
+fn a_relay_is_acknowledged_only_after_every_answer_sent_before_the_ack_even_if_one_was_lost() {
+    use crate::proto::cluster::{Relay, Verdict};
+    let mut p = Pair::new();
+    p.exchange(|_| true);
+    p.events.clear();
+    let transmitted = |c: &mut Cluster| {
+        let mut out = Vec::new();
+        while let Some(o) = c.poll_output() {
+            if let ClusterOutput::Transmit { envelope, .. } = o {
+                out.push(envelope);
+            }
+        }
+        out
+    };
+    let relay = Body::Relay(Relay {
+        ticket: 7,
+        signal: None,
+    });
+    assert!(p.a.send(p.now, "b", relay));
+    for envelope in transmitted(&mut p.a) {
+        p.b.receive(p.now, envelope);
+    }
+    // b acts on it (refuses it), then its round ends with the ack.
+    let refusal = Body::Verdict(Verdict {
+        ticket: 7,
+        code: 1,
+        message: "refused".into(),
+    });
+    assert!(p.b.send(p.now, "a", refusal.clone()));
+    p.b.flush_acks();
+    let from_b = transmitted(&mut p.b);
+    assert_eq!(from_b.len(), 2, "the refusal, then the ack: {from_b:?}");
+    assert_eq!(from_b[0].ack, 0, "not acknowledged before it was acted on");
+    assert_eq!(from_b[1].ack, 1);
+    // The broker loses the refusal; the ack alone must not settle the relay.
+    p.a.receive(p.now, from_b[1].clone());
+    let early: Vec<ClusterOutput> = std::iter::from_fn(|| p.a.poll_output()).collect();
+    assert!(
+        !early
+            .iter()
+            .any(|o| matches!(o, ClusterOutput::RelayAcknowledged { .. })),
+        "settled by an ack whose refusal was lost: {early:?}"
+    );
+    // The refusal is resent: it arrives, and only then the acknowledgement.
+    p.advance(Duration::from_millis(400), |_| true);
+    let a_saw: Vec<&ClusterOutput> = p
+        .events
+        .iter()
+        .filter(|(side, _)| *side == 'a')
+        .map(|(_, o)| o)
+        .collect();
+    let answer = a_saw
+        .iter()
+        .position(|o| matches!(o, ClusterOutput::Deliver { body, .. } if *body == refusal))
+        .expect("the refusal is delivered");
+    let acked = a_saw
+        .iter()
+        .position(|o| matches!(o, ClusterOutput::RelayAcknowledged { ticket: 7, .. }))
+        .expect("then the relay is acknowledged");
+    assert!(answer < acked);
+}

@@ -1,20 +1,32 @@
 //! Cluster mode: signals to a member on another gateway. They go to its gateway with a
-//! ticket and are *settled* when that gateway answers (accepted, or refused with the Error the
-//! sender gets): the sender's Ack never covers a frame whose fate is unknown. Per sender and
-//! recipient, signals stay in order across a move: while signals to a peer are in flight
-//! through its old gateway (which forwards them), new ones follow the same way.
+//! ticket and are *settled* when that gateway has decided: accepted (its link acknowledges
+//! the Relay; no message of its own, since at 10,000 signals/s every NATS message counts), or
+//! refused with the Error the sender gets (a Verdict, which always arrives before the ack).
+//! The sender's Ack never covers a frame whose fate is unknown. Per sender and recipient,
+//! signals stay in order across a move: while signals to a peer are in flight through its old
+//! gateway (which forwards them, says so, and passes the new gateway's verdict back), new ones
+//! follow the same way.
 
 use std::time::Instant;
 
 use super::delivery::{BacklogFull, Item, error_msg};
 use super::remote::RemoteKey;
 use super::{Hub, HubEvent, Output, SessionKey, SignalKind};
-use crate::proto::cluster::{Relay, SessionError, Verdict, envelope::Body};
+use crate::proto::cluster::{Forwarded, Relay, SessionError, Verdict, envelope::Body};
 use crate::proto::{self, ErrorCode, server_frame::Msg};
 
 /// A signal sent to another gateway, waiting for its verdict.
 #[derive(Debug)]
-pub(super) enum Ticket {
+pub(super) struct Ticket {
+    /// The remote member it is for.
+    pub(super) to: RemoteKey,
+    /// That gateway forwarded it: only its Verdict settles it, not its ack.
+    verdict_follows: bool,
+    origin: Origin,
+}
+
+#[derive(Debug)]
+enum Origin {
     /// From a local session: its Error (if any) goes to it, and its frame is settled.
     Own {
         sender: SessionKey,
@@ -22,15 +34,19 @@ pub(super) enum Ticket {
         id: u64,
         seq: u64,
         kind: SignalKind,
-        to: RemoteKey,
         sent_at: Instant,
     },
     /// Forwarded for a session that moved away from here: the verdict goes back.
-    Forwarded {
-        node: String,
-        ticket: u64,
-        to: RemoteKey,
-    },
+    Forwarded { node: String, ticket: u64 },
+}
+
+/// The verdict of a Relay its gateway acknowledged without answering it.
+fn accepted(ticket: u64) -> Verdict {
+    Verdict {
+        ticket,
+        code: ErrorCode::Unspecified.into(),
+        message: String::new(),
+    }
 }
 
 /// The verdict for a signal whose recipient's gateway is lost.
@@ -70,16 +86,20 @@ impl Hub {
         if seq != 0 {
             session.unsettled.insert(seq);
         }
+        let origin = Origin::Own {
+            sender,
+            sender_peer: session.peer_id.clone(),
+            id,
+            seq,
+            kind,
+            sent_at: now,
+        };
         self.tickets.insert(
             ticket,
-            Ticket::Own {
-                sender,
-                sender_peer: session.peer_id.clone(),
-                id,
-                seq,
-                kind,
+            Ticket {
                 to,
-                sent_at: now,
+                verdict_follows: false,
+                origin,
             },
         );
         if !self.live_nodes.contains(&node) {
@@ -93,6 +113,7 @@ impl Hub {
         });
     }
 
+    /// A Relay from another gateway. Accepted: nothing to say (the link's ack says it).
     pub(super) fn relay_received(&mut self, now: Instant, from: &str, relay: Relay) {
         let Relay { ticket, signal } = relay;
         let verdict = |code: ErrorCode, message: String| Output::ToNode {
@@ -127,10 +148,7 @@ impl Hub {
             };
             let to = signal.to.clone();
             let out = match self.deliver(key, Item::Signal(Msg::Signal(signal))) {
-                Ok(()) => {
-                    self.event(HubEvent::SignalRelayed { kind });
-                    verdict(ErrorCode::Unspecified, String::new())
-                }
+                Ok(()) => return self.event(HubEvent::SignalRelayed { kind }),
                 Err(BacklogFull {
                     waiting,
                     waiting_bytes,
@@ -161,12 +179,20 @@ impl Hub {
         self.next_ticket += 1;
         self.tickets.insert(
             forwarded,
-            Ticket::Forwarded {
-                node: from.to_string(),
-                ticket,
+            Ticket {
                 to: remote,
+                verdict_follows: false,
+                origin: Origin::Forwarded {
+                    node: from.to_string(),
+                    ticket,
+                },
             },
         );
+        // Before this round's ack, which must not settle it.
+        self.outputs.push_back(Output::ToNode {
+            node: from.to_string(),
+            body: Body::Forwarded(Forwarded { ticket }),
+        });
         if !self.live_nodes.contains(&node) {
             return self.verdict_received(now, unavailable(forwarded, &node));
         }
@@ -179,12 +205,26 @@ impl Hub {
         });
     }
 
+    /// The gateway a Relay went to acknowledged it: accepted, unless it said it forwarded it.
+    pub fn relay_acknowledged(&mut self, now: Instant, ticket: u64) {
+        if self
+            .tickets
+            .get(&ticket)
+            .is_some_and(|t| !t.verdict_follows)
+        {
+            self.verdict_received(now, accepted(ticket));
+        }
+    }
+
+    pub(super) fn forwarded_received(&mut self, forwarded: Forwarded) {
+        if let Some(t) = self.tickets.get_mut(&forwarded.ticket) {
+            t.verdict_follows = true;
+        }
+    }
+
     pub(super) fn verdict_received(&mut self, now: Instant, verdict: Verdict) {
-        let Some(ticket) = self.tickets.remove(&verdict.ticket) else {
+        let Some(Ticket { to, origin, .. }) = self.tickets.remove(&verdict.ticket) else {
             return;
-        };
-        let to = match &ticket {
-            Ticket::Own { to, .. } | Ticket::Forwarded { to, .. } => *to,
         };
         if let Some(r) = self.remote.get_mut(&to) {
             r.in_flight = r.in_flight.saturating_sub(1);
@@ -193,12 +233,12 @@ impl Hub {
             }
         }
         let code = verdict.code();
-        match ticket {
-            Ticket::Forwarded { node, ticket, .. } => {
+        match origin {
+            Origin::Forwarded { node, ticket } => {
                 let body = Body::Verdict(Verdict { ticket, ..verdict });
                 self.outputs.push_back(Output::ToNode { node, body });
             }
-            Ticket::Own {
+            Origin::Own {
                 sender,
                 sender_peer,
                 id,

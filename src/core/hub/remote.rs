@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use super::millis_u64;
 use super::pending::News;
-use super::relay_across::{Ticket, unavailable};
+use super::relay_across::unavailable;
 use super::rooms::Member;
 use super::session::Presence;
 use super::{ConnId, Deadline, Hub, Output, SessionKey};
@@ -168,6 +168,7 @@ impl Hub {
             Body::MemberLeft(left) => self.remote_member_left(from, left),
             Body::Relay(relay) => self.relay_received(now, from, relay),
             Body::Verdict(verdict) => self.verdict_received(now, verdict),
+            Body::Forwarded(forwarded) => self.forwarded_received(forwarded),
             Body::Claim(claim) => self.claim_received(now, from, claim),
             Body::Handover(handover) => self.handover_received(now, from, handover),
             Body::ClaimRefused(refused) => self.claim_refused(now, from, refused),
@@ -360,12 +361,7 @@ impl Hub {
         let unanswered: Vec<u64> = self
             .tickets
             .iter()
-            .filter(|(_, t)| {
-                let to = match t {
-                    Ticket::Own { to, .. } | Ticket::Forwarded { to, .. } => *to,
-                };
-                self.remote.get(&to).is_none_or(|r| r.route == node)
-            })
+            .filter(|(_, t)| self.remote.get(&t.to).is_none_or(|r| r.route == node))
             .map(|(ticket, _)| *ticket)
             .collect();
         for ticket in unanswered {

@@ -2,6 +2,7 @@
 //! NATS, minus NATS): the rules that must hold across gateways, on a fake clock.
 
 use super::*;
+use crate::proto::cluster::envelope::Body;
 use crate::proto::{ErrorCode, Joined, Leave};
 
 /// Gateways "a" and "b"; messages between them move only when [`Two::pump`] is called, so
@@ -12,6 +13,10 @@ struct Two {
     /// What the clients got, in order, by gateway.
     out_a: Vec<Output>,
     out_b: Vec<Output>,
+    /// Relays each side was handed and has not acknowledged yet (tickets), by side: its link
+    /// acknowledges them after what it answered (as `core::cluster::link` does).
+    unacked_by_a: Vec<u64>,
+    unacked_by_b: Vec<u64>,
 }
 
 fn config(node: &str, max_peers_per_room: usize) -> HubConfig {
@@ -40,6 +45,8 @@ impl Two {
             b,
             out_a: Vec::new(),
             out_b: Vec::new(),
+            unacked_by_a: Vec::new(),
+            unacked_by_b: Vec::new(),
         }
     }
 
@@ -51,14 +58,27 @@ impl Two {
         }
     }
 
-    /// Keeps what clients get; hands what is for the other gateway to it.
+    fn unacked_by(&mut self, side: char) -> &mut Vec<u64> {
+        if side == 'a' {
+            &mut self.unacked_by_a
+        } else {
+            &mut self.unacked_by_b
+        }
+    }
+
+    /// Keeps what clients get; hands what is for the other gateway to it, then acknowledges
+    /// the relays `from` had acted on when `out` was drained.
     fn route(&mut self, now: Instant, from: char, out: Vec<Output>) -> bool {
         let (name, other) = if from == 'a' { ("a", 'b') } else { ("b", 'a') };
-        let mut moved = false;
+        let acks = std::mem::take(self.unacked_by(from));
+        let mut moved = !acks.is_empty();
         for o in out {
             match o {
                 Output::ToNode { body, .. } | Output::ToCluster { body } => {
                     moved = true;
+                    if let Body::Relay(relay) = &body {
+                        self.unacked_by(other).push(relay.ticket);
+                    }
                     self.fx(other).hub.cluster_received(now, name, body);
                 }
                 other_output => {
@@ -69,6 +89,9 @@ impl Two {
                     }
                 }
             }
+        }
+        for ticket in acks {
+            self.fx(other).hub.relay_acknowledged(now, ticket);
         }
         moved
     }
@@ -305,6 +328,43 @@ fn an_ack_never_covers_a_signal_whose_remote_verdict_is_unknown() {
 }
 
 #[test]
+fn a_signal_forwarded_after_its_recipient_moved_is_settled_by_the_new_gateways_verdict() {
+    // Alice (on a) signals bob (on b) while b drains bob's session to a: b forwards the
+    // signal to a, which refuses it. b's ack of the relay must not settle it as accepted.
+    let mut two = Two::new(8);
+    let now = two.a.t0;
+    let (alice, bob) = two.alice_on_a_and_bob_on_b(now);
+    let id = two.a.send_numbered(
+        now,
+        alice.conn,
+        1,
+        Msg::Signal(data_signal("r", &bob.peer_id, b"1")),
+    );
+    let relay = two.a.drain();
+    two.b.hub.drain(now, &["a".to_string()]);
+    let hand_over = two.b.drain();
+    two.route(now, 'b', hand_over);
+    // Bob's session is on a now, with no room for another signal.
+    two.a.hub.config.limits.backlog_frames = 0;
+    two.route(now, 'a', relay);
+    two.pump(now);
+    let to_alice = msgs_to(&two.out_a, alice.conn);
+    let error = to_alice
+        .iter()
+        .position(|m| matches!(m, server_frame::Msg::Error(e) if e.in_reply_to == id))
+        .expect("the new gateway's refusal reaches the sender");
+    assert_eq!(
+        error_codes(&two.out_a, alice.conn),
+        [ErrorCode::RecipientBufferFull]
+    );
+    let ack = to_alice
+        .iter()
+        .position(|m| matches!(m, server_frame::Msg::Ack(a) if a.seq >= 1))
+        .expect("acknowledged once settled");
+    assert!(error < ack, "the Error comes before the Ack: {to_alice:?}");
+}
+
+#[test]
 fn a_lost_gateway_makes_its_members_unreachable_then_left_after_the_window() {
     let mut two = Two::new(8);
     let now = two.a.t0;
@@ -406,7 +466,7 @@ fn the_same_identity_on_another_gateway_takes_its_session_over_once_cluster_wide
 }
 
 /// The outputs of `fx` for other gateways, in order, by destination.
-fn for_nodes(out: Vec<Output>) -> Vec<(String, crate::proto::cluster::envelope::Body)> {
+fn for_nodes(out: Vec<Output>) -> Vec<(String, Body)> {
     out.into_iter()
         .filter_map(|o| match o {
             Output::ToNode { node, body } => Some((node, body)),
