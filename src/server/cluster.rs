@@ -25,6 +25,11 @@ use crate::proto::cluster::{Batch, Endpoint, Envelope, Leaving, envelope::Body};
 /// Resend what another gateway has not acknowledged after at least this long.
 const MIN_RESEND: Duration = Duration::from_millis(200);
 
+/// An ack waits at most this long for traffic the other way to ride on. It delays only the
+/// sender's Ack of a signal relayed to this gateway (its delivery and any refusal go at once),
+/// and it halves the NATS messages of a one-way stream of signals.
+const ACK_DELAY: Duration = Duration::from_millis(1);
+
 /// The cluster side of the hub's task.
 pub struct ClusterDriver {
     cluster: Cluster,
@@ -152,6 +157,7 @@ pub async fn start(
         node: settings.node.clone(),
         liveness,
         min_resend: MIN_RESEND,
+        ack_delay: ACK_DELAY,
         endpoint,
     };
     tracing::info!(node = %settings.node, cluster = %settings.name, servers = ?settings.servers, "cluster mode");
@@ -273,8 +279,8 @@ impl ClusterDriver {
 
     /// The end of a round: acks nothing else carried, then everything queued, one NATS
     /// message per subject.
-    pub fn flush(&mut self) {
-        self.cluster.flush_acks();
+    pub fn flush(&mut self, now: Instant) {
+        self.cluster.flush_acks(now);
         while let Some(output) = self.cluster.poll_output() {
             if let ClusterOutput::Transmit { to, envelope } = output {
                 self.queue(to, envelope);

@@ -167,7 +167,7 @@ pub async fn run(
             }
         }
         if let Some(cluster) = cluster.as_mut() {
-            cluster.flush();
+            cluster.flush(now);
         }
         metrics::set_gauges(hub.gauges());
     }

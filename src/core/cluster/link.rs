@@ -28,6 +28,10 @@ pub const MAX_UNACKED: usize = 200_000;
 /// Messages resent per retransmission round (the rest follow once these are acknowledged).
 const RESEND_BATCH: usize = 1024;
 
+/// A standalone ack waits (for something to ride on, or for more to cover) until this many
+/// messages are unacknowledged, or the ack delay has passed.
+const ACK_EVERY: u64 = 64;
+
 #[derive(Debug)]
 pub struct Link {
     next_seq: u64,
@@ -43,6 +47,8 @@ pub struct Link {
     /// A duplicate or out-of-order message arrived: the peer is resending, so it should hear
     /// the ack again even if nothing new was received.
     reack: bool,
+    /// When a due ack goes out alone if nothing carried it before.
+    ack_at: Option<Instant>,
 }
 
 /// What the receiver does with a numbered message.
@@ -64,6 +70,7 @@ impl Default for Link {
             acknowledgeable: 0,
             ack_sent: 0,
             reack: false,
+            ack_at: None,
         }
     }
 }
@@ -81,6 +88,7 @@ impl Link {
     /// The cumulative ack to put on an outgoing envelope (it settles the due ack).
     pub fn ack_to_send(&mut self) -> u64 {
         self.reack = false;
+        self.ack_at = None;
         self.ack_sent = self.acknowledgeable;
         self.acknowledgeable
     }
@@ -107,6 +115,21 @@ impl Link {
 
     pub fn ack_due(&self) -> bool {
         self.reack || self.acknowledgeable > self.ack_sent
+    }
+
+    /// Whether a due ack should go out alone now (after [`Self::commit`]). Like TCP's delayed
+    /// ack: one standalone ack per `delay` or per [`ACK_EVERY`] messages, since acks usually
+    /// ride on traffic the other way and a one-way stream would otherwise cost the broker a
+    /// message per round — but at once for a peer that is resending.
+    pub fn ack_now(&mut self, now: Instant, delay: Duration) -> bool {
+        if !self.ack_due() {
+            self.ack_at = None;
+            return false;
+        }
+        if self.reack || self.acknowledgeable - self.ack_sent >= ACK_EVERY {
+            return true;
+        }
+        now >= *self.ack_at.get_or_insert(now + delay)
     }
 
     pub fn unacked(&self) -> usize {
@@ -152,7 +175,10 @@ impl Link {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.resend_at
+        match (self.resend_at, self.ack_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Due for a resend at `now`: the first unacknowledged messages, oldest first.
@@ -239,5 +265,31 @@ mod tests {
         // ...until the answer arrives (resent), carrying the ack again.
         assert_eq!(a.on_receive(answer), Received::Deliver);
         assert_eq!(settled(&mut a, t0, rto, ack), [1]);
+    }
+
+    #[test]
+    fn a_standalone_ack_waits_for_the_delay_or_enough_messages_but_not_for_a_resender() {
+        let t0 = Instant::now();
+        let delay = Duration::from_millis(1);
+        let mut b = Link::default();
+        assert!(!b.ack_now(t0, delay), "nothing to acknowledge");
+        b.on_receive(1);
+        b.commit();
+        assert!(!b.ack_now(t0, delay));
+        assert_eq!(b.poll_timeout(), Some(t0 + delay), "woken for it");
+        assert!(b.ack_now(t0 + delay, delay));
+        assert_eq!(b.ack_to_send(), 1);
+        assert_eq!(b.poll_timeout(), None);
+        // Enough for one ack: at once.
+        for seq in 2..2 + ACK_EVERY {
+            b.on_receive(seq);
+        }
+        b.commit();
+        assert!(b.ack_now(t0 + delay, delay));
+        b.ack_to_send();
+        // A duplicate: the peer resends, so it has not heard the ack — at once too.
+        assert_eq!(b.on_receive(2), Received::Drop);
+        b.commit();
+        assert!(b.ack_now(t0 + delay, delay));
     }
 }

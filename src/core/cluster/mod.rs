@@ -56,6 +56,8 @@ pub struct ClusterConfig {
     /// Resend what a node has not acknowledged after this long (at least; 4 round trips
     /// once measured).
     pub min_resend: Duration,
+    /// An ack with nothing to ride on waits at most this long (see `Link::ack_now`).
+    pub ack_delay: Duration,
     pub endpoint: Endpoint,
 }
 
@@ -311,17 +313,20 @@ impl Cluster {
     }
 
     /// The end of a round: everything received has been acted on, and acks that nothing
-    /// else carried go out alone.
-    pub fn flush_acks(&mut self) {
-        for node in self.nodes.values_mut() {
+    /// else carried go out alone when they are due.
+    pub fn flush_acks(&mut self, now: Instant) {
+        self.send_acks(now, false);
+    }
+
+    fn send_acks(&mut self, now: Instant, all_due: bool) {
+        let delay = self.config.ack_delay;
+        let mut due = Vec::new();
+        for (name, node) in &mut self.nodes {
             node.link.commit();
+            if node.link.ack_now(now, delay) || (all_due && node.link.ack_due()) {
+                due.push((name.clone(), node.epoch));
+            }
         }
-        let due: Vec<(String, u64)> = self
-            .nodes
-            .iter()
-            .filter(|(_, n)| n.link.ack_due())
-            .map(|(name, n)| (name.clone(), n.epoch))
-            .collect();
         for (name, epoch) in due {
             let Some(node) = self.nodes.get_mut(&name) else {
                 continue;
@@ -436,7 +441,7 @@ impl Cluster {
     /// Says goodbye (`goodbye` to every live gateway) and goes quiet: the end of a drain.
     pub fn leave(&mut self, now: Instant, goodbye: Body) {
         self.broadcast(now, &goodbye);
-        self.flush_acks();
+        self.send_acks(now, true);
         self.left = true;
     }
 

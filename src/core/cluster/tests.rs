@@ -10,6 +10,7 @@ fn config(node: &str) -> ClusterConfig {
         liveness: LivenessConfig::new(Duration::from_secs(2), Duration::from_millis(800))
             .expect("valid"),
         min_resend: Duration::from_millis(200),
+        ack_delay: Duration::from_millis(1),
         endpoint: Endpoint {
             node: node.into(),
             ..Endpoint::default()
@@ -56,7 +57,7 @@ impl Pair {
                 } else {
                     (&mut self.b, &mut self.a)
                 };
-                from.flush_acks();
+                from.flush_acks(self.now);
                 let mut out = Vec::new();
                 while let Some(o) = from.poll_output() {
                     out.push(o);
@@ -232,7 +233,8 @@ fn a_relay_is_acknowledged_only_after_every_answer_sent_before_the_ack_even_if_o
         message: "refused".into(),
     });
     assert!(p.b.send(p.now, "a", refusal.clone()));
-    p.b.flush_acks();
+    p.b.flush_acks(p.now);
+    p.b.flush_acks(p.now + Duration::from_millis(1));
     let from_b = transmitted(&mut p.b);
     assert_eq!(from_b.len(), 2, "the refusal, then the ack: {from_b:?}");
     assert_eq!(from_b[0].ack, 0, "not acknowledged before it was acted on");
