@@ -8,7 +8,7 @@ every gateway set gets its own --cluster-name, so nothing of an earlier set is h
    `signalgate-bench relay` with P sender/receiver pairs (default 100, 200-byte signals, as
    bench/relay.py) at each rate (default 1k and 10k signals/s). "same": senders and receivers
    on gateway a; "cross": senders on a, receivers on b, so every signal goes a → NATS → b and
-   b's verdict goes back to a before the sender's Ack. One-way latency p50/p99/max (sender's
+   b's acknowledgement goes back to a before the sender's Ack. One-way latency p50/p99/max (sender's
    send call to the receiver's decoded frame, one process, one monotonic clock), lost signals,
    and the CPU of both gateways, the NATS servers and the load generator.
 2. **lost** — how long the cluster takes to tell its members that a gateway died. Gateway b
@@ -1102,8 +1102,8 @@ def write_report(results: dict, out_dir: Path) -> str:
             "",
             f"{cfg['pairs']} sender/receiver pairs over wss, each pair alone in its own room, `Signal{{data}}` of "
             f"{cfg['bytes']} bytes at an aggregate rate (as bench/relay.py), numbered as the SDK numbers them, so "
-            "each is acknowledged to its sender — across gateways only after the receiver's gateway's verdict "
-            "(\"sender's Ack\": send → the Ack covering it). **alone**: one gateway without `--cluster` (what "
+            "each is acknowledged to its sender — across gateways only after the receiver's gateway has acknowledged "
+            "it, which under load may wait up to 1 ms (\"sender's Ack\": send → the Ack covering it). **alone**: one gateway without `--cluster` (what "
             "bench/relay.py measures); **same**: a cluster of two, sender and receiver on gateway a; **cross**: "
             "sender on a, receiver on b (the receiver joins first, and each side waits to see the other in the "
             "room before anything is sent), a and b connected to *different* NATS servers (as when every host runs "
@@ -1136,7 +1136,7 @@ def write_report(results: dict, out_dir: Path) -> str:
         def attempts_p99(rate: float, topology: str) -> str:
             values = [a["latency_ms"]["p99"] for a in every if a["rate_asked"] == rate and a["topology"] == topology]
             return " / ".join(f(v) for v in values) if len(values) > 1 else "–"
-        lines += ["", "| rate (/s) | cross topology | alone p99 (ms) | same p50 / p99 (ms) | cross p50 / p99 (ms) | **added p99, cross − same (ms)** | cross − alone (ms) | goal < 1 ms | p99 of every attempt, same; cross (ms) | gateway a's `signalgate_cluster_relay_seconds` (relay → verdict): count, mean, p50 / p99 bucket |",
+        lines += ["", "| rate (/s) | cross topology | alone p99 (ms) | same p50 / p99 (ms) | cross p50 / p99 (ms) | **added p99, cross − same (ms)** | cross − alone (ms) | goal < 1 ms | p99 of every attempt, same; cross (ms) | gateway a's `signalgate_cluster_relay_seconds` (relay → settlement): count, mean, p50 / p99 bucket |",
                   "|---:|---|---:|---|---|---:|---:|---|---|---|"]
         for rate in sorted({r["rate_asked"] for r in rl}):
             cell = {t: next((r for r in rl if r["rate_asked"] == rate and r["topology"] == t), None)

@@ -855,8 +855,8 @@ pub const CLUSTER_RELAY: &str = "signalgate_cluster_relay_seconds";
 
 /// `direction` of [`CLUSTER_MESSAGES`].
 const CLUSTER_DIRECTIONS: &[&str] = &["sent", "received", "received_malformed"];
-/// A signal's round trip to another gateway and back with its verdict: sub-millisecond on
-/// loopback, a few milliseconds across a data centre.
+/// A signal's round trip to another gateway and back with its settlement (the link's ack, up
+/// to 1 ms late, or a refusal): about a millisecond on loopback, a few across a data centre.
 const CLUSTER_RELAY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
 ];
@@ -889,7 +889,7 @@ pub fn cluster_configured() {
     );
     describe_histogram!(
         CLUSTER_RELAY,
-        "Signals to a peer on another gateway: from relay to that gateway's verdict."
+        "Signals to a peer on another gateway: from relay to its settlement by that gateway (acknowledged, or refused)."
     );
     gauge!(CLUSTER_NODES).set(1.0);
     gauge!(CLUSTER_NATS_CONNECTED).set(0.0);

@@ -25,9 +25,9 @@ use crate::proto::cluster::{Batch, Endpoint, Envelope, Leaving, envelope::Body};
 /// Resend what another gateway has not acknowledged after at least this long.
 const MIN_RESEND: Duration = Duration::from_millis(200);
 
-/// An ack waits at most this long for traffic the other way to ride on. It delays only the
-/// sender's Ack of a signal relayed to this gateway (its delivery and any refusal go at once),
-/// and it halves the NATS messages of a one-way stream of signals.
+/// At most one ack alone per this long to each gateway (more ride on traffic the other way).
+/// Under load it delays only the sender's Ack of a signal relayed here (its delivery and any
+/// refusal go at once), and it halves the NATS messages of a one-way stream of signals.
 const ACK_DELAY: Duration = Duration::from_millis(1);
 
 /// The cluster side of the hub's task.

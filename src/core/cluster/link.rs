@@ -28,8 +28,7 @@ pub const MAX_UNACKED: usize = 200_000;
 /// Messages resent per retransmission round (the rest follow once these are acknowledged).
 const RESEND_BATCH: usize = 1024;
 
-/// A standalone ack waits (for something to ride on, or for more to cover) until this many
-/// messages are unacknowledged, or the ack delay has passed.
+/// A standalone ack goes at once when it covers this many messages, whatever the delay.
 const ACK_EVERY: u64 = 64;
 
 #[derive(Debug)]
@@ -49,6 +48,8 @@ pub struct Link {
     reack: bool,
     /// When a due ack goes out alone if nothing carried it before.
     ack_at: Option<Instant>,
+    /// When the last ack went out alone.
+    last_alone: Option<Instant>,
 }
 
 /// What the receiver does with a numbered message.
@@ -71,6 +72,7 @@ impl Default for Link {
             ack_sent: 0,
             reack: false,
             ack_at: None,
+            last_alone: None,
         }
     }
 }
@@ -117,19 +119,23 @@ impl Link {
         self.reack || self.acknowledgeable > self.ack_sent
     }
 
-    /// Whether a due ack should go out alone now (after [`Self::commit`]). Like TCP's delayed
-    /// ack: one standalone ack per `delay` or per [`ACK_EVERY`] messages, since acks usually
-    /// ride on traffic the other way and a one-way stream would otherwise cost the broker a
-    /// message per round — but at once for a peer that is resending.
+    /// Whether a due ack should go out alone now (after [`Self::commit`]); the caller then
+    /// sends it. At most one standalone ack per `delay`, unless it covers [`ACK_EVERY`]
+    /// messages or the peer is resending: a one-way stream would otherwise cost the broker a
+    /// message per round for its acks, while a quiet link still acks at once.
     pub fn ack_now(&mut self, now: Instant, delay: Duration) -> bool {
         if !self.ack_due() {
             self.ack_at = None;
             return false;
         }
-        if self.reack || self.acknowledgeable - self.ack_sent >= ACK_EVERY {
+        let earliest = self.last_alone.map_or(now, |at| at + delay);
+        let now_or_never = self.reack || self.acknowledgeable - self.ack_sent >= ACK_EVERY;
+        if now_or_never || now >= earliest {
+            self.last_alone = Some(now);
             return true;
         }
-        now >= *self.ack_at.get_or_insert(now + delay)
+        self.ack_at = Some(earliest);
+        false
     }
 
     pub fn unacked(&self) -> usize {
@@ -268,20 +274,25 @@ mod tests {
     }
 
     #[test]
-    fn a_standalone_ack_waits_for_the_delay_or_enough_messages_but_not_for_a_resender() {
+    fn standalone_acks_go_at_most_one_per_delay_unless_many_are_due_or_the_peer_resends() {
         let t0 = Instant::now();
         let delay = Duration::from_millis(1);
         let mut b = Link::default();
         assert!(!b.ack_now(t0, delay), "nothing to acknowledge");
         b.on_receive(1);
         b.commit();
-        assert!(!b.ack_now(t0, delay));
+        assert!(b.ack_now(t0, delay), "a quiet link acknowledges at once");
+        assert_eq!(b.ack_to_send(), 1);
+        b.on_receive(2);
+        b.commit();
+        let soon = t0 + delay / 4;
+        assert!(!b.ack_now(soon, delay), "the next one waits for the delay");
         assert_eq!(b.poll_timeout(), Some(t0 + delay), "woken for it");
         assert!(b.ack_now(t0 + delay, delay));
-        assert_eq!(b.ack_to_send(), 1);
+        assert_eq!(b.ack_to_send(), 2);
         assert_eq!(b.poll_timeout(), None);
         // Enough for one ack: at once.
-        for seq in 2..2 + ACK_EVERY {
+        for seq in 3..3 + ACK_EVERY {
             b.on_receive(seq);
         }
         b.commit();

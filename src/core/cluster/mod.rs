@@ -56,7 +56,7 @@ pub struct ClusterConfig {
     /// Resend what a node has not acknowledged after this long (at least; 4 round trips
     /// once measured).
     pub min_resend: Duration,
-    /// An ack with nothing to ride on waits at most this long (see `Link::ack_now`).
+    /// At most one ack alone per this long to each node (see `Link::ack_now`).
     pub ack_delay: Duration,
     pub endpoint: Endpoint,
 }
