@@ -18,7 +18,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 
 use super::tcp_liveness::TcpWitness;
-use super::{INBOUND_QUEUE, Inbound, Link, Outbound, close_code};
+use super::{INBOUND_QUEUE, Inbound, Link, Outbound, READ_CHUNK, close_code};
 use crate::core::Transport;
 use crate::core::codec::{FrameProblem, decode_client_frame, encode_server_frame};
 use crate::core::reason_label;
@@ -31,7 +31,7 @@ pub fn config(max_frame_bytes: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .max_message_size(Some(max_frame_bytes))
         .max_frame_size(Some(max_frame_bytes))
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(READ_CHUNK)
         .write_buffer_size(0)
 }
 
@@ -81,7 +81,7 @@ async fn read_loop<St>(
             // held signal, when small held frames alternate with large ones).
             Some(Ok(Message::Binary(bytes))) => {
                 match decode_client_frame(Bytes::copy_from_slice(&bytes), max_frame_bytes) {
-                    Ok(frame) => (Inbound::Frame(frame), false),
+                    Ok(frame) => (Inbound::Frame(Box::new(frame)), false),
                     Err(problem) => (Inbound::Rejected(problem), false),
                 }
             }

@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, watch};
 use wtransport::error::{ConnectionError, StreamReadError};
 use wtransport::{Connection, RecvStream, SendStream, ServerConfig, VarInt};
 
-use super::{INBOUND_QUEUE, Inbound, Link, Outbound, UnreportedActivity, close_code};
+use super::{INBOUND_QUEUE, Inbound, Link, Outbound, READ_CHUNK, UnreportedActivity, close_code};
 use crate::config::Config;
 use crate::core::Transport;
 use crate::core::codec::{
@@ -382,7 +382,7 @@ fn loss_reason(error: &ConnectionError) -> Reason {
 
 impl Reader {
     async fn run(mut self) {
-        let mut buf = vec![0u8; 4 * 1024];
+        let mut buf = vec![0u8; READ_CHUNK];
         let mut accepting_streams = true;
         loop {
             let event = tokio::select! {
@@ -442,7 +442,7 @@ impl Reader {
         loop {
             let event = match self.decoder.next_frame() {
                 Ok(Some(body)) => match decode_client_frame(body, self.max_frame_bytes) {
-                    Ok(frame) => Inbound::Frame(frame),
+                    Ok(frame) => Inbound::Frame(Box::new(frame)),
                     Err(problem) => Inbound::Rejected(problem),
                 },
                 Ok(None) => return true,
