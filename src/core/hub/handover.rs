@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use super::backlog::Backlog;
 use super::millis_u64;
-use super::remote::{RemoteKey, RemotePeer};
+use super::remote::RemotePeer;
 use super::rooms::Member;
 use super::session::{Presence, Session};
 use super::{ConnId, Deadline, Hub, HubEvent, Output, ResumeOutcome, SessionKey};
@@ -358,21 +358,13 @@ impl Hub {
             }
         };
         let state = session.presence.state();
-        let remote = RemoteKey(self.next_remote_key);
-        self.next_remote_key += 1;
-        self.remote_by_peer.insert(session.peer_id.clone(), remote);
-        self.remote.insert(
-            remote,
-            RemotePeer {
-                peer_id: session.peer_id.clone(),
-                node: node.to_string(),
-                route: node.to_string(),
-                in_flight: 0,
-                rooms: session.rooms.iter().map(|r| (r.clone(), state)).collect(),
-                profile: session.profile.clone(),
-                orphaned: false,
-            },
-        );
+        let rooms = session.rooms.iter().map(|r| (r.clone(), state)).collect();
+        let remote = self.add_remote(RemotePeer::new(
+            &session.peer_id,
+            node,
+            rooms,
+            session.profile.clone(),
+        ));
         for room in &session.rooms {
             self.rooms
                 .add(room, &session.peer_id, Member::Remote(remote));

@@ -116,6 +116,15 @@ pub enum SignalKind {
 impl SignalKind {
     pub const ALL: [SignalKind; 3] = [Self::Description, Self::Candidate, Self::Data];
 
+    pub fn of(payload: &crate::proto::signal::Payload) -> Self {
+        use crate::proto::signal::Payload;
+        match payload {
+            Payload::Description(_) => Self::Description,
+            Payload::Candidate(_) => Self::Candidate,
+            Payload::Data(_) => Self::Data,
+        }
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             Self::Description => "description",

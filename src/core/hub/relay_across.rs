@@ -70,16 +70,6 @@ impl Hub {
         kind: SignalKind,
         signal: proto::Signal,
     ) {
-        let Some(r) = self.remote.get_mut(&to) else {
-            return;
-        };
-        if r.in_flight == 0 {
-            r.route = r.node.clone();
-        }
-        r.in_flight += 1;
-        let node = r.route.clone();
-        let ticket = self.next_ticket;
-        self.next_ticket += 1;
         let Some(session) = self.sessions.get_mut(&sender) else {
             return;
         };
@@ -94,6 +84,13 @@ impl Hub {
             kind,
             sent_at: now,
         };
+        self.relay_to(now, to, origin, signal);
+    }
+
+    /// Sends `signal` to the remote member `to`, through its route, under a new ticket.
+    fn relay_to(&mut self, now: Instant, to: RemoteKey, origin: Origin, signal: proto::Signal) {
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
         self.tickets.insert(
             ticket,
             Ticket {
@@ -102,6 +99,10 @@ impl Hub {
                 origin,
             },
         );
+        let node = match self.remote.get_mut(&to) {
+            Some(r) => r.send(),
+            None => String::new(),
+        };
         if !self.live_nodes.contains(&node) {
             // Its gateway is lost (it is UNREACHABLE, and LEFT at the end of the window).
             return self.verdict_received(now, unavailable(ticket, &node));
@@ -141,11 +142,10 @@ impl Hub {
                 let out = not_in_room();
                 return self.outputs.push_back(out);
             }
-            let kind = match &signal.payload {
-                Some(proto::signal::Payload::Description(_)) => SignalKind::Description,
-                Some(proto::signal::Payload::Candidate(_)) => SignalKind::Candidate,
-                _ => SignalKind::Data,
-            };
+            let kind = signal
+                .payload
+                .as_ref()
+                .map_or(SignalKind::Data, SignalKind::of);
             let to = signal.to.clone();
             let out = match self.deliver(key, Item::Signal(Msg::Signal(signal))) {
                 Ok(()) => return self.event(HubEvent::SignalRelayed { kind }),
@@ -167,42 +167,16 @@ impl Hub {
             let out = not_in_room();
             return self.outputs.push_back(out);
         };
-        let Some(r) = self.remote.get_mut(&remote) else {
-            return;
-        };
-        if r.in_flight == 0 {
-            r.route = r.node.clone();
-        }
-        r.in_flight += 1;
-        let node = r.route.clone();
-        let forwarded = self.next_ticket;
-        self.next_ticket += 1;
-        self.tickets.insert(
-            forwarded,
-            Ticket {
-                to: remote,
-                verdict_follows: false,
-                origin: Origin::Forwarded {
-                    node: from.to_string(),
-                    ticket,
-                },
-            },
-        );
         // Before this round's ack, which must not settle it.
         self.outputs.push_back(Output::ToNode {
             node: from.to_string(),
             body: Body::Forwarded(Forwarded { ticket }),
         });
-        if !self.live_nodes.contains(&node) {
-            return self.verdict_received(now, unavailable(forwarded, &node));
-        }
-        self.outputs.push_back(Output::ToNode {
-            node,
-            body: Body::Relay(Relay {
-                ticket: forwarded,
-                signal: Some(signal),
-            }),
-        });
+        let origin = Origin::Forwarded {
+            node: from.to_string(),
+            ticket,
+        };
+        self.relay_to(now, remote, origin, signal);
     }
 
     /// The gateway a Relay went to acknowledged it: accepted, unless it said it forwarded it.
@@ -227,10 +201,7 @@ impl Hub {
             return;
         };
         if let Some(r) = self.remote.get_mut(&to) {
-            r.in_flight = r.in_flight.saturating_sub(1);
-            if r.in_flight == 0 {
-                r.route = r.node.clone();
-            }
+            r.settled();
         }
         let code = verdict.code();
         match origin {

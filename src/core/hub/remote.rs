@@ -47,7 +47,61 @@ pub(super) struct RemotePeer {
     pub orphaned: bool,
 }
 
+impl RemotePeer {
+    pub fn new(
+        peer_id: &str,
+        node: &str,
+        rooms: BTreeMap<String, PresenceState>,
+        profile: Profile,
+    ) -> Self {
+        Self {
+            peer_id: peer_id.to_string(),
+            node: node.to_string(),
+            route: node.to_string(),
+            in_flight: 0,
+            rooms,
+            profile,
+            orphaned: false,
+        }
+    }
+
+    /// A signal leaves for it: the gateway it goes through (its old one while signals sent
+    /// that way are unsettled, so that none is overtaken).
+    pub fn send(&mut self) -> String {
+        if self.in_flight == 0 {
+            self.route = self.node.clone();
+        }
+        self.in_flight += 1;
+        self.route.clone()
+    }
+
+    /// One of the signals sent to it was settled.
+    pub fn settled(&mut self) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        if self.in_flight == 0 {
+            self.route = self.node.clone();
+        }
+    }
+
+    /// Its session now lives on `node`; signals in flight keep their way.
+    fn moved_to(&mut self, node: &str) {
+        self.node = node.to_string();
+        if self.in_flight == 0 {
+            self.route = self.node.clone();
+        }
+    }
+}
+
 impl Hub {
+    /// Records a member whose session lives on another gateway.
+    pub(super) fn add_remote(&mut self, peer: RemotePeer) -> RemoteKey {
+        let remote = RemoteKey(self.next_remote_key);
+        self.next_remote_key += 1;
+        self.remote_by_peer.insert(peer.peer_id.clone(), remote);
+        self.remote.insert(remote, peer);
+        remote
+    }
+
     pub(super) fn clustered(&self) -> bool {
         self.config.cluster_node.is_some()
     }
@@ -195,33 +249,18 @@ impl Hub {
         let state = peer.state();
         let remote = match self.remote_by_peer.get(&peer.peer_id) {
             Some(remote) => *remote,
-            None => {
-                let remote = RemoteKey(self.next_remote_key);
-                self.next_remote_key += 1;
-                self.remote_by_peer.insert(peer.peer_id.clone(), remote);
-                self.remote.insert(
-                    remote,
-                    RemotePeer {
-                        peer_id: peer.peer_id.clone(),
-                        node: from.to_string(),
-                        route: from.to_string(),
-                        in_flight: 0,
-                        rooms: BTreeMap::new(),
-                        profile: Profile::default(),
-                        orphaned: false,
-                    },
-                );
-                remote
-            }
+            None => self.add_remote(RemotePeer::new(
+                &peer.peer_id,
+                from,
+                BTreeMap::new(),
+                Profile::default(),
+            )),
         };
         let Some(r) = self.remote.get_mut(&remote) else {
             return;
         };
         if r.node != from {
-            r.node = from.to_string();
-            if r.in_flight == 0 {
-                r.route = from.to_string();
-            }
+            r.moved_to(from);
         }
         if r.orphaned {
             r.orphaned = false;

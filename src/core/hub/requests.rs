@@ -161,15 +161,11 @@ impl Hub {
             return refuse(self, ErrorCode::SignalNotGranted, message.to_string());
         }
         let kind = match &signal.payload {
-            Some(signal::Payload::Description(d)) => {
-                if d.r#type() == proto::SdpType::Unspecified {
-                    let message = "description.type must be OFFER, ANSWER, PRANSWER or ROLLBACK";
-                    return refuse(self, ErrorCode::InvalidArgument, message.to_string());
-                }
-                SignalKind::Description
+            Some(signal::Payload::Description(d)) if d.r#type() == proto::SdpType::Unspecified => {
+                let message = "description.type must be OFFER, ANSWER, PRANSWER or ROLLBACK";
+                return refuse(self, ErrorCode::InvalidArgument, message.to_string());
             }
-            Some(signal::Payload::Candidate(_)) => SignalKind::Candidate,
-            Some(signal::Payload::Data(_)) => SignalKind::Data,
+            Some(payload) => SignalKind::of(payload),
             None => {
                 let message = "a Signal needs a description, a candidate or data";
                 return refuse(self, ErrorCode::InvalidArgument, message.to_string());
