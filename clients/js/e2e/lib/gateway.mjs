@@ -2,34 +2,13 @@
 //
 // The binary comes from SIGNALGATE_BIN (run.sh always sets it). Logs go to
 // $SIGNALGATE_E2E_OUT/<name>-gateway.log; the tail is printed when start-up fails.
-import { spawn } from "node:child_process";
 import { createSocket } from "node:dgram";
-import { createWriteStream, existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { createWriteStream, existsSync, mkdtempSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { outDir, sleep, withTimeout } from "./util.mjs";
-
-/** Every gateway started by this process, so that an unexpected exit still stops them. */
-const running = new Set();
-function killAll() {
-  for (const child of running) {
-    try {
-      child.kill("SIGKILL");
-    } catch {
-      // already gone
-    }
-  }
-}
-process.on("exit", killAll);
-// run.sh's `timeout` sends SIGTERM to the whole process group. playwright's own handler closes
-// the browsers and exits; make sure the gateways go too, and that the process does exit.
-for (const signal of ["SIGTERM", "SIGINT"]) {
-  process.on(signal, () => {
-    killAll();
-    setTimeout(() => process.exit(128 + (signal === "SIGTERM" ? 15 : 2)), 5000).unref();
-  });
-}
+import { startServer } from "./process.mjs";
+import { outDir, sleep } from "./util.mjs";
 
 /** A TCP port that is free on 127.0.0.1; with `udpToo`, the same UDP port is free as well. */
 export async function freePort({ udpToo = false } = {}) {
@@ -60,60 +39,17 @@ export function gatewayBinary() {
   return bin;
 }
 
-/** Starts the binary and waits for /healthz; returns {child, exit, stop()}. */
-async function spawnGateway(bin, args, log, logPath, httpBase) {
-  log.write(`$ ${bin} ${args.join(" ")}\n`);
-  const child = spawn(bin, args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, NO_COLOR: "1" } });
-  running.add(child);
-  child.stdout.pipe(log, { end: false });
-  child.stderr.pipe(log, { end: false });
-  let exited = null;
-  const exit = new Promise((resolve) => {
-    child.once("exit", (code, signal) => {
-      exited = { code, signal };
-      running.delete(child);
-      resolve(exited);
-    });
-  });
-  try {
-    await withTimeout(
-      (async () => {
-        for (;;) {
-          if (exited) throw new Error(`gateway exited during start-up (${JSON.stringify(exited)})`);
-          try {
-            const res = await fetch(`${httpBase}/healthz`);
-            if (res.ok) return;
-          } catch {
-            // not listening yet
-          }
-          await sleep(100);
-        }
-      })(),
-      20_000,
-      "gateway /healthz",
-    );
-  } catch (err) {
-    child.kill("SIGKILL");
-    await exit;
-    let tail = "";
+/** Starts the binary and waits for /healthz; returns {stop()}. */
+function spawnGateway(bin, args, log, logPath, httpBase) {
+  const ready = async () => {
     try {
-      tail = readFileSync(logPath, "utf8").split("\n").slice(-30).join("\n");
+      return (await fetch(`${httpBase}/healthz`)).ok;
     } catch {
-      // no log
+      return false; // not listening yet
     }
-    throw new Error(`${err.message}\n--- ${logPath} (tail) ---\n${tail}`);
-  }
-  return {
-    /** SIGTERM (GoAway to every session, then close), SIGKILL after 5 s. */
-    async stop() {
-      if (exited) return exited;
-      child.kill("SIGTERM");
-      const done = await Promise.race([exit, sleep(5000).then(() => null)]);
-      if (done) return done;
-      child.kill("SIGKILL");
-      return exit;
-    },
   };
+  const env = { ...process.env, NO_COLOR: "1" };
+  return startServer({ what: "gateway", bin, args, env, log, logPath, ready, timeoutMs: 20_000 });
 }
 
 /**
