@@ -70,7 +70,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import relay  # noqa: E402  (bench/relay.py: free ports, quiet-machine wait, rate limits, machine info)
-from relay import BenchError, log  # noqa: E402
+from procs import BenchError, Proc, Procs  # noqa: E402  (bench/procs.py: child processes)
+from relay import log  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -111,101 +112,6 @@ GATEWAY_LOST = re.compile(r"^(?P<ts>\S+)\s+WARN .*gateway lost.*node=\"?(?P<node
 # --------------------------------------------------------------------------------------------
 # Processes
 # --------------------------------------------------------------------------------------------
-
-
-class Proc:
-    """One child process in its own process group, its output in two files."""
-
-    def __init__(self, name: str, popen: subprocess.Popen, out: Path, err: Path):
-        self.name, self.popen, self.out, self.err = name, popen, out, err
-        self.sigstopped = False
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def json_lines(self) -> list[dict]:
-        return read_jsonl(self.out)
-
-
-class Procs:
-    """Every process this run started, so that every exit path can stop all of them."""
-
-    def __init__(self, workdir: Path):
-        self.workdir = workdir
-        self.procs: list[Proc] = []
-        self.seq = 0
-
-    def spawn(self, name: str, argv: list[str]) -> Proc:
-        self.seq += 1
-        out = self.workdir / f"{self.seq:03d}-{name}.out"
-        err = self.workdir / f"{self.seq:03d}-{name}.err"
-        popen = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=out.open("w"), stderr=err.open("w"),
-            env=dict(os.environ, NO_COLOR="1"), start_new_session=True,
-        )
-        proc = Proc(name, popen, out, err)
-        self.procs.append(proc)
-        return proc
-
-    def stop(self, proc: Proc, grace: float = 5.0) -> None:
-        """SIGTERM to its group, SIGKILL after `grace` (at once for a SIGSTOPped one: a
-        stopped process would only see SIGTERM once continued)."""
-        if proc.alive():
-            first = signal.SIGKILL if proc.sigstopped else signal.SIGTERM
-            try:
-                os.killpg(proc.pid, first)
-            except ProcessLookupError:
-                pass
-            try:
-                proc.popen.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                proc.popen.wait(timeout=10)
-        if proc in self.procs:
-            self.procs.remove(proc)
-
-    def stop_all(self) -> None:
-        for proc in list(reversed(self.procs)):
-            self.stop(proc, grace=3.0)
-
-    def wait_ready(self, procs: list[Proc], timeout: float, what: str) -> list[dict]:
-        """Waits for one `{"event": "ready"}` line from each process."""
-        deadline = time.time() + timeout
-        while True:
-            readies = []
-            for proc in procs:
-                ready = [j for j in proc.json_lines() if j.get("event") == "ready"]
-                if not ready and not proc.alive():
-                    raise BenchError(f"{proc.name} exited early: {proc.err.read_text(errors='replace')[-2000:]}")
-                readies.append(ready[0] if ready else None)
-            if all(readies):
-                return readies
-            if time.time() > deadline:
-                raise BenchError(f"{what} not ready within {timeout:.0f} s")
-            time.sleep(0.2)
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    """The JSON lines of a file (a line being written is skipped)."""
-    try:
-        text = path.read_text(errors="replace")
-    except FileNotFoundError:
-        return []
-    out = []
-    for line in text.splitlines():
-        if line.startswith("{"):
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                pass
-    return out
 
 
 class JsonlTail:
@@ -1367,7 +1273,7 @@ def main() -> int:
             raise BenchError(f"{binary} is missing (build it, or drop --no-build)")
 
     workdir = Path(tempfile.mkdtemp(prefix="sg-cluster-"))
-    procs = Procs(workdir)
+    procs = Procs(workdir, env={"NO_COLOR": "1"})
     results: dict = {
         "meta": {
             "command": shlex.join(["python3", "bench/cluster.py", *sys.argv[1:]]),

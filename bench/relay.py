@@ -36,6 +36,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from procs import BenchError  # bench/procs.py
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results" / "relay"
@@ -45,8 +47,6 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-class BenchError(Exception):
-    pass
 
 
 def free_port() -> int:

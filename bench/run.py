@@ -41,6 +41,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from procs import BenchError, Proc, Procs, read_jsonl  # bench/procs.py
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results"
@@ -88,8 +90,6 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-class BenchError(Exception):
-    pass
 
 
 def sh(*cmd: str, check: bool = True, stdin: str | None = None) -> str:
@@ -108,101 +108,18 @@ def in_ns(ns: str, *cmd: str) -> list[str]:
 # --------------------------------------------------------------------------------------------
 
 
-class Proc:
-    def __init__(self, name: str, popen: subprocess.Popen, out: Path, err: Path):
-        self.name, self.popen, self.out, self.err = name, popen, out, err
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def lines(self) -> list[str]:
-        try:
-            return self.out.read_text(errors="replace").splitlines()
-        except FileNotFoundError:
-            return []
-
-    def json_lines(self) -> list[dict]:
-        found = []
-        for line in self.lines():
-            if line.startswith("{"):
-                try:
-                    found.append(json.loads(line))
-                except json.JSONDecodeError:
-                    pass
-        return found
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-
-class Lab:
+class Lab(Procs):
     """The namespaces and every process started in them; `down()` removes all of it."""
 
     def __init__(self, workdir: Path, gateway_cc: str | None = None, phone_cc: str | None = None):
-        self.workdir = workdir
-        self.procs: list[Proc] = []
-        self.seq = 0
+        super().__init__(workdir)
         # TCP congestion control per namespace (None: the machine's default, which a new
         # namespace inherits).
         self.gateway_cc, self.phone_cc = gateway_cc, phone_cc
 
     # -- processes --
     def spawn(self, name: str, argv: list[str], ns: str | None = None, env: dict | None = None) -> Proc:
-        self.seq += 1
-        out = self.workdir / f"{self.seq:03d}-{name}.out"
-        err = self.workdir / f"{self.seq:03d}-{name}.err"
-        full_env = dict(os.environ)
-        full_env.update(env or {})
-        cmd = in_ns(ns, *argv) if ns else argv
-        popen = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=out.open("w"),
-            stderr=err.open("w"),
-            env=full_env,
-            start_new_session=True,  # its own process group: stopped as a group
-        )
-        proc = Proc(name, popen, out, err)
-        self.procs.append(proc)
-        return proc
-
-    def stop(self, proc: Proc, grace: float = 5.0) -> None:
-        if proc.alive():
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                proc.popen.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                proc.popen.wait(timeout=10)
-        if proc in self.procs:
-            self.procs.remove(proc)
-
-    def stop_all(self) -> None:
-        for proc in list(reversed(self.procs)):
-            self.stop(proc, grace=3.0)
-
-    def wait_ready(self, procs: list[Proc], timeout: float, what: str) -> list[dict]:
-        """Waits for one `{"event": "ready"}` line from each process."""
-        deadline = time.time() + timeout
-        while True:
-            readies = []
-            for proc in procs:
-                ready = [j for j in proc.json_lines() if j.get("event") == "ready"]
-                if not ready and not proc.alive():
-                    raise BenchError(f"{proc.name} exited early: {proc.err.read_text()[-2000:]}")
-                readies.append(ready[0] if ready else None)
-            if all(readies):
-                return readies
-            if time.time() > deadline:
-                raise BenchError(f"{what} not ready within {timeout:.0f} s")
-            time.sleep(0.2)
+        return super().spawn(name, in_ns(ns, *argv) if ns else argv, env)
 
     # -- topology --
     def up(self) -> None:
@@ -590,18 +507,6 @@ def parse_gateway_log(path: Path) -> list[dict]:
             "silent_for_ms": int(m["silent"]),
         })
     return events
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            pass
-    return out
 
 
 # --------------------------------------------------------------------------------------------

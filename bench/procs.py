@@ -1,0 +1,120 @@
+"""Child processes of the benchmarks (bench/run.py, bench/cluster.py): each in its own process
+group, its output in two files of the run's work directory, and every one stopped on every
+exit path of the run. Python 3 standard library only."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+
+class BenchError(Exception):
+    pass
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """The JSON lines of a file (a line being written is skipped)."""
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
+        return []
+    out = []
+    for line in text.splitlines():
+        if line.startswith("{"):
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                pass
+    return out
+
+
+class Proc:
+    """One child process in its own process group, its output in two files."""
+
+    def __init__(self, name: str, popen: subprocess.Popen, out: Path, err: Path):
+        self.name, self.popen, self.out, self.err = name, popen, out, err
+        # SIGSTOPped by the benchmark: it would see a SIGTERM only once continued.
+        self.sigstopped = False
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def lines(self) -> list[str]:
+        try:
+            return self.out.read_text(errors="replace").splitlines()
+        except FileNotFoundError:
+            return []
+
+    def json_lines(self) -> list[dict]:
+        return read_jsonl(self.out)
+
+
+class Procs:
+    """Every process a run started, so that every exit path can stop all of them. `env` is
+    added to the environment of each."""
+
+    def __init__(self, workdir: Path, env: dict | None = None):
+        self.workdir = workdir
+        self.env = env or {}
+        self.procs: list[Proc] = []
+        self.seq = 0
+
+    def spawn(self, name: str, argv: list[str], env: dict | None = None) -> Proc:
+        self.seq += 1
+        out = self.workdir / f"{self.seq:03d}-{name}.out"
+        err = self.workdir / f"{self.seq:03d}-{name}.err"
+        popen = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=out.open("w"), stderr=err.open("w"),
+            env={**os.environ, **self.env, **(env or {})},
+            start_new_session=True,  # its own process group: stopped as a group
+        )
+        proc = Proc(name, popen, out, err)
+        self.procs.append(proc)
+        return proc
+
+    def stop(self, proc: Proc, grace: float = 5.0) -> None:
+        """SIGTERM to its group, SIGKILL after `grace` (at once for a SIGSTOPped one)."""
+        if proc.alive():
+            first = signal.SIGKILL if proc.sigstopped else signal.SIGTERM
+            try:
+                os.killpg(proc.pid, first)
+            except ProcessLookupError:
+                pass
+            try:
+                proc.popen.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                proc.popen.wait(timeout=10)
+        if proc in self.procs:
+            self.procs.remove(proc)
+
+    def stop_all(self) -> None:
+        for proc in list(reversed(self.procs)):
+            self.stop(proc, grace=3.0)
+
+    def wait_ready(self, procs: list[Proc], timeout: float, what: str) -> list[dict]:
+        """Waits for one `{"event": "ready"}` line from each process."""
+        deadline = time.time() + timeout
+        while True:
+            readies = []
+            for proc in procs:
+                ready = [j for j in proc.json_lines() if j.get("event") == "ready"]
+                if not ready and not proc.alive():
+                    raise BenchError(f"{proc.name} exited early: {proc.err.read_text(errors='replace')[-2000:]}")
+                readies.append(ready[0] if ready else None)
+            if all(readies):
+                return readies
+            if time.time() > deadline:
+                raise BenchError(f"{what} not ready within {timeout:.0f} s")
+            time.sleep(0.2)
