@@ -100,11 +100,6 @@ impl Link {
         self.acknowledgeable
     }
 
-    /// The highest seq received in order.
-    pub fn received(&self) -> u64 {
-        self.received
-    }
-
     /// The last seq numbered here (what an envelope's `sent` says).
     pub fn last_sent(&self) -> u64 {
         self.next_seq - 1

@@ -162,15 +162,7 @@ impl Cluster {
             return false;
         };
         let seq = peer.link.push(now, rto, body.clone());
-        let envelope = Envelope {
-            from: self.config.node.clone(),
-            epoch: self.epoch,
-            to_epoch: peer.epoch,
-            seq,
-            ack: peer.link.ack_to_send(),
-            sent: seq,
-            body: Some(body),
-        };
+        let envelope = peer.on_link((&self.config.node, self.epoch), seq, Some(body));
         let broken = peer.link.unacked() > MAX_UNACKED;
         self.outputs.push_back(ClusterOutput::Transmit {
             to: Dest::Node(node.to_string()),
@@ -320,28 +312,15 @@ impl Cluster {
 
     fn send_acks(&mut self, now: Instant, all_due: bool) {
         let delay = self.config.ack_delay;
-        let mut due = Vec::new();
         for (name, node) in &mut self.nodes {
             node.link.commit();
             if node.link.ack_now(now, delay) || (all_due && node.link.ack_due()) {
-                due.push((name.clone(), node.epoch));
+                let envelope = node.on_link((&self.config.node, self.epoch), 0, None);
+                self.outputs.push_back(ClusterOutput::Transmit {
+                    to: Dest::Node(name.clone()),
+                    envelope,
+                });
             }
-        }
-        for (name, epoch) in due {
-            let Some(node) = self.nodes.get_mut(&name) else {
-                continue;
-            };
-            let ack = node.link.ack_to_send();
-            let envelope = Envelope {
-                from: self.config.node.clone(),
-                epoch: self.epoch,
-                to_epoch: epoch,
-                seq: 0,
-                ack,
-                sent: node.link.last_sent(),
-                body: None,
-            };
-            self.transmit(Dest::Node(name), envelope);
         }
     }
 
@@ -393,15 +372,7 @@ impl Cluster {
                 continue;
             };
             for (seq, body) in node.link.resend(now, rto) {
-                let envelope = Envelope {
-                    from: self.config.node.clone(),
-                    epoch: self.epoch,
-                    to_epoch: node.epoch,
-                    seq,
-                    ack: node.link.ack_to_send(),
-                    sent: node.link.last_sent(),
-                    body: Some(body),
-                };
+                let envelope = node.on_link((&self.config.node, self.epoch), seq, Some(body));
                 self.outputs.push_back(ClusterOutput::Transmit {
                     to: Dest::Node(name.clone()),
                     envelope,
@@ -547,6 +518,22 @@ impl Cluster {
     fn transmit(&mut self, to: Dest, envelope: Envelope) {
         self.outputs
             .push_back(ClusterOutput::Transmit { to, envelope });
+    }
+}
+
+impl Node {
+    /// An envelope on the link to this node (`seq` 0: an ack alone), from `(node, epoch)`,
+    /// carrying the ack due and what the link has sent so far.
+    fn on_link(&mut self, (from, epoch): (&str, u64), seq: u64, body: Option<Body>) -> Envelope {
+        Envelope {
+            from: from.to_string(),
+            epoch,
+            to_epoch: self.epoch,
+            seq,
+            ack: self.link.ack_to_send(),
+            sent: self.link.last_sent(),
+            body,
+        }
     }
 }
 
