@@ -130,7 +130,11 @@ pub async fn start(
                 match Batch::decode(message.payload) {
                     Ok(batch) => {
                         for envelope in batch.envelopes {
-                            if hub.send(HubInput::Cluster(envelope)).await.is_err() {
+                            if hub
+                                .send(HubInput::Cluster(Box::new(envelope)))
+                                .await
+                                .is_err()
+                            {
                                 return;
                             }
                         }

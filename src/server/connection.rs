@@ -122,7 +122,7 @@ async fn drive_as(ctx: Arc<ServerContext>, conn: ConnId, mut link: Link) {
             let to_hub = match input {
                 Some(Inbound::Frame(frame)) => {
                     liveness.on_inbound(now);
-                    tokens::hub_input(&ctx, conn, *frame)
+                    tokens::hub_input(&ctx, conn, frame)
                 }
                 Some(Inbound::Rejected(problem)) => {
                     liveness.on_inbound(now);

@@ -29,20 +29,20 @@ pub enum HubInput {
     },
     Frame {
         conn: ConnId,
-        frame: ClientFrame,
+        frame: Box<ClientFrame>,
     },
     /// A Hello whose token the connection's task verified.
     Hello {
         conn: ConnId,
         id: u64,
-        hello: Hello,
-        credentials: Credentials,
+        hello: Box<Hello>,
+        credentials: Box<Credentials>,
     },
     /// A Refresh whose token the connection's task verified.
     Refresh {
         conn: ConnId,
         id: u64,
-        credentials: Credentials,
+        credentials: Box<Credentials>,
     },
     Rejected {
         conn: ConnId,
@@ -62,7 +62,7 @@ pub enum HubInput {
     Admin(AdminRequest),
     Shutdown,
     /// Cluster mode: an envelope from another gateway.
-    Cluster(crate::proto::cluster::Envelope),
+    Cluster(Box<crate::proto::cluster::Envelope>),
     /// Cluster mode: the NATS connection went up or down.
     ClusterConnected(bool),
     /// Cluster mode: hand every session to the other gateways (answers how many moved).
@@ -128,7 +128,7 @@ pub async fn run(
             match input {
                 HubInput::Cluster(envelope) => {
                     if let Some(cluster) = cluster.as_mut() {
-                        cluster.received(now, envelope);
+                        cluster.received(now, *envelope);
                     }
                 }
                 HubInput::ClusterConnected(up) => {
@@ -191,18 +191,18 @@ fn apply(hub: &mut Hub, links: &mut HashMap<ConnId, LinkHandle>, now: Instant, i
             links.insert(conn, LinkHandle { outbox, kill });
             hub.connection_opened(now, conn, transport);
         }
-        HubInput::Frame { conn, frame } => hub.frame_received(now, conn, frame),
+        HubInput::Frame { conn, frame } => hub.frame_received(now, conn, *frame),
         HubInput::Hello {
             conn,
             id,
             hello,
             credentials,
-        } => hub.hello_received(now, conn, id, hello, credentials),
+        } => hub.hello_received(now, conn, id, *hello, *credentials),
         HubInput::Refresh {
             conn,
             id,
             credentials,
-        } => hub.refresh_received(now, conn, id, credentials),
+        } => hub.refresh_received(now, conn, id, *credentials),
         HubInput::Rejected { conn, problem } => hub.frame_rejected(now, conn, problem),
         HubInput::Drained { conn, mark } => hub.connection_drained(now, conn, mark),
         HubInput::Lost {
@@ -337,12 +337,12 @@ mod tests {
     use crate::core::hub::HubConfig;
     use crate::proto::{Join, PresenceState, Signal, client_frame, server_frame, signal};
 
-    fn frame(id: u64, msg: client_frame::Msg) -> ClientFrame {
-        ClientFrame {
+    fn frame(id: u64, msg: client_frame::Msg) -> Box<ClientFrame> {
+        Box::new(ClientFrame {
             id,
             seq: 0,
             msg: Some(msg),
-        }
+        })
     }
 
     /// A connection whose writer died while its reader lives: the session must become

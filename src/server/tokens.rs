@@ -14,29 +14,29 @@ use crate::proto::{ClientFrame, client_frame};
 
 /// The hub input for a frame from `conn`: Hello and Refresh carry their verified token when
 /// authentication is on; everything else goes as it is.
-pub fn hub_input(ctx: &ServerContext, conn: ConnId, frame: ClientFrame) -> HubInput {
+pub fn hub_input(ctx: &ServerContext, conn: ConnId, mut frame: Box<ClientFrame>) -> HubInput {
     let Some(auth) = &ctx.auth else {
         return HubInput::Frame { conn, frame };
     };
-    match frame.msg {
+    match frame.msg.take() {
         Some(client_frame::Msg::Hello(hello)) => {
             let credentials = verify(auth, &hello.token);
             HubInput::Hello {
                 conn,
                 id: frame.id,
-                hello,
-                credentials,
+                hello: Box::new(hello),
+                credentials: Box::new(credentials),
             }
         }
         Some(client_frame::Msg::Refresh(refresh)) => HubInput::Refresh {
             conn,
             id: frame.id,
-            credentials: verify(auth, &refresh.token),
+            credentials: Box::new(verify(auth, &refresh.token)),
         },
-        msg => HubInput::Frame {
-            conn,
-            frame: ClientFrame { msg, ..frame },
-        },
+        msg => {
+            frame.msg = msg;
+            HubInput::Frame { conn, frame }
+        }
     }
 }
 

@@ -489,7 +489,7 @@ impl Hub {
         }
         self.sessions.insert(
             key,
-            Session {
+            Box::new(Session {
                 peer_id: peer_id.clone(),
                 resume_token: resume_token.clone(),
                 rooms,
@@ -513,7 +513,7 @@ impl Hub {
                 unsettled: BTreeSet::new(),
                 parked: None,
                 moved_online: state.was_online,
-            },
+            }),
         );
         self.gauges.unreachable[transport.index()] += 1;
         self.by_peer_id.insert(peer_id.clone(), key);

@@ -146,7 +146,7 @@ impl Hub {
         };
         self.sessions.insert(
             key,
-            Session {
+            Box::new(Session {
                 peer_id: peer_id.clone(),
                 resume_token: resume_token.clone(),
                 rooms: BTreeSet::new(),
@@ -166,7 +166,7 @@ impl Hub {
                 unsettled: BTreeSet::new(),
                 parked: None,
                 moved_online: false,
-            },
+            }),
         );
         tracing::debug!(%conn, peer = %peer_id, %transport, "session started");
         self.by_peer_id.insert(peer_id, key);

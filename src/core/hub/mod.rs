@@ -114,7 +114,9 @@ pub struct Hub {
     config: HubConfig,
     entropy: Box<dyn Entropy>,
     connections: NumberedMap<ConnId, Connection>,
-    sessions: NumberedMap<SessionKey, Session>,
+    /// Boxed: a session is ~650 bytes, and a hash map keeps up to twice its entries' room in
+    /// free buckets; boxed, the free buckets hold pointers.
+    sessions: NumberedMap<SessionKey, Box<Session>>,
     by_peer_id: HashMap<String, SessionKey>,
     by_resume_token: HashMap<String, SessionKey>,
     by_identity: HashMap<Identity, SessionKey>,
