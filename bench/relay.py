@@ -7,14 +7,20 @@ senders sending B-byte Signal{data} frames at an aggregate rate R (evenly paced)
 after a warm-up; the receivers (same process, same monotonic clock) measure the one-way
 latency. Writes results.json and report.md (default bench/results/relay/).
 
+With `--targets signalgate,socketio` each rate also runs against Socket.IO 4
+(bench/baselines/socketio/relay_server.js on a free loopback port, node), driven by the same
+load generator speaking engine.io v4 / Socket.IO v5 over a plain WebSocket
+(`signalgate-bench relay --protocol socketio`); the rows are labelled by target.
+
 It measures, it does not judge: no timing is asserted. The load generator and the gateway
 share the machine's cores, so the figures are those of the pair, not of the gateway alone.
 
     python3 bench/relay.py                      # 1k, 5k, 10k, 20k signals/s, 10 s each
     python3 bench/relay.py --smoke              # one rate (1k/s), 2 s
     python3 bench/relay.py --rates 2000,40000 --secs 5 --transport wt --out /tmp/relay
+    python3 bench/relay.py --targets signalgate,socketio --rates 1000,5000 --secs 3
 
-Python 3 standard library only. Needs no root.
+Python 3 standard library only (the Socket.IO target: node and npm). Needs no root.
 """
 
 from __future__ import annotations
@@ -36,11 +42,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from procs import BenchError  # bench/procs.py
+from procs import BenchError, Procs  # bench/procs.py
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results" / "relay"
+SOCKETIO = HERE / "baselines" / "socketio"
+TARGETS = ("signalgate", "socketio")
 
 
 def log(msg: str) -> None:
@@ -74,6 +82,7 @@ class Gateway:
 
     def __init__(self, binary: Path, workdir: Path, rate_limit: int, rate_burst: int):
         self.workdir = workdir
+        self.rate_limit, self.rate_burst = rate_limit, rate_burst
         self.port = free_port()
         self.out = workdir / f"gateway-{self.port}.out"
         self.err = workdir / f"gateway-{self.port}.err"
@@ -124,6 +133,19 @@ class Gateway:
     def url(self, transport: str) -> str:
         return f"wss://127.0.0.1:{self.port}/ws" if transport == "ws" else f"https://127.0.0.1:{self.port}/wt"
 
+    def relay_argv(self, args: argparse.Namespace) -> list[str]:
+        return ["--url", self.url(args.transport), "--cert-sha256", self.sha256]
+
+    def describe(self) -> str:
+        return f"gateway pid {self.pid}, port {self.port}, rate limit {self.rate_limit}/s burst {self.rate_burst}"
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def argv_for_results(self) -> list[str]:
+        return [a if not a.startswith(str(self.workdir)) else "<tmp>" + a[len(str(self.workdir)):]
+                for a in self.argv[1:]]
+
     def stop(self, grace: float = 5.0) -> None:
         if self.popen.poll() is None:
             try:
@@ -154,6 +176,61 @@ class Gateway:
                 key = f"{level} {re.sub(r'[0-9]+', 'N', text)[:120]}"
                 messages[key] = messages.get(key, 0) + 1
         return {"lines_by_level": levels, "warn_error_messages": messages}
+
+
+def ensure_socketio() -> None:
+    """node, and the Socket.IO baseline's npm packages (installed as bench/run.py does)."""
+    if not shutil.which("node"):
+        raise BenchError("node is missing: the socketio target needs node and npm")
+    if not (SOCKETIO / "node_modules" / "socket.io").exists():
+        log("installing the Socket.IO baseline's npm packages")
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--silent"], cwd=SOCKETIO, check=True, timeout=600)
+
+
+class SocketIoServer:
+    """bench/baselines/socketio/relay_server.js (Socket.IO 4, its defaults, WebSocket transport)
+    on a free loopback port: a process of bench/procs.py."""
+
+    def __init__(self, procs: Procs, max_secs: float):
+        self.procs = procs
+        self.port = free_port()
+        self.argv = ["node", str(SOCKETIO / "relay_server.js"), "--host", "127.0.0.1",
+                     "--port", str(self.port), "--max-secs", str(int(max_secs))]
+        self.proc = procs.spawn(f"socketio-{self.port}", self.argv)
+        try:
+            self.ready = procs.wait_ready([self.proc], 30, "the Socket.IO server")[0]
+        except BaseException:
+            self.stop()
+            raise
+        self.version = self.ready.get("version", "?")
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def relay_argv(self, args: argparse.Namespace) -> list[str]:
+        return ["--protocol", "socketio", "--url", f"ws://127.0.0.1:{self.port}/socket.io/"]
+
+    def describe(self) -> str:
+        return f"Socket.IO {self.version} pid {self.pid}, port {self.port}"
+
+    def alive(self) -> bool:
+        return self.proc.alive()
+
+    def stop(self) -> None:
+        self.procs.stop(self.proc)
+
+    def argv_for_results(self) -> list[str]:
+        return [str(Path(a).relative_to(ROOT)) if a.startswith(str(ROOT)) else a for a in self.argv]
+
+    def log_summary(self) -> dict:
+        """node writes nothing to stderr unless something went wrong: its lines, counted."""
+        messages: dict[str, int] = {}
+        for line in self.proc.err.read_text(errors="replace").splitlines():
+            if line.strip():
+                key = f"stderr {re.sub(r'[0-9]+', 'N', line.strip())[:120]}"
+                messages[key] = messages.get(key, 0) + 1
+        return {"lines_by_level": {}, "warn_error_messages": messages}
 
 
 def machine_busy_percent(interval: float = 2.0) -> float:
@@ -191,16 +268,18 @@ def rate_limits(rate: float, pairs: int) -> tuple[int, int]:
     return limit, limit
 
 
-def run_rate(bench: Path, gw_bin: Path, workdir: Path, rate: float, args: argparse.Namespace) -> dict:
+def run_rate(bench: Path, gw_bin: Path, workdir: Path, rate: float, args: argparse.Namespace,
+             target: str = "signalgate", procs: Procs | None = None) -> dict:
     busy_before = wait_quiet(args.wait_quiet, args.quiet_below)
-    limit, burst = rate_limits(rate, args.pairs)
-    gw = Gateway(gw_bin, workdir, limit, burst)
+    bound = args.warmup + args.secs + args.drain + 60
+    if target == "socketio":
+        gw = SocketIoServer(procs or Procs(workdir), bound + 60)
+    else:
+        gw = Gateway(gw_bin, workdir, *rate_limits(rate, args.pairs))
     try:
-        bound = args.warmup + args.secs + args.drain + 60
         argv = [
             str(bench), "relay",
-            "--url", gw.url(args.transport),
-            "--cert-sha256", gw.sha256,
+            *gw.relay_argv(args),
             "--pairs", str(args.pairs),
             "--bytes", str(args.bytes),
             "--rate", str(rate),
@@ -211,7 +290,7 @@ def run_rate(bench: Path, gw_bin: Path, workdir: Path, rate: float, args: argpar
             "--max-secs", str(int(bound)),
         ]
         log(f"rate {rate:g}/s: {args.pairs} pairs, {args.bytes} B, warm-up {args.warmup:g} s, "
-            f"measured {args.secs:g} s (gateway pid {gw.pid}, port {gw.port}, rate limit {limit}/s burst {burst})")
+            f"measured {args.secs:g} s ({gw.describe()})")
         load_before = os.getloadavg()[0]
         done = subprocess.run(argv, capture_output=True, text=True, timeout=bound + 30, start_new_session=True)
         lines = [json.loads(l) for l in done.stdout.splitlines() if l.startswith("{")]
@@ -221,7 +300,10 @@ def run_rate(bench: Path, gw_bin: Path, workdir: Path, rate: float, args: argpar
             raise BenchError(f"relay at {rate:g}/s gave no result (exit {done.returncode}): "
                              f"{errors or done.stderr[-2000:]}")
         result.pop("event", None)
-        result["gateway_alive_after"] = gw.popen.poll() is None
+        result["target"] = target
+        if target == "socketio":
+            result["server_version"] = f"socket.io {gw.version}, node {sh('node', '--version')}"
+        result["gateway_alive_after"] = gw.alive()
         result["load_1min_before"] = round(load_before, 2)
         result["machine_busy_before_percent"] = busy_before
         if result.get("machine_cpu_percent") is not None and result.get("gateway_cpu_percent") is not None:
@@ -230,10 +312,9 @@ def run_rate(bench: Path, gw_bin: Path, workdir: Path, rate: float, args: argpar
     finally:
         gw.stop()
     result["gateway_log"] = gw.log_summary()
-    result["gateway_argv"] = [a if not a.startswith(str(workdir)) else "<tmp>" + a[len(str(workdir)):]
-                              for a in gw.argv[1:]]
+    result["gateway_argv"] = gw.argv_for_results()
     lat = result["latency_ms"]
-    log(f"  achieved {result['rate_achieved']:g}/s, sent {result['sent']}, lost {result['lost']}, "
+    log(f"  {'' if target == 'signalgate' else target + ': '}achieved {result['rate_achieved']:g}/s, sent {result['sent']}, lost {result['lost']}, "
         f"p50 {lat['p50']} ms, p99 {lat['p99']} ms, max {lat['max']} ms, gateway CPU {result['gateway_cpu_percent']} %, "
         f"load generator {result['loadgen_cpu_percent']} %, others {result.get('others_cpu_percent')} %")
     return result
@@ -278,6 +359,10 @@ DISTURBED_PERCENT = 10.0
 def write_report(results: dict, out_dir: Path) -> str:
     meta = results["meta"]
     cfg = meta["config"]
+    targets = cfg.get("targets", ["signalgate"])
+    # Rows labelled by target once there is another than signalgate (the table is then wider).
+    labelled = targets != ["signalgate"]
+    socketio = next((r for r in results["runs"] if r.get("target") == "socketio"), None)
     lines = [
         f"# Relay latency — {meta['label']}" if meta.get("label") else "# Relay latency",
         "",
@@ -301,14 +386,30 @@ def write_report(results: dict, out_dir: Path) -> str:
         f"{cfg['drain_s']:g} s. CPU: % of one core over the measured interval (utime + stime); \"others\": "
         f"the rest of the machine's busy time then (other processes on this shared machine, kernel threads).",
         "",
-        "| rate asked (/s) | achieved (/s) | p50 (ms) | p90 (ms) | p99 (ms) | p99.9 (ms) | max (ms) | lost | gateway CPU % | load generator CPU % | others CPU % |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    if labelled:
+        lines += [
+            "Targets: " + ", ".join(targets) + ". *socketio*: "
+            + (socketio.get("server_version", "socket.io 4") if socketio else "socket.io 4")
+            + " (`bench/baselines/socketio/relay_server.js`, its defaults, WebSocket transport, plain `ws://`: "
+            "no TLS, where signalgate's rows pay for it), driven by the same load generator with the same pairs, "
+            "schedule and statistics (`signalgate-bench relay --protocol socketio`): each side joins its room with an "
+            "acked `join` event, the sender emits engine.io v4 / Socket.IO v5 text packets `42[\"signal\",\"…\"]` (the "
+            f"send stamp in hex, padded to {cfg['bytes']} characters) and the server relays them with "
+            "`socket.to(room).emit`; its \"gateway CPU\" is that of the node process.",
+            "",
+        ]
+    lines += [
+        ("| target " if labelled else "")
+        + "| rate asked (/s) | achieved (/s) | p50 (ms) | p90 (ms) | p99 (ms) | p99.9 (ms) | max (ms) | lost | gateway CPU % | load generator CPU % | others CPU % |",
+        ("|---" if labelled else "") + "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results["runs"]:
         lat = r["latency_ms"]
         disturbed = " ⚠" if (r.get("others_cpu_percent") or 0) > DISTURBED_PERCENT else ""
         lines.append(
-            f"| {fmt(int(r['rate_asked']))}{disturbed} | {fmt(r['rate_achieved'], 1)} | {fmt(lat['p50'], 3)} | {fmt(lat['p90'], 3)} "
+            (f"| {r.get('target', 'signalgate')} " if labelled else "")
+            + f"| {fmt(int(r['rate_asked']))}{disturbed} | {fmt(r['rate_achieved'], 1)} | {fmt(lat['p50'], 3)} | {fmt(lat['p90'], 3)} "
             f"| {fmt(lat['p99'], 3)} | {fmt(lat['p99_9'], 3)} | {fmt(lat['max'], 3)} | {fmt(r['lost'])} of {fmt(r['sent'])} "
             f"| {fmt(r['gateway_cpu_percent'], 1)} | {fmt(r['loadgen_cpu_percent'], 1)} | {fmt(r.get('others_cpu_percent'), 1)} |"
         )
@@ -318,6 +419,8 @@ def write_report(results: dict, out_dir: Path) -> str:
                      "its latency tail and achieved rate are then those of a busy machine, not of the gateway")
     for r in results["runs"]:
         rate = fmt(int(r["rate_asked"]))
+        if labelled:
+            rate = f"{r.get('target', 'signalgate')} at {rate}"
         other = {k: v for k, v in r.get("other_frames", {}).items() if k != "receiver:PeerJoined"}
         if other:
             notes.append(f"- {rate}/s: frames besides the signals: {other}")
@@ -349,6 +452,9 @@ def main() -> int:
     ap.add_argument("--pairs", type=int, default=100)
     ap.add_argument("--bytes", type=int, default=200, help="Signal data payload size")
     ap.add_argument("--transport", choices=["ws", "wt"], default="ws", help="WebSocket (wss) or WebTransport")
+    ap.add_argument("--targets", "--target", default="signalgate",
+                    help="servers to measure at each rate, comma separated: signalgate (the gateway, over --transport) "
+                         "and/or socketio (Socket.IO 4 over ws://, bench/baselines/socketio/relay_server.js)")
     ap.add_argument("--wait-quiet", type=float, default=120, help="before each rate, wait up to this many s for the machine to be quiet (0: never)")
     ap.add_argument("--quiet-below", type=float, default=25, help="quiet: less than this %% of one core busy (over 2 s)")
     ap.add_argument("--repeat", type=int, default=1, help="run each rate this many times; the table shows the attempt with the least CPU used by other processes (all are in results.json)")
@@ -364,6 +470,12 @@ def main() -> int:
     args = ap.parse_args()
 
     rates = [float(x) for x in args.rates.replace("_", "").split(",") if x]
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    unknown = [t for t in targets if t not in TARGETS]
+    if unknown or not targets:
+        ap.error(f"--targets: {', '.join(unknown) or 'none'}: not of {', '.join(TARGETS)}")
+    if "socketio" in targets:
+        ensure_socketio()
     if args.smoke:
         rates, args.secs, args.warmup, args.drain, args.repeat = rates[:1], 2.0, 1.0, 2.0, 1
     out_dir = args.out or (Path(tempfile.mkdtemp(prefix="sg-relay-smoke-")) if args.smoke else RESULTS)
@@ -401,7 +513,7 @@ def main() -> int:
             "machine": machine(),
             "config": {
                 "rates": rates, "secs": args.secs, "warmup_s": args.warmup, "drain_s": args.drain,
-                "pairs": args.pairs, "bytes": args.bytes, "transport": args.transport,
+                "pairs": args.pairs, "bytes": args.bytes, "transport": args.transport, "targets": targets,
                 "wait_quiet_s": args.wait_quiet, "quiet_below": args.quiet_below, "repeat": args.repeat,
             },
         },
@@ -409,19 +521,21 @@ def main() -> int:
         "all_attempts": [],
     }
     status = 0
+    procs = Procs(workdir)
     try:
         for rate in rates:
-            attempts = []
-            for attempt in range(args.repeat):
+            for target in targets:
+                attempts = []
+                for attempt in range(args.repeat):
+                    if args.repeat > 1:
+                        log(f"rate {rate:g}/s{'' if target == 'signalgate' else ' ' + target}, attempt {attempt + 1} of {args.repeat}")
+                    attempts.append(run_rate(bench, gw_bin, workdir, rate, args, target, procs))
+                # On a shared machine: the attempt that other processes disturbed least.
+                chosen = min(attempts, key=lambda r: r.get("others_cpu_percent") or 0.0)
+                chosen["attempts"] = len(attempts)
+                results["runs"].append(chosen)
                 if args.repeat > 1:
-                    log(f"rate {rate:g}/s, attempt {attempt + 1} of {args.repeat}")
-                attempts.append(run_rate(bench, gw_bin, workdir, rate, args))
-            # On a shared machine: the attempt that other processes disturbed least.
-            chosen = min(attempts, key=lambda r: r.get("others_cpu_percent") or 0.0)
-            chosen["attempts"] = len(attempts)
-            results["runs"].append(chosen)
-            if args.repeat > 1:
-                results["all_attempts"].extend(attempts)
+                    results["all_attempts"].extend(attempts)
     except KeyboardInterrupt:
         log("interrupted")
         results.setdefault("errors", []).append("interrupted")
@@ -434,6 +548,7 @@ def main() -> int:
         # run_rate stops its gateway; this catches one left by an interruption mid-stop.
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_IGN)
+        procs.stop_all()
         for gw in GATEWAYS:
             if gw.popen.poll() is None:
                 try:

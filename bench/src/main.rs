@@ -4,16 +4,19 @@
 //! - `clients`: opens N signalgate sessions (WebSocket or WebTransport, by the URL's scheme)
 //!   from the given source addresses, joins each to its own room (`PREFIX{i}`; with
 //!   `--room-size K`, K sessions per room), then stays quiet: the gateway's probes are answered by the client's network stack (tungstenite
-//!   answers Pings, quinn ACKs keep-alives), as a browser's would.
+//!   answers Pings, quinn ACKs keep-alives), as a browser's would. With `--protocol socketio`,
+//!   Socket.IO sessions of the baseline server instead ([`socketio`]; engine.io pings answered).
 //! - `observer`: joins the same rooms from the gateway's side of the cut and writes every
 //!   presence change it receives as a JSON line stamped with CLOCK_REALTIME.
+//! - `storm` ([`storm`]): a reconnect storm (`bench/storm.py`): N sessions reconnect at once
+//!   when their gateway is restarted, or arrive at once.
 //! - `members`: joins rooms once and prints who is listed in each (`bench/cluster.py` uses
 //!   it to look for members of a lost gateway that were never removed).
 //!
 //! Two throughput benchmarks live here too (see bench/README.md):
 //!
 //! - `relay` ([`relay`]): one-way latency of signals relayed by a running gateway at a given
-//!   rate (`bench/relay.py` drives it).
+//!   rate (`bench/relay.py` drives it); with `--protocol socketio`, by the Socket.IO baseline.
 //! - `hub-cost` ([`hub_cost`]): wall-clock cost of one input to the sans-IO hub, no I/O
 //!   (`bench/hub_cost.sh` also counts its instructions under callgrind).
 //!
@@ -22,7 +25,10 @@
 mod frames;
 mod hub_cost;
 mod relay;
+mod socketio;
+mod storm;
 
+use std::future::Future;
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -50,20 +56,45 @@ enum Command {
     Observer(ObserverArgs),
     /// Join rooms, print each room's member list (one JSON line per room), and exit.
     Members(MembersArgs),
-    /// Relay latency: sender/receiver pairs through a running gateway at a given rate.
+    /// Relay latency: sender/receiver pairs through a running gateway (or the Socket.IO
+    /// baseline, `--protocol socketio`) at a given rate.
     Relay(relay::RelayArgs),
     /// Cost of one input to the sans-IO hub (no I/O): ns per input, best of several runs.
     HubCost(hub_cost::HubCostArgs),
+    /// Reconnect storm: N sessions that reconnect at once when lost (or arrive at once).
+    Storm(storm::StormArgs),
+}
+
+/// What the load generator speaks to the server under test.
+#[derive(Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Protocol {
+    /// signalgate's protobuf frames (WebSocket or WebTransport, by the URL's scheme).
+    #[default]
+    Signalgate,
+    /// Socket.IO 4 (engine.io v4 / Socket.IO v5 text packets over a plain WebSocket), to
+    /// `bench/baselines/socketio/relay_server.js` at `ws://HOST:PORT/socket.io/`.
+    Socketio,
+}
+
+impl Protocol {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Protocol::Signalgate => "signalgate",
+            Protocol::Socketio => "socketio",
+        }
+    }
 }
 
 #[derive(clap::Args)]
 struct Common {
-    /// `wss://HOST:PORT/ws` (WebSocket) or `https://HOST:PORT/wt` (WebTransport).
+    /// `wss://HOST:PORT/ws` (WebSocket) or `https://HOST:PORT/wt` (WebTransport); for
+    /// `--protocol socketio`, `ws://HOST:PORT/socket.io/`.
     #[arg(long)]
     url: String,
-    /// SHA-256 of the gateway's certificate (64 hex characters, as the gateway prints it).
+    /// SHA-256 of the gateway's certificate (64 hex characters, as the gateway prints it);
+    /// needed for signalgate over wss:// and https://.
     #[arg(long)]
-    cert_sha256: String,
+    cert_sha256: Option<String>,
     /// Exit after this many seconds, whatever happens.
     #[arg(long, default_value_t = 900)]
     max_secs: u64,
@@ -76,6 +107,9 @@ struct Common {
 struct ClientsArgs {
     #[command(flatten)]
     common: Common,
+    /// What the sessions speak (socketio: each joins its room with an acked `join` event).
+    #[arg(long, value_enum, default_value_t = Protocol::Signalgate)]
+    protocol: Protocol,
     /// Number of sessions.
     #[arg(long)]
     count: usize,
@@ -142,7 +176,10 @@ pub(crate) fn emit(line: Value) {
     let _ = out.flush();
 }
 
-async fn connect(url: &str, options: &ConnectOptions) -> Result<Connection, ClientError> {
+pub(crate) async fn connect(
+    url: &str,
+    options: &ConnectOptions,
+) -> Result<Connection, ClientError> {
     if url.starts_with("https://") {
         Connection::webtransport(url, options).await
     } else {
@@ -160,31 +197,27 @@ fn main() -> Result<(), String> {
     let (common, work) = match cli.command {
         Command::Clients(args) => {
             let max = args.common.max_secs;
-            (max, runtime.spawn(clients(args)))
+            (max, runtime.spawn(reporting(clients(args))))
         }
         Command::Observer(args) => {
             let max = args.common.max_secs;
-            (max, runtime.spawn(observer(args)))
+            (max, runtime.spawn(reporting(observer(args))))
         }
         Command::Members(args) => {
             let max = args.common.max_secs;
-            (max, runtime.spawn(members(args)))
+            (max, runtime.spawn(reporting(members(args))))
         }
         Command::Relay(args) => {
             let max = args.max_secs;
             let work = async move {
-                match relay::relay(args).await {
-                    Ok(result) => {
-                        emit(result);
-                        Ok(())
-                    }
-                    Err(error) => {
-                        emit(json!({"event": "error", "error": error}));
-                        Err(error)
-                    }
-                }
+                emit(relay::relay(args).await?);
+                Ok(())
             };
-            (max, runtime.spawn(work))
+            (max, runtime.spawn(reporting(work)))
+        }
+        Command::Storm(args) => {
+            let max = args.common.max_secs;
+            (max, runtime.spawn(storm::storm(args)))
         }
         Command::HubCost(_) => unreachable!("run without a runtime"),
     };
@@ -207,6 +240,15 @@ fn main() -> Result<(), String> {
     std::process::exit(if result.is_ok() { 0 } else { 1 });
 }
 
+/// Runs `work`; its error, if any, also as a JSON line `{"event": "error", "error"}`.
+async fn reporting(work: impl Future<Output = Result<(), String>>) -> Result<(), String> {
+    let done = work.await;
+    if let Err(error) = &done {
+        emit(json!({"event": "error", "error": error}));
+    }
+    done
+}
+
 /// `hub-cost` runs on the main thread, without a runtime; a watchdog bounds it in time.
 fn run_hub_cost(args: hub_cost::HubCostArgs) -> Result<(), String> {
     let max = Duration::from_secs(args.max_secs);
@@ -219,41 +261,103 @@ fn run_hub_cost(args: hub_cost::HubCostArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// How a signalgate client trusts the gateway: `--cert-sha256`, required over TLS.
+pub(crate) fn trust(url: &str, cert_sha256: Option<&str>) -> Result<Trust, String> {
+    match cert_sha256 {
+        Some(hex) => Trust::sha256_hex(hex).map_err(|e| e.to_string()),
+        None if url.starts_with("ws://") => Ok(Trust::WebPki), // No TLS: never used.
+        None => Err(format!(
+            "--cert-sha256 is needed for signalgate at {url} (the gateway prints its certificate's SHA-256)"
+        )),
+    }
+}
+
 fn options(common: &Common, bind: Option<IpAddr>) -> Result<ConnectOptions, String> {
-    let trust = Trust::sha256_hex(&common.cert_sha256).map_err(|e| e.to_string())?;
-    let mut options = ConnectOptions::new(trust);
+    let mut options = ConnectOptions::new(trust(&common.url, common.cert_sha256.as_deref())?);
     options.bind = bind;
     Ok(options)
 }
 
-/// Connect, Hello, Join, with a few retries (a loaded machine drops the odd handshake).
+/// Runs `attempt` up to three times, each within 30 s, waiting a little longer before each
+/// retry (a loaded machine drops the odd handshake); the last error if none succeeded.
+pub(crate) async fn with_retries<T, F, Fut>(mut attempt: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let mut last = String::new();
+    for n in 0..3 {
+        if n > 0 {
+            tokio::time::sleep(Duration::from_millis(500 * n)).await;
+        }
+        match tokio::time::timeout(Duration::from_secs(30), attempt()).await {
+            Ok(Ok(opened)) => return Ok(opened),
+            Ok(Err(error)) => last = error,
+            Err(_) => last = "timed out".into(),
+        }
+    }
+    Err(last)
+}
+
+/// Connect, Hello, Join, with a few retries.
 async fn open_session(
     url: &str,
     options: &ConnectOptions,
     rooms: &[String],
 ) -> Result<Session, String> {
-    let mut last = String::new();
-    for attempt in 0..3 {
-        if attempt > 0 {
-            tokio::time::sleep(Duration::from_millis(500 * attempt)).await;
+    with_retries(|| async move {
+        let conn = connect(url, options).await.map_err(|e| e.to_string())?;
+        let mut session = Session::start(conn).await.map_err(|e| e.to_string())?;
+        session.set_reply_timeout(Duration::from_secs(30));
+        for room in rooms {
+            session.join(room).await.map_err(|e| e.to_string())?;
         }
-        let opened = tokio::time::timeout(Duration::from_secs(30), async {
-            let conn = connect(url, options).await?;
-            let mut session = Session::start(conn).await?;
-            session.set_reply_timeout(Duration::from_secs(30));
-            for room in rooms {
-                session.join(room).await?;
-            }
-            Ok::<_, ClientError>(session)
-        })
-        .await;
-        match opened {
-            Ok(Ok(session)) => return Ok(session),
-            Ok(Err(error)) => last = error.to_string(),
-            Err(_) => last = "timed out".into(),
+        Ok(session)
+    })
+    .await
+}
+
+/// How `clients` opens its quiet sessions.
+enum Dial {
+    Signalgate(ConnectOptions),
+    Socketio(Option<IpAddr>),
+}
+
+/// A quiet session of `clients`.
+enum Idle {
+    Signalgate(Box<Session>),
+    Socketio(socketio::Client),
+}
+
+impl Dial {
+    async fn open(&self, url: &str, room: String) -> Result<Idle, String> {
+        let rooms = [room];
+        match self {
+            Dial::Signalgate(options) => open_session(url, options, &rooms)
+                .await
+                .map(|session| Idle::Signalgate(Box::new(session))),
+            Dial::Socketio(bind) => socketio::open(url, *bind, &rooms).await.map(Idle::Socketio),
         }
     }
-    Err(last)
+}
+
+impl Idle {
+    /// Reads (and drops) whatever arrives until the connection ends: why it did.
+    async fn until_closed(self) -> String {
+        match self {
+            Idle::Signalgate(mut session) => loop {
+                match session.next_event(Duration::from_secs(3600)).await {
+                    Ok(_) | Err(ClientError::Timeout(_)) => continue,
+                    Err(error) => break error.to_string(),
+                }
+            },
+            Idle::Socketio(mut client) => loop {
+                if let Err(why) = client.recv().await {
+                    break why;
+                }
+            },
+        }
+    }
 }
 
 enum ClientReport {
@@ -268,7 +372,10 @@ async fn clients(args: ClientsArgs) -> Result<(), String> {
     for n in 0..args.count {
         let index = args.first + n;
         let bind = (!args.bind.is_empty()).then(|| args.bind[n % args.bind.len()]);
-        let options = options(&args.common, bind)?;
+        let dial = match args.protocol {
+            Protocol::Signalgate => Dial::Signalgate(options(&args.common, bind)?),
+            Protocol::Socketio => Dial::Socketio(bind),
+        };
         let url = args.common.url.clone();
         let room = format!("{}{}", args.room_prefix, index / args.room_size.max(1));
         let gate = gate.clone();
@@ -277,8 +384,8 @@ async fn clients(args: ClientsArgs) -> Result<(), String> {
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
             let permit = gate.acquire_owned().await;
-            let mut session = match open_session(&url, &options, &[room]).await {
-                Ok(session) => session,
+            let idle = match dial.open(&url, room).await {
+                Ok(idle) => idle,
                 Err(error) => {
                     let _ = tx.send(ClientReport::Failed { index, error });
                     return;
@@ -286,13 +393,8 @@ async fn clients(args: ClientsArgs) -> Result<(), String> {
             };
             drop(permit);
             let _ = tx.send(ClientReport::Ready);
-            // Quiet from here on; read (and drop) whatever arrives until the connection ends.
-            let error = loop {
-                match session.next_event(Duration::from_secs(3600)).await {
-                    Ok(_) | Err(ClientError::Timeout(_)) => continue,
-                    Err(error) => break error.to_string(),
-                }
-            };
+            // Quiet from here on.
+            let error = idle.until_closed().await;
             let _ = tx.send(ClientReport::Closed { index, error });
         });
     }

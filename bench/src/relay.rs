@@ -25,6 +25,13 @@
 //! With `--numbered` the senders number their signals as the SDK does (`seq`), so the gateway
 //! acknowledges them — across gateways only once the recipient's gateway has answered with
 //! its verdict — and the time from each send to the Ack that covers it is reported too.
+//!
+//! With `--protocol socketio` the same pairs, schedule and statistics run against the Socket.IO
+//! baseline (`bench/baselines/socketio/relay_server.js`, [`crate::socketio`]): each side joins
+//! its room with an acked `join` event, the sender emits `42["signal","<payload>"]` and the
+//! server relays it to the room with `socket.to(room).emit`. The payload is text: the same
+//! stamp and phase, in hex, padded to `--bytes` characters. Each pair is one [`End`] per side
+//! whatever the protocol, so both run one code path ([`run_end`]).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,25 +40,31 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::{Value, json};
-use signalgate::client::{ClientError, ConnectOptions, Connection, Incoming, Session, Trust};
+use signalgate::client::{ClientError, ConnectOptions, Connection, Incoming, Session};
 use signalgate::proto::{ErrorCode, ServerFrame, server_frame, signal};
 use tokio::sync::{Semaphore, mpsc, watch};
-use tokio::time::MissedTickBehavior;
+use tokio::time::{Interval, MissedTickBehavior};
 
-use crate::frames;
+use crate::{Protocol, frames, socketio};
 
 #[derive(clap::Args)]
 pub struct RelayArgs {
-    /// `wss://HOST:PORT/ws` (WebSocket) or `https://HOST:PORT/wt` (WebTransport).
+    /// `wss://HOST:PORT/ws` (WebSocket) or `https://HOST:PORT/wt` (WebTransport); for
+    /// `--protocol socketio`, `ws://HOST:PORT/socket.io/`.
     #[arg(long)]
     url: String,
-    /// SHA-256 of the gateway's certificate (64 hex characters, as the gateway prints it).
+    /// What the pairs speak: signalgate, or Socket.IO to the baseline server.
+    #[arg(long, value_enum, default_value_t = Protocol::Signalgate)]
+    protocol: Protocol,
+    /// SHA-256 of the gateway's certificate (64 hex characters, as the gateway prints it);
+    /// needed for signalgate over wss:// and https://.
     #[arg(long)]
-    cert_sha256: String,
+    cert_sha256: Option<String>,
     /// Sender/receiver pairs, each alone in its own room.
     #[arg(long, default_value_t = 100)]
     pairs: usize,
-    /// Size of each signal's `data` payload, in bytes (at least 16).
+    /// Size of each signal's `data` payload, in bytes (at least 16); for socketio, in
+    /// characters of its text payload (at least 17: the stamp and phase in hex).
     #[arg(long, default_value_t = 200)]
     bytes: usize,
     /// Aggregate rate asked, signals per second (spread evenly over the senders).
@@ -125,6 +138,21 @@ fn read_payload(data: &[u8]) -> Option<(u64, u8)> {
     Some((stamp, *data.get(8)?))
 }
 
+/// The text payload of Socket.IO signals: the send instant in 16 hex digits, the phase in
+/// one, then padding up to `len` characters.
+fn text_payload(len: usize, phase: u8) -> String {
+    let mut text = format!("{:016x}{phase}", stamp_now());
+    let padding = len.saturating_sub(text.len());
+    text.extend(std::iter::repeat_n('.', padding));
+    text
+}
+
+/// (send stamp, phase) of a payload written by [`text_payload`].
+fn read_text_payload(text: &str) -> Option<(u64, u8)> {
+    let stamp = u64::from_str_radix(text.get(..16)?, 16).ok()?;
+    Some((stamp, text.get(16..17)?.parse().ok()?))
+}
+
 /// Counters shared by every task.
 #[derive(Default)]
 struct Shared {
@@ -145,6 +173,11 @@ impl Shared {
     fn count_other(&self, kind: String) {
         let mut map = self.other_frames.lock().unwrap_or_else(|e| e.into_inner());
         *map.entry(kind).or_default() += 1;
+    }
+
+    fn note_closed(&self, why: String) {
+        let mut closed = self.closed.lock().unwrap_or_else(|e| e.into_inner());
+        closed.push(why);
     }
 }
 
@@ -252,33 +285,134 @@ impl Numbering {
     }
 }
 
-struct Pair {
+/// One side of a pair, over either protocol.
+enum End {
+    Signalgate(Box<GateEnd>),
+    Socketio(socketio::Client),
+}
+
+/// One side of a pair over signalgate.
+struct GateEnd {
+    conn: Connection,
+    acker: Acker,
+    /// A numbered sender's signals in flight (`Numbering::new(0)`: not numbered).
+    numbering: Numbering,
+    /// Where a sender's signals go: its room and the receiver's peer id (empty for a receiver).
     room: String,
-    sender: Connection,
-    sender_acker: Acker,
-    /// The sender's next client seq (after its Join).
-    sender_next_seq: u64,
-    receiver: Connection,
-    receiver_acker: Acker,
-    /// The receiver's peer id (the sender's `to`).
     to: String,
 }
 
-async fn connect(url: &str, options: &ConnectOptions) -> Result<Connection, ClientError> {
-    if url.starts_with("https://") {
-        Connection::webtransport(url, options).await
-    } else {
-        Connection::websocket(url, options).await
+/// What one read of an end gave.
+enum Received {
+    /// A signal of this benchmark: its one-way latency and its phase.
+    Signal { latency_ns: u64, phase: u8 },
+    /// Anything else (counted in `other_frames`).
+    Other,
+    /// The connection ended (noted in `closed`).
+    Closed,
+}
+
+impl GateEnd {
+    async fn recv(&mut self, shared: &Shared, role: &str) -> Received {
+        let frame = match self.conn.recv().await {
+            Incoming::Frame(frame) => frame,
+            Incoming::Undecodable(_) => {
+                shared.count_other(format!("{role}:undecodable"));
+                return Received::Other;
+            }
+            Incoming::Closed { code, reason } => {
+                shared.note_closed(format!("{role}: code {code:?}: {reason}"));
+                return Received::Closed;
+            }
+        };
+        let now = stamp_now();
+        self.acker.on_frame(&self.conn, &frame, shared);
+        match &frame.msg {
+            Some(server_frame::Msg::Signal(s)) => {
+                if let Some(signal::Payload::Data(data)) = &s.payload
+                    && let Some((sent_at, phase)) = read_payload(data)
+                {
+                    let latency_ns = now.saturating_sub(sent_at);
+                    return Received::Signal { latency_ns, phase };
+                }
+            }
+            Some(server_frame::Msg::Ack(ack)) => self.numbering.acked(ack.seq, shared),
+            _ => {}
+        }
+        shared.count_other(format!("{role}:{}", kind_name(&frame)));
+        Received::Other
+    }
+
+    fn send(&mut self, template: &mut [u8], phase: u8, shared: &Shared) -> bool {
+        let id = self.acker.next_id();
+        let mut frame = frames::data_signal(id, &self.room, &self.to, payload(template, phase));
+        frame.seq = self.numbering.next(phase == PHASE_MEASURED, shared);
+        self.conn.send_frame(frame).is_ok()
     }
 }
 
-/// Where the two sides of a pair connect.
+impl End {
+    async fn recv(&mut self, shared: &Shared, role: &str) -> Received {
+        let client = match self {
+            End::Signalgate(end) => return end.recv(shared, role).await,
+            End::Socketio(client) => client,
+        };
+        match client.recv().await {
+            Ok(packet) => {
+                let now = stamp_now();
+                if let socketio::Packet::Event { name, args } = &packet
+                    && name == "signal"
+                    && let Some((sent_at, phase)) = args
+                        .first()
+                        .and_then(Value::as_str)
+                        .and_then(read_text_payload)
+                {
+                    let latency_ns = now.saturating_sub(sent_at);
+                    return Received::Signal { latency_ns, phase };
+                }
+                shared.count_other(format!("{role}:{}", packet.kind()));
+                Received::Other
+            }
+            Err(why) => {
+                shared.note_closed(format!("{role}: {why}"));
+                Received::Closed
+            }
+        }
+    }
+
+    /// Sends one signal stamped now, of `template`'s length; false if the connection is gone.
+    fn send(&mut self, template: &mut [u8], phase: u8, shared: &Shared) -> bool {
+        match self {
+            End::Signalgate(end) => end.send(template, phase, shared),
+            End::Socketio(client) => client
+                .emit("signal", &text_payload(template.len(), phase))
+                .is_ok(),
+        }
+    }
+}
+
+struct Pair {
+    sender: End,
+    receiver: End,
+}
+
+/// Where the two sides of a pair connect, over signalgate.
 #[derive(Clone)]
-struct Endpoints {
+struct GateEndpoints {
     sender_url: String,
     sender: ConnectOptions,
     receiver_url: String,
     receiver: ConnectOptions,
+    ack_every: u64,
+    numbered: bool,
+}
+
+/// Where the pairs connect.
+#[derive(Clone)]
+enum Endpoints {
+    Signalgate(Box<GateEndpoints>),
+    /// The Socket.IO baseline server's `ws://` URL.
+    Socketio(String),
 }
 
 /// How long one side of a pair waits to hear of the other (across gateways the news travels
@@ -301,53 +435,71 @@ async fn next_peer_joined(session: &mut Session, room: &str) -> Result<String, C
 /// receiver's peer id from its Joined reply — or, when the receiver's join is still on its
 /// way from another gateway, from the PeerJoined that follows; the receiver then waits for
 /// the sender's PeerJoined, so both gateways know both members before anything is sent.
-async fn open_pair(ends: &Endpoints, room: String, ack_every: u64) -> Result<Pair, String> {
-    let mut last = String::new();
-    for attempt in 0..3u64 {
-        if attempt > 0 {
-            tokio::time::sleep(Duration::from_millis(500 * attempt)).await;
-        }
-        let opened = tokio::time::timeout(Duration::from_secs(30), async {
-            let conn = connect(&ends.receiver_url, &ends.receiver).await?;
-            let mut receiver = Session::start(conn).await?;
-            receiver.join(&room).await?;
-            let mut sender = Session::start(connect(&ends.sender_url, &ends.sender).await?).await?;
-            let joined = sender.join(&room).await?;
-            let to = match joined.peers.first() {
-                Some(peer) => peer.peer_id.clone(),
-                None => next_peer_joined(&mut sender, &room).await?,
-            };
-            if to != receiver.peer_id() {
-                return Err(ClientError::Unexpected(format!(
-                    "room {room}: {to} is in it, not the receiver"
-                )));
-            }
-            let sender_id = sender.peer_id().to_string();
-            while next_peer_joined(&mut receiver, &room).await? != sender_id {}
-            Ok::<_, ClientError>((receiver, sender, to))
-        })
-        .await;
-        match opened {
-            Ok(Ok((receiver, sender, to))) => {
-                // A Session used ids 1 (Hello) and 2 (Join): go on after them.
-                let receiver_acker = Acker::new(ack_every, receiver.last_seq(), 100);
-                let sender_acker = Acker::new(ack_every, sender.last_seq(), 100);
-                let sender_next_seq = sender.resume_state().next_client_seq;
-                return Ok(Pair {
-                    room,
-                    sender: sender.into_connection(),
-                    sender_acker,
-                    sender_next_seq,
-                    receiver: receiver.into_connection(),
-                    receiver_acker,
-                    to,
-                });
-            }
-            Ok(Err(error)) => last = error.to_string(),
-            Err(_) => last = "timed out".into(),
-        }
+async fn join_gate_pair(
+    ends: &GateEndpoints,
+    room: &str,
+) -> Result<(Session, Session, String), ClientError> {
+    let conn = crate::connect(&ends.receiver_url, &ends.receiver).await?;
+    let mut receiver = Session::start(conn).await?;
+    receiver.join(room).await?;
+    let mut sender = Session::start(crate::connect(&ends.sender_url, &ends.sender).await?).await?;
+    let joined = sender.join(room).await?;
+    let to = match joined.peers.first() {
+        Some(peer) => peer.peer_id.clone(),
+        None => next_peer_joined(&mut sender, room).await?,
+    };
+    if to != receiver.peer_id() {
+        return Err(ClientError::Unexpected(format!(
+            "room {room}: {to} is in it, not the receiver"
+        )));
     }
-    Err(last)
+    let sender_id = sender.peer_id().to_string();
+    while next_peer_joined(&mut receiver, room).await? != sender_id {}
+    Ok((receiver, sender, to))
+}
+
+/// Connects a pair into `room` (receiver first), with retries.
+async fn open_pair(ends: &Endpoints, room: String) -> Result<Pair, String> {
+    let ends = match ends {
+        Endpoints::Signalgate(ends) => ends,
+        Endpoints::Socketio(url) => {
+            let rooms = [room];
+            let receiver = socketio::open(url, None, &rooms).await?;
+            let sender = socketio::open(url, None, &rooms).await?;
+            return Ok(Pair {
+                sender: End::Socketio(sender),
+                receiver: End::Socketio(receiver),
+            });
+        }
+    };
+    let (receiver, sender, to) = crate::with_retries(|| async {
+        join_gate_pair(ends, &room).await.map_err(|e| e.to_string())
+    })
+    .await?;
+    // A Session used ids 1 (Hello) and 2 (Join): go on after them.
+    let numbering = Numbering::new(if ends.numbered {
+        sender.resume_state().next_client_seq
+    } else {
+        0
+    });
+    let sender = GateEnd {
+        acker: Acker::new(ends.ack_every, sender.last_seq(), 100),
+        conn: sender.into_connection(),
+        numbering,
+        room,
+        to,
+    };
+    let receiver = GateEnd {
+        acker: Acker::new(ends.ack_every, receiver.last_seq(), 100),
+        conn: receiver.into_connection(),
+        numbering: Numbering::new(0),
+        room: String::new(),
+        to: String::new(),
+    };
+    Ok(Pair {
+        sender: End::Signalgate(Box::new(sender)),
+        receiver: End::Signalgate(Box::new(receiver)),
+    })
 }
 
 /// When the run's phases begin and end.
@@ -358,52 +510,77 @@ struct Schedule {
     end: Instant,
 }
 
-/// Sends on schedule until the end of the run; returns the send-to-Ack times of its measured
-/// signals (empty unless numbered) and how many of them were never acknowledged.
-#[allow(clippy::too_many_arguments)]
-async fn run_sender(
-    mut conn: Connection,
-    mut acker: Acker,
-    mut numbering: Numbering,
-    room: String,
-    to: String,
-    bytes: usize,
+/// A sender's pace: its first send, then one every `period`.
+#[derive(Clone, Copy)]
+struct Pace {
+    first: Instant,
     period: Duration,
-    first_tick: Instant,
+}
+
+/// What one end took home.
+#[derive(Default)]
+struct Outcome {
+    /// One-way latencies of the measured signals it received, ns.
+    latencies_ns: Vec<u64>,
+    /// Send-to-Ack times of its measured signals (numbered senders only), ns.
+    ack_latencies_ns: Vec<u64>,
+    /// Its measured signals never acknowledged (numbered senders only).
+    never_acked: u64,
+}
+
+/// The next tick of a sender; never, for a receiver or a sender done sending.
+async fn next_tick(ticks: &mut Option<Interval>) {
+    match ticks {
+        Some(ticks) => {
+            ticks.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// One end of a pair until stopped or closed: reads whatever arrives, timing the signals of
+/// this benchmark, and for a sender (`pace`) sends `bytes`-long signals on schedule until the
+/// end of the run.
+async fn run_end(
+    mut end: End,
+    role: &'static str,
+    pace: Option<Pace>,
+    bytes: usize,
     schedule: Schedule,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
-) -> (Vec<u64>, u64) {
+) -> Outcome {
     let mut template = vec![0u8; bytes];
-    let mut ticks = tokio::time::interval_at(first_tick.into(), period);
-    // A late wake-up sends once and keeps to the schedule: no burst to catch up.
-    ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    let mut sending = true;
+    let mut ticks = pace.map(|pace| {
+        let mut ticks = tokio::time::interval_at(pace.first.into(), pace.period);
+        // A late wake-up sends once and keeps to the schedule: no burst to catch up.
+        ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        ticks
+    });
+    let mut outcome = Outcome::default();
     loop {
         tokio::select! {
             biased;
             _ = stop.changed() => break,
-            incoming = conn.recv() => {
-                if let Incoming::Frame(frame) = &incoming
-                    && let Some(server_frame::Msg::Ack(ack)) = &frame.msg
-                {
-                    numbering.acked(ack.seq, &shared);
+            received = end.recv(&shared, role) => match received {
+                Received::Signal { latency_ns, phase: PHASE_MEASURED } => {
+                    outcome.latencies_ns.push(latency_ns);
+                    shared.received.fetch_add(1, Ordering::Relaxed);
                 }
-                if !handle_other(&conn, &mut acker, incoming, &shared, "sender") {
-                    break;
+                Received::Signal { .. } => {
+                    shared.received_warmup.fetch_add(1, Ordering::Relaxed);
                 }
-            }
-            _ = ticks.tick(), if sending => {
+                Received::Other => {}
+                Received::Closed => break,
+            },
+            () = next_tick(&mut ticks) => {
                 let now = Instant::now();
                 if now >= schedule.end {
-                    sending = false;
+                    ticks = None;
                     continue;
                 }
                 let phase = if now >= schedule.measure_from { PHASE_MEASURED } else { PHASE_WARMUP };
-                let id = acker.next_id();
-                let mut frame = frames::data_signal(id, &room, &to, payload(&mut template, phase));
-                frame.seq = numbering.next(phase == PHASE_MEASURED, &shared);
-                if conn.send_frame(frame).is_err() {
+                if !end.send(&mut template, phase, &shared) {
                     continue; // The closure arrives through recv().
                 }
                 let counter = if phase == PHASE_MEASURED { &shared.sent } else { &shared.sent_warmup };
@@ -411,86 +588,15 @@ async fn run_sender(
             }
         }
     }
-    let unacked = numbering
-        .in_flight
-        .iter()
-        .filter(|(_, _, measured)| *measured)
-        .count();
-    (numbering.latencies_ns, unacked as u64)
-}
-
-/// Handles a frame the task has no use for; false when the connection ended.
-fn handle_other(
-    conn: &Connection,
-    acker: &mut Acker,
-    incoming: Incoming,
-    shared: &Shared,
-    role: &str,
-) -> bool {
-    match incoming {
-        Incoming::Frame(frame) => {
-            acker.on_frame(conn, &frame, shared);
-            shared.count_other(format!("{role}:{}", kind_name(&frame)));
-            true
-        }
-        Incoming::Undecodable(what) => {
-            shared.count_other(format!("{role}:undecodable"));
-            let _ = what;
-            true
-        }
-        Incoming::Closed { code, reason } => {
-            let mut closed = shared.closed.lock().unwrap_or_else(|e| e.into_inner());
-            closed.push(format!("{role}: code {code:?}: {reason}"));
-            false
-        }
+    if let End::Signalgate(end) = end {
+        let in_flight = &end.numbering.in_flight;
+        outcome.never_acked = in_flight
+            .iter()
+            .filter(|(_, _, measured)| *measured)
+            .count() as u64;
+        outcome.ack_latencies_ns = end.numbering.latencies_ns;
     }
-}
-
-async fn run_receiver(
-    mut conn: Connection,
-    mut acker: Acker,
-    shared: Arc<Shared>,
-    mut stop: watch::Receiver<bool>,
-) -> Vec<u64> {
-    let mut latencies_ns = Vec::new();
-    loop {
-        let incoming = tokio::select! {
-            biased;
-            _ = stop.changed() => return latencies_ns,
-            incoming = conn.recv() => incoming,
-        };
-        let Incoming::Frame(frame) = incoming else {
-            if !handle_other(&conn, &mut acker, incoming, &shared, "receiver") {
-                return latencies_ns;
-            }
-            continue;
-        };
-        let stamp = match &frame.msg {
-            Some(server_frame::Msg::Signal(s)) => match &s.payload {
-                Some(signal::Payload::Data(data)) => read_payload(data),
-                _ => None,
-            },
-            _ => None,
-        };
-        let Some((sent_at, phase)) = stamp else {
-            handle_other(
-                &conn,
-                &mut acker,
-                Incoming::Frame(frame),
-                &shared,
-                "receiver",
-            );
-            continue;
-        };
-        let now = stamp_now();
-        acker.on_frame(&conn, &frame, &shared);
-        if phase == PHASE_MEASURED {
-            latencies_ns.push(now.saturating_sub(sent_at));
-            shared.received.fetch_add(1, Ordering::Relaxed);
-        } else {
-            shared.received_warmup.fetch_add(1, Ordering::Relaxed);
-        }
-    }
+    outcome
 }
 
 /// Nearest-rank percentile of sorted values.
@@ -566,20 +672,28 @@ pub async fn relay(args: RelayArgs) -> Result<Value, String> {
         return Err("--pairs, --rate and --secs must be positive".into());
     }
     let _ = epoch();
-    let trust = Trust::sha256_hex(&args.cert_sha256).map_err(|e| e.to_string())?;
-    let options = ConnectOptions::new(trust);
-    let receiver_options = match &args.receiver_cert_sha256 {
-        Some(hex) => ConnectOptions::new(Trust::sha256_hex(hex).map_err(|e| e.to_string())?),
-        None => options.clone(),
-    };
-    let ends = Endpoints {
-        sender_url: args.url.clone(),
-        sender: options,
-        receiver_url: args
-            .receiver_url
-            .clone()
-            .unwrap_or_else(|| args.url.clone()),
-        receiver: receiver_options,
+    let ends = match args.protocol {
+        Protocol::Socketio if args.numbered || args.receiver_url.is_some() => {
+            return Err(
+                "--numbered and --receiver-url are for signalgate only: the Socket.IO \
+                 baseline acknowledges no relayed signal and is one server"
+                    .into(),
+            );
+        }
+        Protocol::Socketio => Endpoints::Socketio(args.url.clone()),
+        Protocol::Signalgate => {
+            let receiver_url = args.receiver_url.as_deref().unwrap_or(&args.url);
+            let cert = args.cert_sha256.as_deref();
+            let receiver_cert = args.receiver_cert_sha256.as_deref().or(cert);
+            Endpoints::Signalgate(Box::new(GateEndpoints {
+                sender_url: args.url.clone(),
+                sender: ConnectOptions::new(crate::trust(&args.url, cert)?),
+                receiver_url: receiver_url.to_string(),
+                receiver: ConnectOptions::new(crate::trust(receiver_url, receiver_cert)?),
+                ack_every: args.ack_every,
+                numbered: args.numbered,
+            }))
+        }
     };
     let watched = args
         .watch_pid
@@ -599,10 +713,9 @@ pub async fn relay(args: RelayArgs) -> Result<Value, String> {
     for i in 0..args.pairs {
         let (gate, tx, ends) = (gate.clone(), pairs_tx.clone(), ends.clone());
         let room = format!("{}{i}", args.room_prefix);
-        let ack_every = args.ack_every;
         tokio::spawn(async move {
             let _permit = gate.acquire_owned().await;
-            let _ = tx.send((i, open_pair(&ends, room, ack_every).await));
+            let _ = tx.send((i, open_pair(&ends, room).await));
         });
     }
     drop(pairs_tx);
@@ -636,34 +749,21 @@ pub async fn relay(args: RelayArgs) -> Result<Value, String> {
     };
     let shared = Arc::new(Shared::default());
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut receivers = Vec::new();
-    let mut senders = Vec::new();
+    let mut ends = Vec::new();
     for (i, pair) in pairs.into_iter().flatten().enumerate() {
-        let offset = period.mul_f64(i as f64 / args.pairs as f64);
-        receivers.push(tokio::spawn(run_receiver(
-            pair.receiver,
-            pair.receiver_acker,
-            shared.clone(),
-            stop_rx.clone(),
-        )));
-        let numbering = Numbering::new(if args.numbered {
-            pair.sender_next_seq
-        } else {
-            0
-        });
-        senders.push(tokio::spawn(run_sender(
-            pair.sender,
-            pair.sender_acker,
-            numbering,
-            pair.room,
-            pair.to,
-            args.bytes,
+        let pace = Pace {
+            first: schedule.start + period.mul_f64(i as f64 / args.pairs as f64),
             period,
-            schedule.start + offset,
-            schedule,
-            shared.clone(),
-            stop_rx.clone(),
-        )));
+        };
+        for (end, role, pace) in [
+            (pair.receiver, "receiver", None),
+            (pair.sender, "sender", Some(pace)),
+        ] {
+            let (shared, stop) = (shared.clone(), stop_rx.clone());
+            ends.push(tokio::spawn(run_end(
+                end, role, pace, args.bytes, schedule, shared, stop,
+            )));
+        }
     }
 
     // The measured interval, with the gateway's and this process's CPU time around it.
@@ -692,17 +792,13 @@ pub async fn relay(args: RelayArgs) -> Result<Value, String> {
     }
     let _ = stop_tx.send(true);
     let mut latencies = Vec::new();
-    for receiver in receivers {
-        if let Ok(mut l) = receiver.await {
-            latencies.append(&mut l);
-        }
-    }
     let mut ack_latencies = Vec::new();
     let mut unacked = 0;
-    for sender in senders {
-        if let Ok((mut l, never)) = sender.await {
-            ack_latencies.append(&mut l);
-            unacked += never;
+    for end in ends {
+        if let Ok(mut outcome) = end.await {
+            latencies.append(&mut outcome.latencies_ns);
+            ack_latencies.append(&mut outcome.ack_latencies_ns);
+            unacked += outcome.never_acked;
         }
     }
     latencies.sort_unstable();
@@ -739,6 +835,7 @@ pub async fn relay(args: RelayArgs) -> Result<Value, String> {
         .clone();
     Ok(json!({
         "event": "result",
+        "protocol": args.protocol.name(),
         "transport": transport,
         "cross_gateway": args.receiver_url.as_ref().is_some_and(|r| *r != args.url),
         "pairs": args.pairs,
@@ -800,6 +897,23 @@ mod tests {
         assert_eq!(phase, PHASE_MEASURED);
         assert!(stamp <= stamp_now());
         assert!(read_payload(&data[..5]).is_none());
+    }
+
+    #[test]
+    fn text_payload_round_trips() {
+        let text = text_payload(200, PHASE_WARMUP);
+        assert_eq!(text.len(), 200);
+        let (stamp, phase) = read_text_payload(&text).expect("long enough");
+        assert_eq!(phase, PHASE_WARMUP);
+        assert!(stamp <= stamp_now());
+        assert_eq!(
+            text_payload(3, PHASE_MEASURED).len(),
+            17,
+            "never shorter than its stamp"
+        );
+        assert!(read_text_payload("0123456789abcdef").is_none());
+        assert!(read_text_payload("zz23456789abcdef1").is_none());
+        assert!(read_text_payload("0123456789abcdeé1").is_none());
     }
 
     #[test]
