@@ -237,6 +237,12 @@ pub struct Settings {
     #[arg(long, env = "SIGNALGATE_MAX_HANDSHAKES", value_name = "N")]
     pub max_handshakes: Option<u32>,
 
+    /// TCP connections that may wait, first come first served, for a handshake slot when all
+    /// --max-handshakes are taken (within --handshake-timeout from accept); beyond it they
+    /// are refused. 0: refuse at once. Default 4096.
+    #[arg(long, env = "SIGNALGATE_HANDSHAKE_QUEUE", value_name = "N")]
+    pub handshake_queue: Option<u32>,
+
     /// Connections the kernel queues for accept on each TCP listener (a reconnect storm
     /// arrives at once); the kernel caps it at net.core.somaxconn. Default 4096.
     #[arg(long, env = "SIGNALGATE_LISTEN_BACKLOG", value_name = "N")]
@@ -336,6 +342,7 @@ layer_fields!(
     max_connections_per_ip,
     new_connections_per_ip_per_sec,
     max_handshakes,
+    handshake_queue,
     listen_backlog,
     cert_reload_interval,
     api_listen,
@@ -416,6 +423,8 @@ pub struct Config {
     pub new_connections_per_ip_per_sec: u32,
     /// Connections in their handshake at once, all listeners together.
     pub max_handshakes: u32,
+    /// TCP connections that may wait for a handshake slot; 0: refused at once.
+    pub handshake_queue: u32,
     /// The accept queue of each TCP listener (capped by the kernel's somaxconn).
     pub listen_backlog: u32,
     /// How often `--cert/--key` are checked for changes; `None`: never.
@@ -598,6 +607,9 @@ pub const DEFAULT_NEW_CONNECTIONS_PER_IP_PER_SEC: u32 = 50;
 /// Enough for thousands of clients reconnecting at once (tokio's default is 1,024).
 pub const DEFAULT_LISTEN_BACKLOG: u32 = 4096;
 pub const DEFAULT_MAX_HANDSHAKES: u32 = 512;
+/// A storm of TCP connections waits for handshake slots rather than being reset and retrying
+/// (which costs more: every retry is another accept and another wait for the CPU).
+pub const DEFAULT_HANDSHAKE_QUEUE: u32 = 4096;
 pub const DEFAULT_CERT_RELOAD_INTERVAL: Duration = Duration::from_secs(5);
 
 /// `0s` turns reloading off; otherwise 100ms to 1h.
@@ -845,6 +857,12 @@ impl TryFrom<Settings> for Config {
                 "max_handshakes",
                 s.max_handshakes.unwrap_or(DEFAULT_MAX_HANDSHAKES),
                 1,
+                1_000_000,
+            )?,
+            handshake_queue: check_range(
+                "handshake_queue",
+                s.handshake_queue.unwrap_or(DEFAULT_HANDSHAKE_QUEUE),
+                0,
                 1_000_000,
             )?,
             listen_backlog: check_range(

@@ -68,6 +68,7 @@ pub const ALL: &[&str] = &[
     AUTH_REFUSALS,
     CONNECTIONS_REFUSED,
     HANDSHAKES_IN_PROGRESS,
+    HANDSHAKES_WAITING,
     TRACKED_SOURCES,
     QUIC_RETRIES,
     CERTIFICATE_RELOADS,
@@ -703,6 +704,7 @@ mod tests {
 
 pub const CONNECTIONS_REFUSED: &str = "signalgate_connections_refused_total";
 pub const HANDSHAKES_IN_PROGRESS: &str = "signalgate_handshakes_in_progress";
+pub const HANDSHAKES_WAITING: &str = "signalgate_handshakes_waiting";
 pub const TRACKED_SOURCES: &str = "signalgate_tracked_sources";
 pub const QUIC_RETRIES: &str = "signalgate_quic_retries_total";
 pub const CERTIFICATE_RELOADS: &str = "signalgate_certificate_reloads_total";
@@ -711,6 +713,7 @@ pub const CERTIFICATE_RELOADS: &str = "signalgate_certificate_reloads_total";
 pub const ALL_LIMITS: &[&str] = &[
     CONNECTIONS_REFUSED,
     HANDSHAKES_IN_PROGRESS,
+    HANDSHAKES_WAITING,
     TRACKED_SOURCES,
     QUIC_RETRIES,
     CERTIFICATE_RELOADS,
@@ -730,6 +733,10 @@ fn describe_limits() {
     describe_gauge!(
         HANDSHAKES_IN_PROGRESS,
         "Connections in their handshake now (TLS + WebSocket upgrade, QUIC handshake + WebTransport session request)."
+    );
+    describe_gauge!(
+        HANDSHAKES_WAITING,
+        "TCP connections waiting, first come first served, for a handshake slot now (all --max-handshakes taken; at most --handshake-queue wait)."
     );
     describe_gauge!(
         TRACKED_SOURCES,
@@ -753,6 +760,7 @@ fn register_limit_zeroes() {
         }
     }
     gauge!(HANDSHAKES_IN_PROGRESS).set(0.0);
+    gauge!(HANDSHAKES_WAITING).set(0.0);
     gauge!(TRACKED_SOURCES).set(0.0);
     counter!(QUIC_RETRIES).absolute(0);
     for outcome in CERTIFICATE_RELOAD_OUTCOMES {
@@ -769,6 +777,10 @@ pub fn connection_refused(transport: Transport, reason: &'static str) {
 
 pub fn handshakes_in_progress(count: u32) {
     gauge!(HANDSHAKES_IN_PROGRESS).set(f64::from(count));
+}
+
+pub fn handshakes_waiting(count: u32) {
+    gauge!(HANDSHAKES_WAITING).set(f64::from(count));
 }
 
 pub fn tracked_sources(count: usize) {

@@ -113,6 +113,7 @@ async fn new_connections_per_ip_are_rate_limited_with_a_burst_of_twice_the_rate(
 async fn connections_in_their_handshake_are_capped_on_every_listener() {
     let gw = Gateway::start_with(Settings {
         max_handshakes: Some(2),
+        handshake_queue: Some(1),
         handshake_timeout: Some(Duration::from_secs(8)),
         max_connections_per_ip: Some(0),
         new_connections_per_ip_per_sec: Some(0),
@@ -123,11 +124,19 @@ async fn connections_in_their_handshake_are_capped_on_every_listener() {
     let mut established = gw.ws_session().await;
     // Two connections that never start TLS hold both slots.
     let stalled = [silent_tcp(gw.addr()).await, silent_tcp(gw.addr()).await];
+    tokio::time::sleep(ms(200)).await;
+    // A third WebSocket client waits for a slot instead of being reset (a storm would
+    // otherwise come back as a storm of retries)...
+    let (url, options) = (gw.wss_url(), gw.options.clone());
+    let waiting = tokio::spawn(async move { Connection::websocket(&url, &options).await });
+    tokio::time::sleep(ms(500)).await;
+    assert!(!waiting.is_finished(), "the third connection waits in the queue");
+    // ...and with the queue full, a fourth is closed at once.
     let refused_at_once = eventually(Duration::from_secs(3), || async {
         tcp_closed_after(gw.addr(), ms(500)).await
     })
     .await
-    .expect("a third connection is closed at once");
+    .expect("a fourth connection is closed at once");
     assert!(refused_at_once < ms(500), "{refused_at_once:?}");
     assert_eq!(try_http_get(gw.http_addr(), "/healthz").await, None);
     // QUIC: first a Retry (half the slots or more are taken), then the refusal.
@@ -138,6 +147,11 @@ async fn connections_in_their_handshake_are_capped_on_every_listener() {
         .expect("established sessions are unaffected");
 
     drop(stalled);
+    let queued = tokio::time::timeout(WAIT, waiting)
+        .await
+        .expect("the queued connection gets a freed slot")
+        .expect("task");
+    assert!(queued.is_ok(), "it completes its handshake: {queued:?}");
     let admitted = eventually(WAIT, || async { try_connect(&gw, "wt").await.ok() }).await;
     assert!(
         admitted.is_some(),

@@ -22,7 +22,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
-use super::admission::{Admitted, ConnectionPermit, HandshakePermit, Refusal};
+use super::admission::{Admittance, Admitted, ConnectionPermit, HandshakePermit, Refusal};
 use super::{ServerContext, assets, connection};
 use crate::core::Transport;
 use crate::metrics;
@@ -39,8 +39,10 @@ pub enum Scheme {
 
 /// Accepts TCP connections until shutdown; TLS first when `tls` is given.
 ///
-/// A connection beyond the per-source or handshake limits is closed right after accept,
-/// before TLS. An admitted one has `handshake_timeout` from accept to its WebSocket upgrade,
+/// A connection beyond the per-source limits, or beyond the handshake limit when the queue
+/// for handshake slots is full, is closed right after accept, before TLS. One that finds every
+/// slot taken waits in that queue. An admitted one has `handshake_timeout` from accept
+/// (its wait included) to its WebSocket upgrade,
 /// TLS and every HTTP request on the way included: a connection that has not upgraded by
 /// then is closed (plain requests for the demo, /healthz … are served meanwhile).
 pub async fn accept_loop(ctx: Arc<ServerContext>, listener: TcpListener, tls: Option<TlsAcceptor>) {
@@ -58,11 +60,8 @@ pub async fn accept_loop(ctx: Arc<ServerContext>, listener: TcpListener, tls: Op
                 continue;
             }
         };
-        let Admitted {
-            connection,
-            handshake,
-        } = match ctx.admission.admit(peer.ip()) {
-            Ok(admitted) => admitted,
+        let admittance = match ctx.admission.admit_or_queue(peer.ip()) {
+            Ok(admittance) => admittance,
             Err(refusal) => {
                 refuse(tcp, peer, refusal);
                 continue;
@@ -73,6 +72,22 @@ pub async fn accept_loop(ctx: Arc<ServerContext>, listener: TcpListener, tls: Op
         let tls = tls.clone();
         // Socket options in the connection's task: the accept loop only accepts (a storm).
         ctx.tasks.spawn(async move {
+            let Admitted {
+                connection,
+                handshake,
+            } = match admittance {
+                Admittance::Now(admitted) => admitted,
+                Admittance::Queued(queued) => {
+                    match tokio::time::timeout_at(deadline, queued.slot()).await {
+                        Ok(Some(admitted)) => admitted,
+                        Ok(None) | Err(_) => {
+                            tracing::debug!(%peer, "no handshake slot before the deadline");
+                            metrics::handshake_failed(Transport::WebSocket, "timeout");
+                            return;
+                        }
+                    }
+                }
+            };
             tune_socket(&tcp, ctx2.config.hub.liveness.tcp_backstop());
             let tcp_witness = (ctx2.config.tcp_ack_evidence != TcpAckEvidence::Never)
                 .then(|| TcpWitness::new(&tcp))
