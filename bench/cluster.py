@@ -70,7 +70,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import relay  # noqa: E402  (bench/relay.py: free ports, quiet-machine wait, rate limits, machine info)
-from procs import BenchError, Proc, Procs  # noqa: E402  (bench/procs.py: child processes)
+from procs import BenchError, Proc, Procs, publish, run_main  # noqa: E402  (bench/procs.py: child processes)
 from relay import log  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -1329,20 +1329,10 @@ def main() -> int:
         results["meta"]["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         results["meta"]["duration_s"] = round(time.time() - t_start, 1)
         results["meta"]["load_end"] = round(os.getloadavg()[0], 2)
-    (out_dir / "results.json").write_text(json.dumps(results, indent=1) + "\n")
-    print()
-    print(write_report(results, out_dir))
-    if args.keep_logs:
-        log(f"logs kept in {workdir}")
-    else:
-        shutil.rmtree(workdir, ignore_errors=True)
+    publish(results, out_dir, write_report, workdir, args.keep_logs)
     log(f"results in {out_dir} ({results['meta']['duration_s']} s)")
     return status
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as error:
-        print(f"cluster.py: {error}", file=sys.stderr)
-        sys.exit(1)
+    run_main(main, "cluster.py")

@@ -44,7 +44,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from procs import BenchError, Proc, Procs, read_jsonl  # bench/procs.py
+from procs import BenchError, Proc, Procs, run_main  # bench/procs.py
 from relay import fmt, log, machine, sh  # bench/relay.py
 
 HERE = Path(__file__).resolve().parent
@@ -57,6 +57,8 @@ IN_NAMESPACE = "SIGNALGATE_LOAD_NETNS"
 # this many sessions, and over these source addresses (ephemeral ports per address).
 SESSIONS_PER_CLIENT_PROCESS = 9000
 SOURCES = "127.0.0.2,127.0.0.3,127.0.0.4,127.0.0.5"
+# Over how long a step's sessions start: signalgate's default probe interval.
+SPREAD_MS = 4000
 
 TARGETS = {
     # name: (server, what the report calls it)
@@ -211,9 +213,11 @@ def open_sessions(procs: Procs, args, server: Server, target: str, first: int, c
     started = []
     for start in range(first, first + count, SESSIONS_PER_CLIENT_PROCESS):
         n = min(SESSIONS_PER_CLIENT_PROCESS, first + count - start)
+        # Sessions start over one probe interval, as clients arriving over time would: at random
+        # phases, not in lockstep (which batches the gateway's work and hides its real cost).
         argv = [str(args.bench_bin), "clients", "--url", server.url(target), "--count", str(n),
                 "--first", str(start), "--room-prefix", "idle-", "--concurrency", "200",
-                "--bind", SOURCES, "--max-secs", str(args.max_secs)]
+                "--bind", SOURCES, "--max-secs", str(args.max_secs), "--spread-ms", str(SPREAD_MS)]
         if target == "socketio":
             argv += ["--protocol", "socketio"]
         else:
@@ -569,8 +573,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as error:
-        print(f"load.py: {error}", file=sys.stderr)
-        sys.exit(1)
+    run_main(main, "load.py")

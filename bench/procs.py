@@ -6,14 +6,38 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 
 class BenchError(Exception):
     pass
+
+
+def run_main(main, script: str) -> None:
+    """A benchmark script's entry point: exits with main()'s status, or with 1 and the message
+    of a BenchError."""
+    try:
+        sys.exit(main())
+    except BenchError as error:
+        print(f"{script}: {error}", file=sys.stderr)
+        sys.exit(1)
+
+
+def publish(results: dict, out_dir: Path, write_report, workdir: Path, keep_logs: bool) -> None:
+    """Writes a run's results.json and report.md (printed too), then removes its work directory
+    unless its logs are to be kept."""
+    (out_dir / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    print()
+    print(write_report(results, out_dir))
+    if keep_logs:
+        print(f"logs kept in {workdir}", flush=True)
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def read_jsonl(path: Path) -> list[dict]:

@@ -93,6 +93,15 @@ impl LivenessConfig {
         self.ping_interval
     }
 
+    /// The grid on which every connection's liveness timer fires: a thirty-second of the ping
+    /// interval, from 5 ms to 100 ms. Probes then leave in batches, and their answers come back
+    /// in batches, so that one wake-up of the runtime serves many connections instead of one
+    /// each (idle sessions at random phases cost the gateway twice the CPU without it). A
+    /// verdict comes at most one grid step late: 100 ms at the defaults, 25 ms at 2 s / 0.8 s.
+    pub fn timer_grid(&self) -> Duration {
+        (self.ping_interval / 32).clamp(Duration::from_millis(5), Duration::from_millis(100))
+    }
+
     /// When the transport itself gives up on a silent peer (QUIC's idle timeout, TCP's
     /// user timeout): a backstop strictly after the liveness verdict, so that the verdict —
     /// with its reason and its measured silence — is always ours.
@@ -321,6 +330,22 @@ impl Liveness {
         }
         None
     }
+}
+
+/// `wake` moved up to the next point of the grid of step `grid` that starts at `epoch` (where
+/// every connection's grid starts, so that their timers fall together). Never earlier than
+/// `wake`, less than one step later.
+pub fn on_grid(wake: Instant, epoch: Instant, grid: Duration) -> Instant {
+    let Some(since) = wake.checked_duration_since(epoch) else {
+        return wake;
+    };
+    let step = grid.as_nanos().max(1);
+    let into_step = since.as_nanos() % step;
+    if into_step == 0 {
+        return wake;
+    }
+    let up = u64::try_from(step - into_step).unwrap_or(u64::MAX);
+    wake + Duration::from_nanos(up)
 }
 
 #[cfg(test)]
@@ -637,5 +662,40 @@ mod tests {
         let mut l = Liveness::new(t0, config());
         assert_eq!(l.handle_timeout(t0 + secs(1.0)), None);
         assert_eq!(l.poll_timeout(), Some(t0 + secs(4.0)));
+    }
+
+    #[test]
+    fn timers_move_up_to_a_shared_grid_never_earlier_and_less_than_a_step_later() {
+        let epoch = Instant::now();
+        let grid = Duration::from_millis(100);
+        let at = |ms: u64| epoch + Duration::from_millis(ms);
+        assert_eq!(on_grid(at(1), epoch, grid), at(100));
+        assert_eq!(on_grid(at(99), epoch, grid), at(100));
+        assert_eq!(
+            on_grid(at(100), epoch, grid),
+            at(100),
+            "on the grid already"
+        );
+        assert_eq!(on_grid(at(4_001), epoch, grid), at(4_100));
+        // Two connections whose deadlines differ by less than a step wake together.
+        assert_eq!(
+            on_grid(at(4_010), epoch, grid),
+            on_grid(at(4_090), epoch, grid)
+        );
+        // Before the grid's start (cannot happen in the gateway): left as it is.
+        let before = epoch - Duration::from_millis(5);
+        assert_eq!(on_grid(before, epoch, grid), before);
+    }
+
+    #[test]
+    fn the_timer_grid_is_a_small_fraction_of_the_ping_interval() {
+        let grid = |timeout: f64, interval: f64| {
+            LivenessConfig::new(secs(timeout), secs(interval))
+                .expect("valid")
+                .timer_grid()
+        };
+        assert_eq!(grid(10.0, 4.0), Duration::from_millis(100));
+        assert_eq!(grid(2.0, 0.8), Duration::from_millis(25));
+        assert_eq!(grid(0.5, 0.1), Duration::from_millis(5));
     }
 }

@@ -2,7 +2,7 @@
 //! (the [`Liveness`] state machine), forwards frames to the hub, and ends the connection the
 //! way the hub or the peer decides.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
@@ -11,7 +11,7 @@ use tracing::Instrument;
 use super::hub_driver::HubInput;
 use super::{ServerContext, tokens};
 use crate::core::hub::ConnId;
-use crate::core::liveness::{Liveness, LivenessEvent};
+use crate::core::liveness::{Liveness, LivenessEvent, on_grid};
 use crate::core::reason_label;
 use crate::metrics;
 use crate::proto::Reason;
@@ -45,6 +45,14 @@ pub async fn drive(ctx: Arc<ServerContext>, link: Link) {
     ctx.closes.count_one();
 }
 
+/// Where the timer grid of every connection starts ([`LivenessConfig::timer_grid`]).
+///
+/// [`LivenessConfig::timer_grid`]: crate::core::liveness::LivenessConfig::timer_grid
+fn timer_epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
 async fn drive_as(ctx: Arc<ServerContext>, conn: ConnId, mut link: Link) {
     let (kill, mut killed) = oneshot::channel();
     let opened = HubInput::Opened {
@@ -59,10 +67,13 @@ async fn drive_as(ctx: Arc<ServerContext>, conn: ConnId, mut link: Link) {
     } else {
         tracing::debug!("connection opened");
         let mut liveness = Liveness::new(Instant::now(), ctx.config.hub.liveness);
+        let grid = ctx.config.hub.liveness.timer_grid();
         // A lagging activity sampler may revive a Dead verdict once per silence, not forever.
         let mut revived_in_this_silence = false;
         loop {
-            let wake = liveness.poll_timeout().unwrap_or_else(Instant::now);
+            let wake = liveness
+                .poll_timeout()
+                .map_or_else(Instant::now, |wake| on_grid(wake, timer_epoch(), grid));
             let input = tokio::select! {
                 biased;
                 result = &mut killed => break if result.is_ok() { End::Killed } else { End::ClosedByHub },
