@@ -42,7 +42,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from procs import BenchError, Procs  # bench/procs.py
+from procs import BenchError, Procs, publish, run_main  # bench/procs.py
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -437,7 +437,7 @@ def write_report(results: dict, out_dir: Path) -> str:
         lines += ["", "Notes:", "", *notes]
     else:
         lines += ["", "No refused frames, no closed connections, no WARN/ERROR lines in the gateway's log."]
-    lines += ["", f"Every figure: [results.json](results.json).", ""]
+    lines += ["", "Every figure: [results.json](results.json).", ""]
     text = "\n".join(lines)
     (out_dir / "report.md").write_text(text)
     return text
@@ -558,20 +558,10 @@ def main() -> int:
                 gw.popen.wait(timeout=10)
         results["meta"]["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         results["meta"]["load_end"] = round(os.getloadavg()[0], 2)
-    (out_dir / "results.json").write_text(json.dumps(results, indent=1) + "\n")
-    print()
-    print(write_report(results, out_dir))
-    if args.keep_logs:
-        log(f"gateway logs kept in {workdir}")
-    else:
-        shutil.rmtree(workdir, ignore_errors=True)
+    publish(results, out_dir, write_report, workdir, args.keep_logs)
     log(f"results in {out_dir}")
     return status
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as error:
-        print(f"relay.py: {error}", file=sys.stderr)
-        sys.exit(1)
+    run_main(main, "relay.py")

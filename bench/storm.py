@@ -60,7 +60,6 @@ import random
 import re
 import resource
 import shlex
-import shutil
 import signal
 import socket
 import struct
@@ -74,7 +73,7 @@ from pathlib import Path
 
 sys.dont_write_bytecode = True  # no bench/__pycache__ in the work tree
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from procs import BenchError, Proc, Procs, read_jsonl  # noqa: E402  (bench/procs.py)
+from procs import BenchError, Proc, Procs, publish, read_jsonl, run_main  # noqa: E402  (bench/procs.py)
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -905,20 +904,10 @@ def main() -> int:
             r.setdefault("meta", earlier.get("meta"))
         results["runs"] = kept + results["runs"]
         results["earlier_meta"] = [earlier.get("meta"), *earlier.get("earlier_meta", [])]
-    (out_dir / "results.json").write_text(json.dumps(results, indent=1) + "\n")
-    print()
-    print(write_report(results, out_dir))
-    if args.keep_logs:
-        log(f"logs kept in {workdir}")
-    else:
-        shutil.rmtree(workdir, ignore_errors=True)
+    publish(results, out_dir, write_report, workdir, args.keep_logs)
     log(f"results in {out_dir} ({results['meta']['duration_s']} s)")
     return status
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as error:
-        print(f"storm.py: {error}", file=sys.stderr)
-        sys.exit(1)
+    run_main(main, "storm.py")
