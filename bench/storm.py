@@ -74,6 +74,7 @@ from pathlib import Path
 sys.dont_write_bytecode = True  # no bench/__pycache__ in the work tree
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from procs import BenchError, Proc, Procs, publish, read_jsonl, run_main  # noqa: E402  (bench/procs.py)
+from relay import wait_quiet  # noqa: E402  (bench/relay.py)
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -121,28 +122,6 @@ def read_int(path: str) -> int | None:
         return int(Path(path).read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return None
-
-
-def machine_busy_percent(interval: float = 2.0) -> float:
-    """CPU the whole machine used over `interval`, % of one core (200 = 2 cores busy)."""
-    def busy() -> int:
-        fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-        return sum(fields[i] for i in (0, 1, 2, 5, 6, 7) if i < len(fields))
-    before = busy()
-    time.sleep(interval)
-    return round((busy() - before) / os.sysconf("SC_CLK_TCK") / interval * 100, 1)
-
-
-def wait_quiet(max_wait: float, below: float) -> float:
-    """Waits (at most max_wait s) until the machine uses less than `below` % of a core;
-    returns the last figure (what else ran when the run started)."""
-    deadline = time.time() + max_wait
-    busy = machine_busy_percent()
-    if busy >= below and max_wait > 0:
-        log(f"  the machine is busy ({busy:g} % of a core): waiting up to {max_wait:g} s for < {below:g} %")
-    while busy >= below and time.time() < deadline:
-        busy = machine_busy_percent()
-    return busy
 
 
 def free_port() -> int:

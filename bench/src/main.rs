@@ -103,6 +103,22 @@ struct Common {
     concurrency: usize,
 }
 
+/// N sessions, numbered from `first`, from these source addresses.
+#[derive(clap::Args)]
+pub(crate) struct Sessions {
+    /// Number of sessions.
+    #[arg(long)]
+    pub(crate) count: usize,
+    /// Index of the first session (its room is PREFIX{first}).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) first: usize,
+    #[arg(long)]
+    pub(crate) room_prefix: String,
+    /// Source addresses, used in turn (spreads the ephemeral ports).
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) bind: Vec<IpAddr>,
+}
+
 #[derive(clap::Args)]
 struct ClientsArgs {
     #[command(flatten)]
@@ -110,20 +126,11 @@ struct ClientsArgs {
     /// What the sessions speak (socketio: each joins its room with an acked `join` event).
     #[arg(long, value_enum, default_value_t = Protocol::Signalgate)]
     protocol: Protocol,
-    /// Number of sessions.
-    #[arg(long)]
-    count: usize,
-    /// Index of the first session (its room is PREFIX{first}).
-    #[arg(long, default_value_t = 0)]
-    first: usize,
-    #[arg(long)]
-    room_prefix: String,
+    #[command(flatten)]
+    sessions: Sessions,
     /// Sessions per room: session i joins PREFIX{i / room_size} (1: each its own room).
     #[arg(long, default_value_t = 1)]
     room_size: usize,
-    /// Source addresses, used in turn (spreads the ephemeral ports).
-    #[arg(long, value_delimiter = ',')]
-    bind: Vec<IpAddr>,
     /// Session i starts after a delay spread evenly over this many milliseconds, so that
     /// the sessions' probe cycles (and so the cut) fall at every phase.
     #[arg(long, default_value_t = 0)]
@@ -369,15 +376,20 @@ enum ClientReport {
 async fn clients(args: ClientsArgs) -> Result<(), String> {
     let gate = Arc::new(Semaphore::new(args.common.concurrency.max(1)));
     let (tx, mut rx) = mpsc::unbounded_channel();
-    for n in 0..args.count {
-        let index = args.first + n;
-        let bind = (!args.bind.is_empty()).then(|| args.bind[n % args.bind.len()]);
+    for n in 0..args.sessions.count {
+        let index = args.sessions.first + n;
+        let bind = (!args.sessions.bind.is_empty())
+            .then(|| args.sessions.bind[n % args.sessions.bind.len()]);
         let dial = match args.protocol {
             Protocol::Signalgate => Dial::Signalgate(options(&args.common, bind)?),
             Protocol::Socketio => Dial::Socketio(bind),
         };
         let url = args.common.url.clone();
-        let room = format!("{}{}", args.room_prefix, index / args.room_size.max(1));
+        let room = format!(
+            "{}{}",
+            args.sessions.room_prefix,
+            index / args.room_size.max(1)
+        );
         let gate = gate.clone();
         let tx = tx.clone();
         let delay = Duration::from_secs_f64(args.spread_ms as f64 / 1000.0 * spread_fraction(n));
@@ -400,7 +412,7 @@ async fn clients(args: ClientsArgs) -> Result<(), String> {
     }
     drop(tx);
     let (mut connected, mut failed) = (0usize, 0usize);
-    let mut announced = args.count == 0;
+    let mut announced = args.sessions.count == 0;
     if announced {
         emit(json!({"event": "ready", "connected": 0, "failed": 0, "t": now_secs()}));
     }
@@ -419,7 +431,7 @@ async fn clients(args: ClientsArgs) -> Result<(), String> {
                 );
             }
         }
-        if !announced && connected + failed == args.count {
+        if !announced && connected + failed == args.sessions.count {
             announced = true;
             emit(
                 json!({"event": "ready", "connected": connected, "failed": failed, "t": now_secs()}),

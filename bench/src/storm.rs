@@ -33,23 +33,14 @@ use signalgate::proto::{Ping, client_frame};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 
-use super::{Common, connect, emit, now_secs, open_session, options};
+use super::{Common, Sessions, connect, emit, now_secs, open_session, options};
 
 #[derive(clap::Args)]
 pub(crate) struct StormArgs {
     #[command(flatten)]
     pub(crate) common: Common,
-    /// Number of sessions.
-    #[arg(long)]
-    count: usize,
-    /// Index of the first session (its room is PREFIX{first}).
-    #[arg(long, default_value_t = 0)]
-    first: usize,
-    #[arg(long)]
-    room_prefix: String,
-    /// Source addresses, used in turn (spreads the ephemeral ports).
-    #[arg(long, value_delimiter = ',')]
-    bind: Vec<IpAddr>,
+    #[command(flatten)]
+    sessions: Sessions,
     /// N new sessions arrive at once (no gate) instead of reconnecting after a loss.
     #[arg(long)]
     at_once: bool,
@@ -182,10 +173,10 @@ fn instant_of(epoch_secs: f64) -> Instant {
 }
 
 pub(crate) async fn storm(args: StormArgs) -> Result<(), String> {
-    let binds: Vec<Option<IpAddr>> = if args.bind.is_empty() {
+    let binds: Vec<Option<IpAddr>> = if args.sessions.bind.is_empty() {
         vec![None]
     } else {
-        args.bind.iter().copied().map(Some).collect()
+        args.sessions.bind.iter().copied().map(Some).collect()
     };
     let options = binds
         .into_iter()
@@ -195,8 +186,8 @@ pub(crate) async fn storm(args: StormArgs) -> Result<(), String> {
     let shared = Arc::new(Shared {
         url: args.common.url.clone(),
         options,
-        room_prefix: args.room_prefix.clone(),
-        first: args.first,
+        room_prefix: args.sessions.room_prefix.clone(),
+        first: args.sessions.first,
         at_once: args.at_once,
         start_at,
         retry: (args.retry_min_ms, args.retry_max_ms.max(args.retry_min_ms)),
@@ -207,21 +198,23 @@ pub(crate) async fn storm(args: StormArgs) -> Result<(), String> {
         gate: Arc::new(Semaphore::new(args.common.concurrency.max(1))),
     });
     let (tx, mut rx) = mpsc::unbounded_channel();
-    for slot in 0..args.count {
+    for slot in 0..args.sessions.count {
         tokio::spawn(session_task(shared.clone(), slot, tx.clone()));
     }
     drop(tx);
     let mode = if args.at_once { "at_once" } else { "restart" };
     if args.at_once {
-        emit(json!({"event": "armed", "count": args.count, "start_at": start_at, "t": now_secs()}));
+        emit(
+            json!({"event": "armed", "count": args.sessions.count, "start_at": start_at, "t": now_secs()}),
+        );
     }
 
-    let mut records = vec![Record::default(); args.count];
+    let mut records = vec![Record::default(); args.sessions.count];
     let mut errors: HashMap<String, usize> = HashMap::new();
     let mut losses: HashMap<String, usize> = HashMap::new();
     let (mut opened, mut open_failed) = (0usize, 0usize);
     let mut ready = args.at_once;
-    if !ready && args.count == 0 {
+    if !ready && args.sessions.count == 0 {
         ready = true;
         emit(json!({"event": "ready", "connected": 0, "failed": 0, "t": now_secs()}));
     }
@@ -294,7 +287,7 @@ pub(crate) async fn storm(args: StormArgs) -> Result<(), String> {
                 count_kind(&mut errors, error.replace(&shared.url, "URL"));
             }
         }
-        if !ready && opened + open_failed == args.count {
+        if !ready && opened + open_failed == args.sessions.count {
             ready = true;
             emit(
                 json!({"event": "ready", "connected": opened, "failed": open_failed, "t": now_secs()}),
@@ -340,7 +333,7 @@ fn finish(
         let mut text = String::new();
         for (slot, r) in records.iter().enumerate() {
             let line = json!({
-                "i": args.first + slot, "t_loss": r.t_loss, "t_attempt": r.t_attempt,
+                "i": args.sessions.first + slot, "t_loss": r.t_loss, "t_attempt": r.t_attempt,
                 "t_connected": r.t_connected, "t_welcome": r.t_welcome, "t_joined": r.t_joined,
                 "attempts": r.attempts, "losses": r.losses, "down": r.down,
             });
