@@ -130,7 +130,10 @@ async fn connections_in_their_handshake_are_capped_on_every_listener() {
     let (url, options) = (gw.wss_url(), gw.options.clone());
     let waiting = tokio::spawn(async move { Connection::websocket(&url, &options).await });
     tokio::time::sleep(ms(500)).await;
-    assert!(!waiting.is_finished(), "the third connection waits in the queue");
+    assert!(
+        !waiting.is_finished(),
+        "the third connection waits in the queue"
+    );
     // ...and with the queue full, a fourth is closed at once.
     let refused_at_once = eventually(Duration::from_secs(3), || async {
         tcp_closed_after(gw.addr(), ms(500)).await
