@@ -70,7 +70,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import relay  # noqa: E402  (bench/relay.py: free ports, quiet-machine wait, rate limits, machine info)
-from procs import BenchError, Proc, Procs, publish, run_main  # noqa: E402  (bench/procs.py: child processes)
+from procs import BenchError, ignore_signals, interrupt_on_signals, Proc, Procs, publish, run_main  # noqa: E402  (bench/procs.py: child processes)
 from relay import log  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -102,8 +102,10 @@ OPEN_LIMITS = [
     "--max-pending-hellos", "65536",
 ]
 CONN_LOST = re.compile(
-    r"^(?P<ts>\S+)\s+INFO conn\{id=\S+ transport=(?P<transport>\w+) "
-    r"peer=(?P<peer>[^}]+)\}: \S+: connection lost reason=\"?(?P<reason>\w+)\"? "
+    # `connection lost` names its connection itself; with debug logs the `conn{..}` span's
+    # prefix comes before it.
+    r"^(?P<ts>\S+)\s+INFO .*?connection lost conn=(?P<id>\S+) transport=(?P<transport>\w+) "
+    r"peer=(?P<peer>\S+) reason=\"?(?P<reason>\w+)\"? "
     r"silent_for_ms=(?P<silent>\d+)"
 )
 GATEWAY_LOST = re.compile(r"^(?P<ts>\S+)\s+WARN .*gateway lost.*node=\"?(?P<node>[\w-]+)\"?.*silent_for_ms=(?P<silent>\d+)")
@@ -1258,11 +1260,7 @@ def main() -> int:
     out_dir = args.out or (Path(tempfile.mkdtemp(prefix="sg-cluster-smoke-")) if args.smoke else RESULTS)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    def on_signal(signum, _frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, on_signal)
+    interrupt_on_signals()
 
     target = args.target_dir.resolve()
     if not args.no_build:
@@ -1323,8 +1321,7 @@ def main() -> int:
         results.setdefault("errors", []).append(str(error))
         status = 1
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_IGN)
+        ignore_signals()
         procs.stop_all()
         results["meta"]["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         results["meta"]["duration_s"] = round(time.time() - t_start, 1)

@@ -37,14 +37,13 @@ import json
 import os
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from procs import BenchError, Proc, Procs, run_main  # bench/procs.py
+from procs import BenchError, interrupt_on_signals, Proc, Procs, run_main  # bench/procs.py
 from relay import fmt, log, machine, sh  # bench/relay.py
 
 HERE = Path(__file__).resolve().parent
@@ -514,11 +513,7 @@ def main() -> int:
     out_dir = args.out or (Path(tempfile.mkdtemp(prefix="sg-load-smoke-")) if args.smoke else RESULTS)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    def on_signal(signum, _frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, on_signal)
+    interrupt_on_signals()
 
     results: dict = {"meta": {
         "command": shlex.join(["python3", "bench/load.py", *sys.argv[1:]]),

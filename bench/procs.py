@@ -18,6 +18,26 @@ class BenchError(Exception):
     pass
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def interrupt_on_signals() -> None:
+    """SIGINT, SIGTERM and SIGHUP raise KeyboardInterrupt, so that a run's cleanup (stopping
+    its processes, removing what it created) runs whatever stops it. SIGINT too: a background
+    job may have inherited it ignored."""
+    def on_signal(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, on_signal)
+
+
+def ignore_signals() -> None:
+    """From here on a run's cleanup must not be interrupted."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+
+
 def run_main(main, script: str) -> None:
     """A benchmark script's entry point: exits with main()'s status, or with 1 and the message
     of a BenchError."""

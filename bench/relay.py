@@ -42,7 +42,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from procs import BenchError, Procs, publish, run_main  # bench/procs.py
+from procs import BenchError, ignore_signals, interrupt_on_signals, Procs, publish, run_main  # bench/procs.py
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -481,11 +481,7 @@ def main() -> int:
     out_dir = args.out or (Path(tempfile.mkdtemp(prefix="sg-relay-smoke-")) if args.smoke else RESULTS)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    def on_signal(signum, _frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, on_signal)
+    interrupt_on_signals()
 
     if not args.no_build and not (args.gateway_bin and args.bench_bin):
         build()
@@ -546,8 +542,7 @@ def main() -> int:
         status = 1
     finally:
         # run_rate stops its gateway; this catches one left by an interruption mid-stop.
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_IGN)
+        ignore_signals()
         procs.stop_all()
         for gw in GATEWAYS:
             if gw.popen.poll() is None:

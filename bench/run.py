@@ -41,7 +41,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from procs import BenchError, Proc, Procs, read_jsonl  # bench/procs.py
+from procs import BenchError, interrupt_on_signals, Proc, Procs, read_jsonl  # bench/procs.py
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -80,8 +80,10 @@ TRANSPORT_LABEL = {"ws": "WebSocket", "wt": "WebTransport", "wsn": "WebSocket vi
 GATEWAY_TRANSPORT = {"ws": "websocket", "wt": "webtransport", "wsn": "websocket"}
 
 LOG_LINE = re.compile(
-    r"^(?P<ts>\S+)\s+INFO conn\{id=(?P<id>\S+) transport=(?P<transport>\w+) "
-    r"peer=(?P<peer>[^}]+)\}: \S+: connection lost reason=\"?(?P<reason>\w+)\"? "
+    # `connection lost` names its connection itself; with debug logs the `conn{..}` span's
+    # prefix comes before it.
+    r"^(?P<ts>\S+)\s+INFO .*?connection lost conn=(?P<id>\S+) transport=(?P<transport>\w+) "
+    r"peer=(?P<peer>\S+) reason=\"?(?P<reason>\w+)\"? "
     r"silent_for_ms=(?P<silent>\d+)"
 )
 
@@ -1444,12 +1446,7 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="sgb-logs-"))
     lab = Lab(workdir, args.gateway_cc, args.phone_cc)
 
-    def on_signal(signum, _frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    # SIGINT too: a background job may have inherited it ignored.
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, on_signal)
+    interrupt_on_signals()
     command = "sudo python3 bench/run.py " + " ".join(sys.argv[1:])
     results: dict = {
         "meta": {

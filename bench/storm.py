@@ -73,7 +73,7 @@ from pathlib import Path
 
 sys.dont_write_bytecode = True  # no bench/__pycache__ in the work tree
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from procs import BenchError, Proc, Procs, publish, read_jsonl, run_main  # noqa: E402  (bench/procs.py)
+from procs import BenchError, ignore_signals, interrupt_on_signals, Proc, Procs, publish, read_jsonl, run_main  # noqa: E402  (bench/procs.py)
 from relay import wait_quiet  # noqa: E402  (bench/relay.py)
 
 HERE = Path(__file__).resolve().parent
@@ -798,11 +798,7 @@ def main() -> int:
     out_dir = args.out or (Path(tempfile.mkdtemp(prefix="sg-storm-smoke-")) if args.smoke else RESULTS)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    def on_signal(signum, _frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, on_signal)
+    interrupt_on_signals()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # children inherit it (20,000 here)
 
@@ -868,8 +864,7 @@ def main() -> int:
         results.setdefault("errors", []).append(str(error))
         status = 1
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_IGN)
+        ignore_signals()
         procs.stop_all()
         results["meta"]["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         results["meta"]["duration_s"] = round(time.time() - t_start, 1)
