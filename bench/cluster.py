@@ -70,7 +70,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import relay  # noqa: E402  (bench/relay.py: free ports, quiet-machine wait, rate limits, machine info)
-from procs import BenchError, ignore_signals, interrupt_on_signals, Proc, Procs, publish, run_main  # noqa: E402  (bench/procs.py: child processes)
+from procs import BenchError, Guarded, interrupt_on_signals, Proc, Procs, publish, run_main  # noqa: E402  (bench/procs.py: child processes)
 from relay import log  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -1290,9 +1290,7 @@ def main() -> int:
         # The binary may be older than the checkout: its source is not known here.
         results["meta"]["gateway_commit"] = "unknown (--no-build)"
         results["meta"]["dirty"] = False
-    status = 0
-    t_start = time.time()
-    try:
+    with Guarded(procs, results, log) as guard:
         nats = Nats(procs)
         results["meta"]["nats_version"] = nats.version
         log(f"NATS cluster up ({nats.version}): {nats.urls()}")
@@ -1312,20 +1310,7 @@ def main() -> int:
             results["scale"] = []
             for setting in [s for s in args.scale_settings.split(",") if s]:
                 results["scale"].append(scale_once(run, setting))
-    except KeyboardInterrupt:
-        log("interrupted")
-        results.setdefault("errors", []).append("interrupted")
-        status = 130
-    except (BenchError, subprocess.SubprocessError, OSError) as error:
-        log(f"failed: {error}")
-        results.setdefault("errors", []).append(str(error))
-        status = 1
-    finally:
-        ignore_signals()
-        procs.stop_all()
-        results["meta"]["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-        results["meta"]["duration_s"] = round(time.time() - t_start, 1)
-        results["meta"]["load_end"] = round(os.getloadavg()[0], 2)
+    status = guard.status
     publish(results, out_dir, write_report, workdir, args.keep_logs)
     log(f"results in {out_dir} ({results['meta']['duration_s']} s)")
     return status

@@ -4,6 +4,7 @@ exit path of the run. Python 3 standard library only."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import shutil
@@ -36,6 +37,38 @@ def ignore_signals() -> None:
     """From here on a run's cleanup must not be interrupted."""
     for signum in STOP_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
+
+
+class Guarded:
+    """The body of a run, `with Guarded(procs, results, log) as run:`. An interruption or a
+    failure (BenchError, a failed command, an OS error) ends the body: it is logged, noted in
+    results["errors"], and `run.status` becomes 130 or 1 (the body may set 1 itself). Whatever
+    happened, stop signals are then ignored, every process is stopped, and the end is noted in
+    results["meta"]."""
+
+    def __init__(self, procs: "Procs", results: dict, log):
+        self.procs, self.results, self.log = procs, results, log
+        self.status = 0
+        self.started = time.time()
+
+    def __enter__(self) -> "Guarded":
+        return self
+
+    def __exit__(self, kind, error, _traceback) -> bool:
+        handled = kind is not None and issubclass(
+            kind, (KeyboardInterrupt, BenchError, subprocess.SubprocessError, OSError))
+        if handled:
+            interrupted = issubclass(kind, KeyboardInterrupt)
+            self.log("interrupted" if interrupted else f"failed: {error}")
+            self.results.setdefault("errors", []).append("interrupted" if interrupted else str(error))
+            self.status = 130 if interrupted else 1
+        ignore_signals()
+        self.procs.stop_all()
+        meta = self.results["meta"]
+        meta["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        meta["duration_s"] = round(time.time() - self.started, 1)
+        meta["load_end"] = round(os.getloadavg()[0], 2)
+        return handled
 
 
 def run_main(main, script: str) -> None:

@@ -73,7 +73,7 @@ from pathlib import Path
 
 sys.dont_write_bytecode = True  # no bench/__pycache__ in the work tree
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from procs import BenchError, ignore_signals, interrupt_on_signals, Proc, Procs, publish, read_jsonl, run_main  # noqa: E402  (bench/procs.py)
+from procs import BenchError, Guarded, interrupt_on_signals, Proc, Procs, publish, read_jsonl, run_main  # noqa: E402  (bench/procs.py)
 from relay import wait_quiet  # noqa: E402  (bench/relay.py)
 
 HERE = Path(__file__).resolve().parent
@@ -834,9 +834,7 @@ def main() -> int:
     run = Run(args, procs, gw_bin, bench_bin)
     sizes = {("restart", "ws"): args.restart_ws, ("restart", "wt"): args.restart_wt,
              ("arrival", "ws"): args.arrival_ws, ("arrival", "wt"): args.arrival_wt}
-    status = 0
-    t_start = time.time()
-    try:
+    with Guarded(procs, results, log) as guard:
         for scenario in scenarios:
             for transport in transports:
                 n = sizes[(scenario, transport)]
@@ -854,21 +852,8 @@ def main() -> int:
                     + (f"; false UNREACHABLE {r['false_unreachable']}" if scenario == "arrival" else "")
                     + "".join(f"\n  ⚠ {p}" for p in r["problems"]))
                 if r["problems"]:
-                    status = 1
-    except KeyboardInterrupt:
-        log("interrupted")
-        results.setdefault("errors", []).append("interrupted")
-        status = 130
-    except (BenchError, subprocess.SubprocessError, OSError) as error:
-        log(f"failed: {error}")
-        results.setdefault("errors", []).append(str(error))
-        status = 1
-    finally:
-        ignore_signals()
-        procs.stop_all()
-        results["meta"]["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-        results["meta"]["duration_s"] = round(time.time() - t_start, 1)
-        results["meta"]["load_end"] = round(os.getloadavg()[0], 2)
+                    guard.status = 1
+    status = guard.status
     if args.merge and (out_dir / "results.json").exists():
         # Keep the earlier runs of the scenarios and transports this invocation did not run.
         earlier = json.loads((out_dir / "results.json").read_text())
