@@ -70,7 +70,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import relay  # noqa: E402  (bench/relay.py: free ports, quiet-machine wait, rate limits, machine info)
-from procs import BenchError, Guarded, interrupt_on_signals, Proc, Procs, publish, run_main  # noqa: E402  (bench/procs.py: child processes)
+from procs import BenchError, Guarded, interrupt_on_signals, Proc, Procs, prometheus_samples, publish, run_main  # noqa: E402  (bench/procs.py: child processes)
 from relay import log  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -348,16 +348,7 @@ class Gateway:
     def metrics(self) -> dict[str, float]:
         """The /metrics exposition as {"name{labels}": value}."""
         status, body = http_get(f"http://127.0.0.1:{self.metrics_port}/metrics")
-        out = {}
-        if status == 200:
-            for line in body.splitlines():
-                if line and not line.startswith("#"):
-                    key, _, value = line.rpartition(" ")
-                    try:
-                        out[key] = float(value)
-                    except ValueError:
-                        pass
-        return out
+        return prometheus_samples(body) if status == 200 else {}
 
     def endpoints(self) -> dict:
         """GET /endpoints over TLS, pinned to this gateway's certificate hash (a development

@@ -93,6 +93,20 @@ def publish(results: dict, out_dir: Path, write_report, workdir: Path, keep_logs
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def prometheus_samples(body: str, prefixes: tuple[str, ...] = ("",)) -> dict[str, float]:
+    """`series{labels}` -> value of a /metrics page, for the series whose name starts with one of
+    `prefixes` (every series by default)."""
+    out = {}
+    for line in body.splitlines():
+        if line and not line.startswith("#") and line.startswith(prefixes):
+            key, _, value = line.rpartition(" ")
+            try:
+                out[key] = float(value)
+            except ValueError:
+                pass
+    return out
+
+
 def read_jsonl(path: Path) -> list[dict]:
     """The JSON lines of a file (a line being written is skipped)."""
     try:

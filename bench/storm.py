@@ -73,7 +73,7 @@ from pathlib import Path
 
 sys.dont_write_bytecode = True  # no bench/__pycache__ in the work tree
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from procs import BenchError, Guarded, interrupt_on_signals, Proc, Procs, publish, read_jsonl, run_main  # noqa: E402  (bench/procs.py)
+from procs import BenchError, Guarded, interrupt_on_signals, Proc, Procs, prometheus_samples, publish, read_jsonl, run_main  # noqa: E402  (bench/procs.py)
 from relay import wait_quiet  # noqa: E402  (bench/relay.py)
 
 HERE = Path(__file__).resolve().parent
@@ -335,15 +335,7 @@ class Gateway:
                 body = r.read().decode()
         except OSError:
             return {}
-        out = {}
-        for line in body.splitlines():
-            if line.startswith(METRIC_PREFIXES):
-                key, _, value = line.rpartition(" ")
-                try:
-                    out[key] = float(value)
-                except ValueError:
-                    pass
-        return out
+        return prometheus_samples(body, METRIC_PREFIXES)
 
     def log_summary(self) -> dict:
         """Log lines by level; WARN/ERROR messages with numbers folded."""
