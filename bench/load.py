@@ -493,8 +493,9 @@ def main() -> int:
     if args.smoke:
         args.sizes, args.settle, args.window, args.after, args.aggressive_wt_size = [200], 1.0, 4.0, 0.0, 0
         args.max_secs = 300
-    enter_namespace()
 
+    # Building and installing may need the network: before the namespace, which has none (in
+    # it, the re-executed script finds both done).
     profile = "debug" if args.debug_build else "release"
     if not (args.no_build or args.debug_build):
         log("building signalgate and signalgate-bench (release)")
@@ -509,6 +510,7 @@ def main() -> int:
         if not (SOCKETIO / "node_modules" / "socket.io").exists():
             log("installing the Socket.IO baseline (npm ci)")
             subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=SOCKETIO, check=True, timeout=600)
+    enter_namespace()
 
     out_dir = args.out or (Path(tempfile.mkdtemp(prefix="sg-load-smoke-")) if args.smoke else RESULTS)
     out_dir.mkdir(parents=True, exist_ok=True)
