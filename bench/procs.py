@@ -196,16 +196,23 @@ class Procs:
 
     def wait_ready(self, procs: list[Proc], timeout: float, what: str) -> list[dict]:
         """Waits for one `{"event": "ready"}` line from each process."""
+        return self.wait_for_event(procs, "ready", timeout, f"{what} not ready")
+
+    @staticmethod
+    def wait_for_event(procs: list[Proc], event: str, timeout: float, what: str,
+                       poll: float = 0.2) -> list[dict]:
+        """The first `{"event": EVENT}` line of each process, once every one has printed it;
+        a BenchError if one exits first or `timeout` s pass (`what` names the wait)."""
         deadline = time.time() + timeout
         while True:
-            readies = []
+            lines = []
             for proc in procs:
-                ready = [j for j in proc.json_lines() if j.get("event") == "ready"]
-                if not ready and not proc.alive():
-                    raise BenchError(f"{proc.name} exited early: {proc.err.read_text(errors='replace')[-2000:]}")
-                readies.append(ready[0] if ready else None)
-            if all(readies):
-                return readies
+                found = [j for j in proc.json_lines() if j.get("event") == event]
+                if not found and not proc.alive():
+                    raise BenchError(f"{proc.name} exited before its {event} line: {proc.err.read_text(errors='replace')[-2000:]}")
+                lines.append(found[0] if found else None)
+            if all(lines):
+                return lines
             if time.time() > deadline:
-                raise BenchError(f"{what} not ready within {timeout:.0f} s")
-            time.sleep(0.2)
+                raise BenchError(f"{what} within {timeout:.0f} s")
+            time.sleep(poll)

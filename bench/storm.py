@@ -388,19 +388,7 @@ class Run:
         return procs
 
     def wait_storm_lines(self, procs: list[Proc], timeout: float) -> list[dict]:
-        deadline = time.time() + timeout
-        while True:
-            lines = []
-            for proc in procs:
-                found = [j for j in proc.json_lines() if j.get("event") == "storm"]
-                if not found and not proc.alive():
-                    raise BenchError(f"{proc.name} exited before its storm line: {proc.err.read_text(errors='replace')[-2000:]}")
-                lines.append(found[0] if found else None)
-            if all(lines):
-                return lines
-            if time.time() > deadline:
-                raise BenchError(f"no storm line within {timeout:.0f} s")
-            time.sleep(0.02)
+        return Procs.wait_for_event(procs, "storm", timeout, "no storm line", poll=0.02)
 
     def records(self, tag: str, procs: list[Proc]) -> list[dict]:
         out = []
