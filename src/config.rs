@@ -295,6 +295,23 @@ pub struct Settings {
     /// the listen address.
     #[arg(long, env = "SIGNALGATE_ADVERTISE_HOST", value_name = "HOST")]
     pub advertise_host: Option<String>,
+
+    /// Cluster mode: keep every session in a durable log (NATS JetStream) so that it survives
+    /// its gateway's crash: a frame counts (goes to its client, is acknowledged to its
+    /// sender) only once stored. Needs JetStream on the NATS servers. Default false.
+    #[arg(long, env = "SIGNALGATE_DURABLE", value_name = "BOOL")]
+    pub durable: Option<bool>,
+
+    /// Durable mode: copies JetStream keeps of every session log (1 to 5; at most the NATS
+    /// servers with JetStream). Default 3.
+    #[arg(long, env = "SIGNALGATE_DURABLE_REPLICAS", value_name = "N")]
+    pub durable_replicas: Option<u8>,
+
+    /// Durable mode: how long a record may take to be stored (tried again meanwhile) before
+    /// the signals in it are refused with STORAGE_UNAVAILABLE. Default 5s (a NATS node's death can cost JetStream a leader election of several seconds).
+    #[arg(long, env = "SIGNALGATE_DURABLE_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, with = "humantime_serde::option")]
+    pub durable_timeout: Option<Duration>,
 }
 
 macro_rules! layer_fields {
@@ -352,6 +369,9 @@ layer_fields!(
     node_id,
     cluster_name,
     advertise_host,
+    durable,
+    durable_replicas,
+    durable_timeout,
 );
 
 #[derive(Debug, thiserror::Error)]
@@ -443,6 +463,15 @@ pub struct ClusterConfig {
     pub node: String,
     pub name: String,
     pub advertise_host: Option<String>,
+    /// Durable mode; None: sessions live in their gateway's memory only.
+    pub durable: Option<DurableConfig>,
+}
+
+/// Where and how session logs are kept (durable mode).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DurableConfig {
+    pub replicas: u8,
+    pub timeout: Duration,
 }
 
 /// A node id or cluster name: it becomes part of NATS subjects and resume tokens.
@@ -466,6 +495,9 @@ fn check_cluster(s: &Settings) -> Result<Option<ClusterConfig>, ConfigError> {
         for (flag, given) in [
             ("node_id", s.node_id.is_some()),
             ("cluster_name", s.cluster_name.is_some()),
+            ("durable", s.durable == Some(true)),
+            ("durable_replicas", s.durable_replicas.is_some()),
+            ("durable_timeout", s.durable_timeout.is_some()),
         ] {
             if given {
                 return Err(invalid(format!("{flag} is given without cluster")));
@@ -507,11 +539,37 @@ fn check_cluster(s: &Settings) -> Result<Option<ClusterConfig>, ConfigError> {
         "cluster_name",
         s.cluster_name.as_deref().unwrap_or("default"),
     )?;
+    let durable = if s.durable.unwrap_or(false) {
+        let replicas = s.durable_replicas.unwrap_or(3);
+        if !(1..=5).contains(&replicas) {
+            return Err(invalid(format!(
+                "durable_replicas = {replicas} is invalid: 1 to 5 (JetStream's limit)"
+            )));
+        }
+        let timeout = s.durable_timeout.unwrap_or(Duration::from_secs(5));
+        if timeout < Duration::from_millis(100) || timeout > Duration::from_secs(60) {
+            return Err(invalid(format!(
+                "durable_timeout = {timeout:?} is invalid: 100ms to 60s"
+            )));
+        }
+        Some(DurableConfig { replicas, timeout })
+    } else {
+        for (flag, given) in [
+            ("durable_replicas", s.durable_replicas.is_some()),
+            ("durable_timeout", s.durable_timeout.is_some()),
+        ] {
+            if given {
+                return Err(invalid(format!("{flag} is given without durable = true")));
+            }
+        }
+        None
+    };
     Ok(Some(ClusterConfig {
         servers,
         node,
         name,
         advertise_host: s.advertise_host.clone(),
+        durable,
     }))
 }
 
@@ -834,6 +892,7 @@ impl TryFrom<Settings> for Config {
                 token_grace,
                 limits,
                 cluster_node: cluster.as_ref().map(|c| c.node.clone()),
+                durable: cluster.as_ref().is_some_and(|c| c.durable.is_some()),
             },
             tls,
             allowed_origins,

@@ -103,6 +103,9 @@ pub const ALL: &[&str] = &[
     CLUSTER_NODE_DETECTION,
     CLUSTER_FENCES,
     CLUSTER_RELAY,
+    DURABLE_WRITES,
+    DURABLE_WRITE_SECONDS,
+    SESSIONS_RECOVERED,
 ];
 
 /// The histograms of [`ALL`] (exported as `_bucket`, `_sum` and `_count`).
@@ -111,6 +114,7 @@ pub const HISTOGRAMS: &[&str] = &[
     RTT,
     CLUSTER_NODE_DETECTION,
     CLUSTER_RELAY,
+    DURABLE_WRITE_SECONDS,
 ];
 
 /// Every label name used, for checks against the dashboards. Values: see the module docs.
@@ -171,6 +175,7 @@ const REFUSAL_REASONS: &[ErrorCode] = &[
     ErrorCode::NotJoined,
     ErrorCode::PeerNotInRoom,
     ErrorCode::InvalidArgument,
+    ErrorCode::StorageUnavailable,
 ];
 
 /// Why a connection never became a session, for [`handshake_failed`].
@@ -240,6 +245,10 @@ fn recorder() -> Result<PrometheusRecorder, MetricsError> {
             DETECTION_BUCKETS,
         )?
         .set_buckets_for_metric(Matcher::Full(CLUSTER_RELAY.into()), CLUSTER_RELAY_BUCKETS)?
+        .set_buckets_for_metric(
+            Matcher::Full(DURABLE_WRITE_SECONDS.into()),
+            DURABLE_WRITE_BUCKETS,
+        )?
         .build_recorder())
 }
 
@@ -462,6 +471,9 @@ pub fn record(event: &HubEvent) {
         HubEvent::RemoteSignalSettled { round_trip } => {
             histogram!(CLUSTER_RELAY).record(round_trip.as_secs_f64());
         }
+        // Counted where the write's outcome is known (`durable_write`).
+        HubEvent::DurableWriteFailed => {}
+        HubEvent::SessionRecovered => counter!(SESSIONS_RECOVERED).increment(1),
     }
 }
 
@@ -660,15 +672,26 @@ mod tests {
             register_zeroes();
             configured(&HubConfig::default());
         });
-        // A single gateway has no cluster metrics; cluster mode has them all from its start.
+        // A single gateway has no cluster metrics; cluster mode has them all from its start,
+        // and durable mode its own.
         let single = handle.render();
-        for name in ALL.iter().filter(|n| n.starts_with("signalgate_cluster_")) {
+        for name in ALL.iter().filter(|n| {
+            n.starts_with("signalgate_cluster_") || n.starts_with("signalgate_durable_")
+        }) {
             assert!(
                 !single.contains(name),
                 "{name} exported outside cluster mode"
             );
         }
         metrics::with_local_recorder(&recorder, cluster_configured);
+        let clustered = handle.render();
+        for name in ALL.iter().filter(|n| n.starts_with("signalgate_durable_")) {
+            assert!(
+                !clustered.contains(name),
+                "{name} exported outside durable mode"
+            );
+        }
+        metrics::with_local_recorder(&recorder, durable_configured);
         let mut text = handle.render();
         process::render(&mut text);
         for name in ALL {
@@ -933,4 +956,49 @@ pub fn cluster_node_lost(silent_for: Duration) {
 
 pub fn cluster_fenced() {
     counter!(CLUSTER_FENCES).increment(1);
+}
+
+// ------------------------------------------------------------------------------------------
+// Durable mode
+// ------------------------------------------------------------------------------------------
+
+pub const DURABLE_WRITES: &str = "signalgate_durable_writes_total";
+pub const DURABLE_WRITE_SECONDS: &str = "signalgate_durable_write_seconds";
+pub const SESSIONS_RECOVERED: &str = "signalgate_durable_sessions_recovered_total";
+
+/// `outcome` of [`DURABLE_WRITES`].
+pub const DURABLE_OUTCOMES: &[&str] = &["stored", "unavailable", "conflict"];
+/// A record stored by a JetStream quorum: a fraction of a millisecond on loopback, a few
+/// across a data centre, seconds during a leader election.
+const DURABLE_WRITE_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5,
+];
+
+/// Durable mode: the metrics exist (at zero) from the start.
+pub fn durable_configured() {
+    describe_counter!(
+        DURABLE_WRITES,
+        "Records appended to session logs in JetStream, by outcome (stored, unavailable: its signals were refused with STORAGE_UNAVAILABLE, conflict: another gateway holds the log)."
+    );
+    describe_histogram!(
+        DURABLE_WRITE_SECONDS,
+        "How long a stored record took, from its append to JetStream's acknowledgement (a frame reaches its client only after)."
+    );
+    describe_counter!(
+        SESSIONS_RECOVERED,
+        "Sessions taken up here from their durable log after their gateway was lost."
+    );
+    for outcome in DURABLE_OUTCOMES {
+        counter!(DURABLE_WRITES, "outcome" => *outcome).absolute(0);
+    }
+    counter!(SESSIONS_RECOVERED).absolute(0);
+    let _ = histogram!(DURABLE_WRITE_SECONDS);
+}
+
+/// A record's append ended (`outcome` one of [`DURABLE_OUTCOMES`]) after `took`.
+pub fn durable_write(outcome: &'static str, took: Duration) {
+    counter!(DURABLE_WRITES, "outcome" => outcome).increment(1);
+    if outcome == "stored" {
+        histogram!(DURABLE_WRITE_SECONDS).record(took.as_secs_f64());
+    }
 }

@@ -40,13 +40,18 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus_scraping_a_real_gat
     let dir = tempfile::tempdir().expect("temp dir");
 
     // In cluster mode (with a real nats-server), so that the cluster panels have data too: a
-    // second gateway joins, relays signals with the scraped one, and is killed.
+    // second gateway joins, relays signals with the scraped one, and is killed. Both keep
+    // their sessions in JetStream (durable mode), so that the durable panels have data too.
     let nats = common::cluster::NatsCluster::start(1);
     let cluster_args = [
         "--cluster".to_string(),
         nats.urls(),
         "--node-id".into(),
         "scraped".into(),
+        "--durable".into(),
+        "true".into(),
+        "--durable-replicas".into(),
+        "1".into(),
     ];
     let gateway = GatewayProcess::start(dir.path(), &cluster_args);
     let prometheus = Prometheus::start(&prometheus_bin, dir.path(), gateway.metrics);
@@ -84,6 +89,10 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus_scraping_a_real_gat
         (r#"sum(signalgate_cluster_relay_seconds_count{})"#, 3.0),
         (
             r#"sum(signalgate_cluster_node_detection_seconds_count{})"#,
+            1.0,
+        ),
+        (
+            r#"sum(signalgate_durable_writes_total{outcome="stored"})"#,
             1.0,
         ),
     ];
@@ -130,6 +139,10 @@ async fn cluster_scenario(gateway: &GatewayProcess, nats: &common::cluster::Nats
         humantime(LIVENESS_TIMEOUT),
         "--ping-interval".into(),
         humantime(PING_INTERVAL),
+        "--durable".into(),
+        "true".into(),
+        "--durable-replicas".into(),
+        "1".into(),
     ]);
     let joined = eventually(Duration::from_secs(15), || async {
         let (_, body) = http_get(gateway.metrics, "/metrics").await;

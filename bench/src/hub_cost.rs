@@ -136,8 +136,13 @@ fn drain(hub: &mut Hub, plan: &mut Plan, owe_ack: &mut Vec<usize>, tally: &mut T
             Output::Checkpoint { conn, mark } => hub.connection_drained(plan.t0, conn, mark),
             Output::Close { .. } => tally.closes += 1,
             Output::Event(_) => tally.events += 1,
-            // A single gateway: nothing goes to a cluster.
-            Output::ToNode { .. } | Output::ToCluster { .. } => {}
+            // A single gateway: nothing goes to a cluster or its durable store.
+            Output::ToNode { .. }
+            | Output::ToCluster { .. }
+            | Output::Persist { .. }
+            | Output::CompactLog { .. }
+            | Output::DeleteLog { .. }
+            | Output::ReadLog { .. } => {}
         }
     }
 }

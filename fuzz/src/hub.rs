@@ -970,7 +970,12 @@ impl Harness {
                     }
                     _ => {}
                 },
-                Output::ToNode { .. } | Output::ToCluster { .. } => {
+                Output::ToNode { .. }
+                | Output::ToCluster { .. }
+                | Output::Persist { .. }
+                | Output::CompactLog { .. }
+                | Output::DeleteLog { .. }
+                | Output::ReadLog { .. } => {
                     violation!(self, "a single gateway sent something to a cluster");
                 }
             }

@@ -14,6 +14,7 @@ use futures_util::StreamExt;
 use prost::Message;
 use tokio::sync::mpsc;
 
+use super::durable::{DurableEvent, DurableStore};
 use super::hub_driver::HubInput;
 use crate::config::ClusterConfig as Settings;
 use crate::core::cluster::{Cluster, ClusterConfig, ClusterOutput, Dest};
@@ -43,6 +44,8 @@ pub struct ClusterDriver {
     queued: std::collections::HashMap<String, Vec<Envelope>>,
     /// Endpoints of every live gateway, for `/endpoints`.
     endpoints: std::sync::Arc<std::sync::RwLock<Vec<Endpoint>>>,
+    /// Durable mode: the session logs.
+    durable: Option<DurableStore>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -147,6 +150,10 @@ pub async fn start(
             }
         });
     }
+    let durable = settings
+        .durable
+        .as_ref()
+        .map(|config| DurableStore::start(client.clone(), &settings.name, config, hub.clone()));
     let (publish, mut to_publish) = mpsc::unbounded_channel::<(String, Bytes)>();
     tokio::spawn(async move {
         while let Some((subject, payload)) = to_publish.recv().await {
@@ -173,6 +180,7 @@ pub async fn start(
         fenced: false,
         queued: std::collections::HashMap::new(),
         endpoints,
+        durable,
     })
 }
 
@@ -236,7 +244,45 @@ impl ClusterDriver {
                 self.cluster.broadcast(now, body);
                 true
             }
+            Output::Persist {
+                key,
+                expect_last,
+                record,
+            } => {
+                match &self.durable {
+                    Some(store) => store.persist(key.clone(), *expect_last, record),
+                    None => tracing::warn!("a durable record without a durable store was dropped"),
+                }
+                true
+            }
+            Output::CompactLog { key, below } => {
+                if let Some(store) = &self.durable {
+                    store.purge(key.clone(), Some(*below));
+                }
+                true
+            }
+            Output::DeleteLog { key } => {
+                if let Some(store) = &self.durable {
+                    store.purge(key.clone(), None);
+                }
+                true
+            }
+            Output::ReadLog { ticket, key } => {
+                if let Some(store) = &self.durable {
+                    store.read(*ticket, key.clone());
+                }
+                true
+            }
             _ => false,
+        }
+    }
+
+    /// What the durable store reports, for the hub.
+    pub fn durable_event(&mut self, now: Instant, hub: &mut Hub, event: DurableEvent) {
+        match event {
+            DurableEvent::Persisted { key, stream_seq } => hub.persisted(now, &key, stream_seq),
+            DurableEvent::PersistFailed { key, failure } => hub.persist_failed(now, &key, failure),
+            DurableEvent::Read { ticket, result } => hub.recovered(now, ticket, result),
         }
     }
 

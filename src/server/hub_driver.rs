@@ -71,6 +71,8 @@ pub enum HubInput {
     ClusterUnacked(oneshot::Sender<usize>),
     /// Cluster mode: tell the others this gateway leaves (the end of a drain).
     ClusterLeave,
+    /// Durable mode: what the session logs' store did.
+    Durable(Box<super::durable::DurableEvent>),
 }
 
 /// What the backend API asks of the hub; each carries where the answer goes.
@@ -150,6 +152,11 @@ pub async fn run(
                 }
                 HubInput::ClusterUnacked(reply) => {
                     let _ = reply.send(cluster.as_ref().map_or(0, ClusterDriver::unacked));
+                }
+                HubInput::Durable(event) => {
+                    if let Some(cluster) = cluster.as_mut() {
+                        cluster.durable_event(now, &mut hub, *event);
+                    }
                 }
                 input => apply(&mut hub, &mut links, now, input),
             }
@@ -233,7 +240,8 @@ fn apply(hub: &mut Hub, links: &mut HashMap<ConnId, LinkHandle>, now: Instant, i
         | HubInput::ClusterConnected(_)
         | HubInput::Drain(_)
         | HubInput::ClusterUnacked(_)
-        | HubInput::ClusterLeave => {}
+        | HubInput::ClusterLeave
+        | HubInput::Durable(_) => {}
     }
 }
 
@@ -283,8 +291,13 @@ fn dispatch(
                 }
             }
             Output::Event(event) => metrics::record(&event),
-            Output::ToNode { .. } | Output::ToCluster { .. } => {
-                tracing::debug!("a cluster message outside cluster mode was dropped");
+            Output::ToNode { .. }
+            | Output::ToCluster { .. }
+            | Output::Persist { .. }
+            | Output::CompactLog { .. }
+            | Output::DeleteLog { .. }
+            | Output::ReadLog { .. } => {
+                tracing::debug!("a cluster output outside cluster mode was dropped");
             }
         }
     }

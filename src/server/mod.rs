@@ -6,6 +6,7 @@ mod api;
 mod assets;
 mod cluster;
 mod connection;
+mod durable;
 mod http;
 mod hub_driver;
 mod memory;

@@ -220,7 +220,7 @@ fn a_relay_is_acknowledged_only_after_every_answer_sent_before_the_ack_even_if_o
     };
     let relay = Body::Relay(Relay {
         ticket: 7,
-        signal: None,
+        ..Default::default()
     });
     assert!(p.a.send(p.now, "b", relay));
     for envelope in transmitted(&mut p.a) {

@@ -48,6 +48,8 @@ pub(super) struct Backlog {
     floor: u64,
     /// Some frame left without being acknowledged.
     dropped_unacked: bool,
+    /// Durable mode: frames after this seq are not stored yet and may not go out.
+    release_through: u64,
     pending: Pending,
 }
 
@@ -61,6 +63,7 @@ impl Default for Backlog {
             unsent_signals: (0, 0),
             floor: 0,
             dropped_unacked: false,
+            release_through: u64::MAX,
             pending: Pending::default(),
         }
     }
@@ -136,8 +139,11 @@ impl Backlog {
     }
 
     /// Hands the next frame (and its encoded size) to the connection; `None` when nothing
-    /// waits.
+    /// waits (or what waits is not stored yet, in durable mode).
     pub fn take_next(&mut self) -> Option<(Arc<ServerFrame>, usize)> {
+        if self.sent_through >= self.release_through {
+            return None;
+        }
         self.next_size()?;
         let index = usize::try_from(self.sent_through + 1 - self.first_seq()).ok()?;
         let next = self.frames.get(index)?;
@@ -202,20 +208,67 @@ impl Backlog {
         }
     }
 
+    /// Every seq up to this one was acknowledged (or dropped).
+    pub fn floor(&self) -> u64 {
+        self.floor
+    }
+
+    /// Durable mode: frames up to `seq` are stored and may go out (the others wait).
+    pub fn release_through(&mut self, seq: u64) {
+        self.release_through = seq;
+    }
+
+    /// Durable mode: the numbered frames after `seq`, for the next record of the log.
+    pub fn frames_after(&self, seq: u64) -> Vec<(ServerFrame, bool)> {
+        self.frames
+            .iter()
+            .filter(|f| f.frame.seq > seq)
+            .map(|f| (ServerFrame::clone(&f.frame), f.signal))
+            .collect()
+    }
+
+    /// Durable mode: the frames numbered `retracted` (all after `after`, none sent) could not
+    /// be stored and are taken back; the frames after `after` that stay are numbered again,
+    /// from `after + 1`, so that the stream has no hole.
+    pub fn retract(&mut self, after: u64, retracted: &std::collections::BTreeSet<u64>) {
+        debug_assert!(self.sent_through <= after);
+        let keep = self.frames.iter().position(|f| f.frame.seq > after);
+        let tail: Vec<Numbered> = match keep {
+            Some(at) => self.frames.drain(at..).collect(),
+            None => Vec::new(),
+        };
+        self.next_seq = after + 1;
+        for f in tail {
+            self.bytes -= f.size;
+            if f.signal {
+                self.unsent_signals.0 -= 1;
+                self.unsent_signals.1 -= f.size;
+            }
+            if retracted.contains(&f.frame.seq) {
+                continue;
+            }
+            let frame = Arc::unwrap_or_clone(f.frame);
+            let in_reply_to = frame.in_reply_to;
+            if let Some(msg) = frame.msg {
+                self.number(in_reply_to, msg, f.signal);
+            }
+        }
+    }
+
     /// Can a client that processed everything up to `last_seq` continue without loss?
     pub fn can_resume_from(&self, last_seq: u64) -> bool {
         last_seq >= self.floor || !self.dropped_unacked
     }
 
-    /// Everything a hand-over carries (after [`Self::number_pending`]): the next seq, the
-    /// floor, whether a frame was dropped unacknowledged, and every frame kept.
-    pub fn export(&self) -> (u64, u64, bool, Vec<(ServerFrame, bool)>) {
-        let frames = self
-            .frames
-            .iter()
-            .map(|f| (ServerFrame::clone(&f.frame), f.signal))
-            .collect();
-        (self.next_seq, self.floor, self.dropped_unacked, frames)
+    /// Where the stream stands: the next seq, the floor, whether a frame was dropped
+    /// unacknowledged.
+    pub fn position(&self) -> (u64, u64, bool) {
+        (self.next_seq, self.floor, self.dropped_unacked)
+    }
+
+    /// Every frame kept (after [`Self::number_pending`], for a hand-over).
+    pub fn export(&self) -> Vec<(ServerFrame, bool)> {
+        self.frames_after(0)
     }
 
     /// A backlog handed over by another gateway (nothing sent on this one yet).

@@ -73,6 +73,9 @@ pub struct HubConfig {
     pub limits: Limits,
     /// Cluster mode: this gateway's node id (resume tokens name it). None: a single gateway.
     pub cluster_node: Option<String>,
+    /// Cluster mode: every session's stream and state are stored in a durable log (JetStream)
+    /// before they count (see `durable.rs`), so that a session survives its gateway's crash.
+    pub durable: bool,
 }
 
 impl Default for HubConfig {
@@ -87,6 +90,7 @@ impl Default for HubConfig {
             token_grace: Duration::from_secs(10),
             limits: Limits::default(),
             cluster_node: None,
+            durable: false,
         }
     }
 }

@@ -74,7 +74,9 @@ impl Hub {
             return Ok(());
         };
         let conn = session.conn();
+        let durable = session.durable.is_some();
         if let Some(conn) = conn
+            && !durable
             && session.backlog.is_drained()
             && let Some(connection) = self.connections.get_mut(&conn)
             && connection.flow.can_take()
@@ -124,6 +126,11 @@ impl Hub {
                 news,
             } => session.backlog.push_news(&room, &peer_id, news),
         }
+        if durable {
+            // Numbered now, for the log: what goes out must be stored first.
+            session.backlog.number_pending();
+            self.persist_soon(key);
+        }
         if conn.is_some() {
             self.pump(key);
         }
@@ -169,6 +176,7 @@ impl Hub {
     /// [`Self::send_due_acks`]).
     pub(super) fn ack_due(&mut self, key: SessionKey) {
         self.acks_due.push(key);
+        self.persist_if_settled(key);
     }
 
     /// One Ack per session for the inputs processed since the last call, to sessions whose

@@ -67,9 +67,6 @@ impl Hub {
             } else {
                 (self.live_nodes.iter().cloned().collect(), true)
             };
-        if ask.is_empty() {
-            return false;
-        }
         let claim = PendingClaim {
             conn,
             id,
@@ -79,6 +76,10 @@ impl Hub {
             widened,
             by_identity: false,
         };
+        if ask.is_empty() {
+            // Nobody to ask: its log, if any, is all there is (durable mode).
+            return self.recover(claim).is_none();
+        }
         self.start_claim(claim, ask);
         true
     }
@@ -255,6 +256,15 @@ impl Hub {
             ErrorCode::IdentityMismatch => ResumeOutcome::Invalid,
             _ => ResumeOutcome::Expired,
         };
+        // Nobody live holds it: its gateway may have been lost with it (durable mode).
+        let claim = if refused.code() == ErrorCode::ResumeExpired {
+            match self.recover(claim) {
+                Some(claim) => claim,
+                None => return,
+            }
+        } else {
+            claim
+        };
         if refused.code() == ErrorCode::ResumeExpired
             && let Some(verified) = claim.verified
         {
@@ -285,7 +295,7 @@ impl Hub {
             // Taken over by identity: its client lost the old token, it gets a new one.
             token = self.new_resume_token();
         }
-        let key = self.import_session(now, from, state, token);
+        let key = self.import_session(now, from, state, token, None);
         let Some(claim) = claim else {
             return; // Pushed by a draining gateway: the client will come.
         };
@@ -371,75 +381,115 @@ impl Hub {
         }
         tracing::info!(peer = %session.peer_id, to = node, "session handed over");
         session.backlog.number_pending();
-        let (next_seq, floor, dropped_unacked, frames) = session.backlog.export();
-        let identity = session.identity.take();
-        Some(SessionState {
-            peer_id: session.peer_id,
-            rooms: session.rooms.into_iter().collect(),
-            transport: session.transport.to_proto().into(),
-            client_seq: session.client_seq,
-            attempt: session.attempt,
-            next_seq,
-            floor,
-            dropped_unacked,
-            frames: frames
-                .into_iter()
-                .map(|(frame, signal)| wire::BacklogFrame {
-                    frame: Some(frame),
-                    signal,
-                })
-                .collect(),
-            has_identity: identity.is_some(),
-            sub: identity.as_ref().map(|i| i.sub.clone()).unwrap_or_default(),
-            device: identity.and_then(|i| i.device).unwrap_or_default(),
-            room_grants: session
-                .grants
-                .rooms
-                .iter()
-                .map(|g| match g {
-                    RoomGrant::Any => wire::RoomGrant {
-                        kind: wire::room_grant::Kind::Any.into(),
-                        value: String::new(),
-                    },
-                    RoomGrant::Exact(v) => wire::RoomGrant {
-                        kind: wire::room_grant::Kind::Exact.into(),
-                        value: v.clone(),
-                    },
-                    RoomGrant::Prefix(v) => wire::RoomGrant {
-                        kind: wire::room_grant::Kind::Prefix.into(),
-                        value: v.clone(),
-                    },
-                })
-                .collect(),
-            may_signal: session.grants.signal,
-            name: session.profile.name,
-            metadata: session.profile.metadata,
-            token_expires_in_ms: session
-                .token_expires
-                .map_or(0, |at| millis_u64(at.saturating_duration_since(now)).max(1)),
-            was_online,
-            resume_token: if with_token {
-                session.resume_token
-            } else {
-                String::new()
-            },
-        })
+        let frames = session.backlog.export();
+        let mut state = snapshot(&session, Some(now));
+        state.frames = frames
+            .into_iter()
+            .map(|(frame, signal)| wire::BacklogFrame {
+                frame: Some(frame),
+                signal,
+            })
+            .collect();
+        state.was_online = was_online;
+        if let Some(log) = session.durable.take() {
+            self.retire_log(key, log);
+        }
+        if with_token {
+            state.resume_token = session.resume_token;
+        }
+        Some(state)
     }
 
+    /// The session's state as the durable log keeps it (frames aside), or `None`.
+    pub(super) fn snapshot(&self, key: SessionKey, now: Option<Instant>) -> SessionState {
+        self.sessions
+            .get(&key)
+            .map(|s| snapshot(s, now))
+            .unwrap_or_default()
+    }
+}
+
+/// What a session is, minus its connection, its frames and its resume token: what a
+/// hand-over carries and a durable record stores. `now`: for the token's remaining time.
+fn snapshot(session: &Session, now: Option<Instant>) -> SessionState {
+    let (next_seq, floor, dropped_unacked) = session.backlog.position();
+    let identity = session.identity.as_ref();
+    let mut state = SessionState {
+        peer_id: session.peer_id.clone(),
+        rooms: session.rooms.iter().cloned().collect(),
+        transport: session.transport.to_proto().into(),
+        client_seq: session.client_seq,
+        attempt: session.attempt,
+        next_seq,
+        floor,
+        dropped_unacked,
+        frames: Vec::new(),
+        has_identity: identity.is_some(),
+        sub: identity.as_ref().map(|i| i.sub.clone()).unwrap_or_default(),
+        device: identity.and_then(|i| i.device.clone()).unwrap_or_default(),
+        room_grants: session
+            .grants
+            .rooms
+            .iter()
+            .map(|g| match g {
+                RoomGrant::Any => wire::RoomGrant {
+                    kind: wire::room_grant::Kind::Any.into(),
+                    value: String::new(),
+                },
+                RoomGrant::Exact(v) => wire::RoomGrant {
+                    kind: wire::room_grant::Kind::Exact.into(),
+                    value: v.clone(),
+                },
+                RoomGrant::Prefix(v) => wire::RoomGrant {
+                    kind: wire::room_grant::Kind::Prefix.into(),
+                    value: v.clone(),
+                },
+            })
+            .collect(),
+        may_signal: session.grants.signal,
+        name: session.profile.name.clone(),
+        metadata: session.profile.metadata.clone(),
+        token_expires_in_ms: 0,
+        was_online: session.conn().is_some(),
+        ..Default::default()
+    };
+    if let (Some(at), Some(now)) = (session.token_expires, now) {
+        state.token_expires_in_ms = millis_u64(at.saturating_duration_since(now)).max(1);
+    }
+    if let Some(log) = &session.durable {
+        log.describe(&mut state);
+        state.unsettled = session.unsettled.iter().copied().collect();
+    }
+    state
+}
+
+impl Hub {
     /// A session handed over by `from`: held here from now on, away until its client
     /// attaches. Its rooms' members here see no change; the other gateways learn where it
     /// lives from its records.
-    fn import_session(
+    pub(super) fn import_session(
         &mut self,
         now: Instant,
         from: &str,
         state: SessionState,
         resume_token: String,
+        log_last: Option<u64>,
     ) -> Option<SessionKey> {
         if self.by_peer_id.contains_key(&state.peer_id) {
             tracing::warn!(peer = %state.peer_id, from, "hand-over of a session held here already");
             return None;
         }
+        // Where its durable log stands (durable mode).
+        let log_state = SessionState {
+            next_seq: state.next_seq,
+            floor: state.floor,
+            client_seq: state.client_seq,
+            durable_generation: state.durable_generation,
+            durable_revision: state.durable_revision,
+            last_from: state.last_from.clone(),
+            ..SessionState::default()
+        };
+        let in_flight = state.unsettled.clone();
         let transport = match state.transport() {
             proto::Transport::Webtransport => crate::core::Transport::WebTransport,
             _ => crate::core::Transport::WebSocket,
@@ -473,6 +523,8 @@ impl Hub {
         let rooms: BTreeSet<String> = state.rooms.into_iter().collect();
         let reason = if state.was_online {
             Reason::Superseded
+        } else if log_last.is_some() {
+            Reason::GatewayLost // Recovered from its log: its gateway died.
         } else {
             Reason::ConnectionLost
         };
@@ -510,11 +562,14 @@ impl Hub {
                 },
                 token_expires: (state.token_expires_in_ms > 0)
                     .then(|| now + Duration::from_millis(state.token_expires_in_ms)),
-                unsettled: BTreeSet::new(),
+                unsettled: in_flight.iter().copied().collect(),
                 parked: None,
                 moved_online: state.was_online,
+                durable: None,
             }),
         );
+        self.continue_log(key, &log_state, log_last);
+        self.owed_by(key, from, &in_flight);
         self.gauges.unreachable[transport.index()] += 1;
         self.by_peer_id.insert(peer_id.clone(), key);
         self.by_resume_token.insert(resume_token, key);

@@ -166,8 +166,10 @@ impl Hub {
                 unsettled: BTreeSet::new(),
                 parked: None,
                 moved_online: false,
+                durable: None,
             }),
         );
+        self.open_log(key);
         tracing::debug!(%conn, peer = %peer_id, %transport, "session started");
         self.by_peer_id.insert(peer_id, key);
         self.by_resume_token.insert(resume_token, key);
@@ -296,6 +298,7 @@ impl Hub {
         }
         self.schedule_token_expiry(key);
         self.attach(conn, key);
+        self.persist_soon(key);
         self.welcome(now, conn, id, key, true);
         // A session handed over while online (a drain) was never shown away: nothing to tell.
         let shown_away = self

@@ -26,6 +26,7 @@
 //! | `remote.rs` | cluster mode: members on other gateways and their presence, a lost gateway |
 //! | `relay_across.rs` | cluster mode: signals to another gateway, settled by it before the sender's Ack |
 //! | `handover.rs` | cluster mode: claims and hand-overs of whole sessions (resume anywhere, identity take-over, drain) |
+//! | `durable.rs` | durable mode: each session's log in JetStream, stored before it counts, recovered after its gateway's crash |
 //! | `seats.rs` | cluster mode: the room's home gateway decides joins (a race for the last seat admits one) |
 //! | `deadlines.rs` | per-item timers (Hello deadline, resume window) |
 //! | `session.rs`, `config.rs`, `output.rs` | the data and the vocabulary |
@@ -35,6 +36,7 @@ mod backlog;
 mod config;
 mod deadlines;
 mod delivery;
+mod durable;
 mod flow;
 mod handover;
 mod hello;
@@ -55,6 +57,7 @@ use std::time::{Duration, Instant};
 
 pub use admin::{DisconnectTarget, RoomView, SessionView};
 pub use config::{HubConfig, Limits};
+pub use durable::{LOG_MAX_AGE, PersistFailure, StoredRecord, log_key};
 pub use output::{Gauges, HubEvent, Output, ResumeOutcome, SignalKind};
 
 use super::codec::FrameProblem;
@@ -108,6 +111,10 @@ enum Deadline {
     RemoteExpiry(RemoteKey),
     /// The room's home did not answer a seat request in time.
     Seat(u64),
+    /// Durable mode: the session's log may be written again after a failure.
+    PersistRetry(SessionKey),
+    /// Durable mode: the session's newest record gets old; a fresh one keeps the log alive.
+    LogRefresh(SessionKey),
 }
 
 pub struct Hub {
@@ -146,6 +153,19 @@ pub struct Hub {
     reservations: HashMap<String, Vec<(String, Instant)>>,
     /// Cut off from the cluster: no Hello is taken.
     cut_off: bool,
+    // Durable mode (see `durable.rs`).
+    /// This process, among the holders of session logs (random).
+    incarnation: u64,
+    /// The latest `now` an input brought, and the first (records compute durations with it).
+    clock: Option<Instant>,
+    started: Option<Instant>,
+    durable_keys: HashMap<String, SessionKey>,
+    /// Sessions with something new for their log.
+    persist_due: Vec<SessionKey>,
+    /// Hellos waiting for a session's log to be read.
+    recoveries: HashMap<u64, PendingClaim>,
+    /// Gateways lost, and when (for as long as their sessions may be recovered).
+    lost_nodes: HashMap<String, Instant>,
 }
 
 impl Hub {
@@ -155,7 +175,9 @@ impl Hub {
     }
 
     /// A hub with its randomness injected (deterministic tests, fuzzing).
-    pub fn with_entropy(config: HubConfig, entropy: Box<dyn Entropy>) -> Self {
+    pub fn with_entropy(config: HubConfig, mut entropy: Box<dyn Entropy>) -> Self {
+        let mut incarnation = [0u8; 8];
+        entropy.fill(&mut incarnation);
         Self {
             config,
             entropy,
@@ -183,6 +205,13 @@ impl Hub {
             seat_waits: HashMap::new(),
             reservations: HashMap::new(),
             cut_off: false,
+            incarnation: u64::from_le_bytes(incarnation),
+            clock: None,
+            started: None,
+            durable_keys: HashMap::new(),
+            persist_due: Vec::new(),
+            recoveries: HashMap::new(),
+            lost_nodes: HashMap::new(),
         }
     }
 
@@ -192,9 +221,16 @@ impl Hub {
 
     pub fn poll_output(&mut self) -> Option<Output> {
         if self.outputs.is_empty() {
+            self.send_due_records();
             self.send_due_acks();
         }
         self.outputs.pop_front()
+    }
+
+    /// Durations in durable records are computed from the latest input's `now`.
+    fn tick(&mut self, now: Instant) {
+        self.clock = Some(now);
+        self.started.get_or_insert(now);
     }
 
     /// When [`Self::handle_timeout`] has work next.
@@ -209,6 +245,7 @@ impl Hub {
     /// A transport accepted a connection. It must say Hello within `hello_timeout`. Beyond
     /// `max_pending_hellos` connections waiting for Hello it is closed at once.
     pub fn connection_opened(&mut self, now: Instant, conn: ConnId, transport: Transport) {
+        self.tick(now);
         let limits = &self.config.limits;
         let pending = self.connections.len() - self.sessions_online();
         if pending >= limits.max_pending_hellos {
@@ -233,6 +270,7 @@ impl Hub {
     }
 
     pub fn frame_received(&mut self, now: Instant, conn: ConnId, frame: ClientFrame) {
+        self.tick(now);
         let Some(session) = self.connections.get(&conn).map(|c| c.session) else {
             return; // Already closed by the hub; the transport has not caught up yet.
         };
@@ -322,6 +360,7 @@ impl Hub {
         hello: Hello,
         credentials: Credentials,
     ) {
+        self.tick(now);
         let Some(connection) = self.connections.get(&conn) else {
             return;
         };
@@ -429,6 +468,7 @@ impl Hub {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.tick(now);
         while let Some(deadline) = self.deadlines.pop_due(now) {
             match deadline {
                 Deadline::Hello(conn) => {
@@ -451,8 +491,10 @@ impl Hub {
                 }
                 Deadline::TokenExpiry(key) => self.token_expired(now, key),
                 Deadline::TokenGrace(key) => self.token_grace_over(now, key),
-                Deadline::RemoteExpiry(remote) => self.remote_expired(remote),
+                Deadline::RemoteExpiry(remote) => self.remote_expired(now, remote),
                 Deadline::Seat(ticket) => self.seat_answered(now, ticket, None),
+                Deadline::PersistRetry(key) => self.persist_retry(key),
+                Deadline::LogRefresh(key) => self.persist_soon(key),
             }
         }
     }
@@ -473,6 +515,8 @@ impl Hub {
             });
         }
         self.sessions.clear();
+        self.durable_keys.clear();
+        self.persist_due.clear();
         self.by_peer_id.clear();
         self.by_resume_token.clear();
         self.by_identity.clear();

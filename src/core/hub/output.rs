@@ -32,6 +32,20 @@ pub enum Output {
     ToCluster {
         body: crate::proto::cluster::envelope::Body,
     },
+    /// Durable mode: append `record` to the session log `key`, only if the log's last record
+    /// is at stream seq `expect_last` (when given). Answer [`super::Hub::persisted`] or
+    /// [`super::Hub::persist_failed`]. At most one is on its way per log.
+    Persist {
+        key: String,
+        expect_last: Option<u64>,
+        record: Box<crate::proto::cluster::DurableRecord>,
+    },
+    /// Durable mode: the log's records below stream seq `below` are no longer needed.
+    CompactLog { key: String, below: u64 },
+    /// Durable mode: the session ended; its log goes.
+    DeleteLog { key: String },
+    /// Durable mode: read every record of log `key`; answer [`super::Hub::recovered`].
+    ReadLog { ticket: u64, key: String },
 }
 
 /// Facts for metrics and logs.
@@ -66,6 +80,10 @@ pub enum HubEvent {
     RemoteSignalSettled {
         round_trip: Duration,
     },
+    /// Durable mode: a record of a session's log was not stored.
+    DurableWriteFailed,
+    /// Durable mode: a session whose gateway was lost was taken up here from its log.
+    SessionRecovered,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -42,6 +42,8 @@ impl Hub {
         );
         self.deadlines
             .set(Deadline::ResumeWindow(key), now + self.config.resume_window);
+        // The log says it is away: its resume window runs from now, even after a crash.
+        self.persist_soon(key);
         self.tell_rooms_state(key, PresenceState::Unreachable, reason, silent_for);
     }
 
@@ -102,6 +104,7 @@ impl Hub {
             self.remove_from_room(key, &room, reason);
         }
         self.forget_identity(key);
+        self.delete_log(key);
         let Some(session) = self.sessions.remove(&key) else {
             return;
         };

@@ -23,6 +23,12 @@ pub(super) struct Ticket {
     /// That gateway forwarded it: only its Verdict settles it, not its ack.
     verdict_follows: bool,
     origin: Origin,
+    /// Durable mode: the Relay itself, for sending it again where its recipient is
+    /// recovered if its gateway is lost before answering (see [`Hub::park_unanswered`]).
+    relay: Option<Relay>,
+    /// Its recipient's gateway was lost before answering: it waits for the recipient to turn
+    /// up on another gateway (or to be gone).
+    parked: bool,
 }
 
 #[derive(Debug)]
@@ -84,19 +90,29 @@ impl Hub {
             kind,
             sent_at: now,
         };
-        self.relay_to(now, to, origin, signal);
+        let relay = Relay {
+            ticket: 0,
+            signal: Some(signal),
+            sender_seq: seq,
+            verdict_wanted: self.durable(),
+        };
+        self.relay_to(now, to, origin, relay);
     }
 
-    /// Sends `signal` to the remote member `to`, through its route, under a new ticket.
-    fn relay_to(&mut self, now: Instant, to: RemoteKey, origin: Origin, signal: proto::Signal) {
+    /// Sends `relay` to the remote member `to`, through its route, under a new ticket.
+    fn relay_to(&mut self, now: Instant, to: RemoteKey, origin: Origin, mut relay: Relay) {
         let ticket = self.next_ticket;
         self.next_ticket += 1;
+        relay.ticket = ticket;
         self.tickets.insert(
             ticket,
             Ticket {
                 to,
-                verdict_follows: false,
+                // A durable sender settles only on a Verdict, sent once the signal is stored.
+                verdict_follows: relay.verdict_wanted,
                 origin,
+                relay: relay.verdict_wanted.then(|| relay.clone()),
+                parked: false,
             },
         );
         let node = match self.remote.get_mut(&to) {
@@ -107,16 +123,21 @@ impl Hub {
             // Its gateway is lost (it is UNREACHABLE, and LEFT at the end of the window).
             return self.verdict_received(now, unavailable(ticket, &node));
         }
-        let signal = Some(signal);
         self.outputs.push_back(Output::ToNode {
             node,
-            body: Body::Relay(Relay { ticket, signal }),
+            body: Body::Relay(relay),
         });
     }
 
-    /// A Relay from another gateway. Accepted: nothing to say (the link's ack says it).
+    /// A Relay from another gateway. Accepted: nothing to say (the link's ack says it), unless
+    /// the sender wants a Verdict (durable mode), which goes once the signal is stored.
     pub(super) fn relay_received(&mut self, now: Instant, from: &str, relay: Relay) {
-        let Relay { ticket, signal } = relay;
+        let Relay {
+            ticket,
+            signal,
+            sender_seq,
+            verdict_wanted,
+        } = relay;
         let verdict = |code: ErrorCode, message: String| Output::ToNode {
             node: from.to_string(),
             body: Body::Verdict(Verdict {
@@ -147,8 +168,22 @@ impl Hub {
                 .as_ref()
                 .map_or(SignalKind::Data, SignalKind::of);
             let to = signal.to.clone();
+            let sender = signal.from.clone();
+            if self.already_taken(key, &sender, sender_seq) {
+                // Sent again after the sender's gateway crashed: the recipient has it already.
+                if verdict_wanted {
+                    self.verdict_when_stored(key, from, ticket, None);
+                }
+                return;
+            }
             let out = match self.deliver(key, Item::Signal(Msg::Signal(signal))) {
-                Ok(()) => return self.event(HubEvent::SignalRelayed { kind }),
+                Ok(()) => {
+                    if verdict_wanted {
+                        let sent = (sender_seq != 0).then_some((sender, sender_seq));
+                        self.verdict_when_stored(key, from, ticket, sent);
+                    }
+                    return self.event(HubEvent::SignalRelayed { kind });
+                }
                 Err(BacklogFull {
                     waiting,
                     waiting_bytes,
@@ -176,7 +211,13 @@ impl Hub {
             node: from.to_string(),
             ticket,
         };
-        self.relay_to(now, remote, origin, signal);
+        let relay = Relay {
+            ticket: 0,
+            signal: Some(signal),
+            sender_seq,
+            verdict_wanted,
+        };
+        self.relay_to(now, remote, origin, relay);
     }
 
     /// The gateway a Relay went to acknowledged it: accepted, unless it said it forwarded it.
@@ -230,20 +271,23 @@ impl Hub {
                     .get(&sender)
                     .is_some_and(|s| s.peer_id == sender_peer);
                 if held_here {
-                    if code != ErrorCode::Unspecified {
+                    if code == ErrorCode::StorageUnavailable {
+                        self.storage_refusal(sender, id, verdict.message);
+                    } else if code != ErrorCode::Unspecified {
                         self.reply(sender, id, error_msg(code, verdict.message, id));
                     }
                     if let Some(session) = self.sessions.get_mut(&sender) {
                         session.unsettled.remove(&seq);
                     }
                     self.ack_due(sender);
-                } else if code != ErrorCode::Unspecified
-                    && let Some(r) = self
-                        .remote_by_peer
-                        .get(&sender_peer)
-                        .and_then(|k| self.remote.get(k))
+                } else if let Some(r) = self
+                    .remote_by_peer
+                    .get(&sender_peer)
+                    .and_then(|k| self.remote.get(k))
+                    && (code != ErrorCode::Unspecified || (self.durable() && seq != 0))
                 {
-                    // The sender moved meanwhile: its Error follows it.
+                    // The sender moved meanwhile: its Error follows it (in durable mode, so
+                    // does its acceptance, which its new gateway waits for before its Ack).
                     let node = r.node.clone();
                     let body = Body::SessionError(SessionError {
                         peer_id: sender_peer,
@@ -252,6 +296,7 @@ impl Hub {
                             message: verdict.message,
                             in_reply_to: id,
                         }),
+                        seq: if self.durable() { seq } else { 0 },
                     });
                     self.outputs.push_back(Output::ToNode { node, body });
                 }
@@ -259,13 +304,95 @@ impl Hub {
         }
     }
 
+    /// Durable mode: a gateway was lost with signals to `remote` unanswered. Whether it
+    /// stored them is in the recipient's log, which the gateway that recovers the recipient
+    /// reads: they wait for that ([`Self::resend_parked`]), and are refused only if the
+    /// recipient never turns up. Returns the tickets that cannot wait (no Relay kept).
+    pub(super) fn park_unanswered(&mut self, lost: &str, tickets: Vec<u64>) -> Vec<u64> {
+        let mut cannot = Vec::new();
+        let mut recovered_already = Vec::new();
+        for ticket in tickets {
+            match self.tickets.get_mut(&ticket) {
+                Some(t) if t.relay.is_some() && self.remote.contains_key(&t.to) => {
+                    t.parked = true;
+                    if self.remote.get(&t.to).is_some_and(|r| r.node != lost) {
+                        recovered_already.push(t.to);
+                    }
+                }
+                _ => cannot.push(ticket),
+            }
+        }
+        // Its new gateway announced it before this one noticed the loss.
+        recovered_already.sort();
+        recovered_already.dedup();
+        for remote in recovered_already {
+            if let Some(r) = self.remote.get_mut(&remote) {
+                r.in_flight = 0;
+            }
+            self.resend_parked(remote);
+        }
+        cannot
+    }
+
+    /// The recipient `remote` turned up on another gateway: the signals that waited for it go
+    /// there, in order, under their tickets. Its log says which it had stored already (the
+    /// recipient remembers each sender's last numbered frame): those are accepted without
+    /// being delivered twice.
+    pub(super) fn resend_parked(&mut self, remote: RemoteKey) {
+        let mut parked: Vec<u64> = self
+            .tickets
+            .iter()
+            .filter(|(_, t)| t.parked && t.to == remote)
+            .map(|(ticket, _)| *ticket)
+            .collect();
+        parked.sort();
+        for ticket in parked {
+            let Some(t) = self.tickets.get_mut(&ticket) else {
+                continue;
+            };
+            t.parked = false;
+            let Some(relay) = t.relay.clone() else {
+                continue;
+            };
+            let Some(node) = self.remote.get_mut(&remote).map(|r| r.send()) else {
+                continue;
+            };
+            self.outputs.push_back(Output::ToNode {
+                node,
+                body: Body::Relay(relay),
+            });
+        }
+    }
+
+    /// The recipient `remote` is gone for good: what waited for it is refused.
+    pub(super) fn refuse_parked(&mut self, now: Instant, remote: RemoteKey, node: &str) {
+        let mut parked: Vec<u64> = self
+            .tickets
+            .iter()
+            .filter(|(_, t)| t.parked && t.to == remote)
+            .map(|(ticket, _)| *ticket)
+            .collect();
+        parked.sort();
+        for ticket in parked {
+            self.verdict_received(now, unavailable(ticket, node));
+        }
+    }
+
     pub(super) fn session_error_received(&mut self, error: SessionError) {
         let Some(&key) = self.by_peer_id.get(&error.peer_id) else {
             return;
         };
-        if let Some(error) = error.error {
-            let id = error.in_reply_to;
-            self.reply(key, id, Msg::Error(error));
+        if error.seq != 0 {
+            self.settled_elsewhere(key, error.seq);
+        }
+        let Some(error) = error.error else {
+            return;
+        };
+        let id = error.in_reply_to;
+        match error.code() {
+            ErrorCode::Unspecified => {}
+            ErrorCode::StorageUnavailable => self.storage_refusal(key, id, error.message),
+            _ => self.reply(key, id, Msg::Error(error)),
         }
     }
 }

@@ -217,6 +217,7 @@ impl Hub {
 
     /// A message another gateway sent over its link (in order, once).
     pub fn cluster_received(&mut self, now: Instant, from: &str, body: Body) {
+        self.tick(now);
         match body {
             Body::Member(member) => self.remote_member(now, from, member),
             Body::MemberLeft(left) => self.remote_member_left(from, left),
@@ -265,7 +266,12 @@ impl Hub {
         if r.orphaned {
             r.orphaned = false;
             self.deadlines.cancel(Deadline::RemoteExpiry(remote));
+            // Recovered on `from` (durable mode): what waited for it goes there.
+            self.resend_parked(remote);
         }
+        let Some(r) = self.remote.get_mut(&remote) else {
+            return;
+        };
         r.profile = Profile {
             name: peer.name.clone(),
             metadata: peer.metadata.clone(),
@@ -342,11 +348,19 @@ impl Hub {
     }
 
     /// The resume window of a lost gateway's member ran out.
-    pub(super) fn remote_expired(&mut self, remote: RemoteKey) {
-        let rooms: Vec<String> = self
+    pub(super) fn remote_expired(&mut self, now: Instant, remote: RemoteKey) {
+        let Some(node) = self
             .remote
             .get(&remote)
             .filter(|r| r.orphaned)
+            .map(|r| r.node.clone())
+        else {
+            return;
+        };
+        self.refuse_parked(now, remote, &node);
+        let rooms: Vec<String> = self
+            .remote
+            .get(&remote)
             .map(|r| r.rooms.keys().cloned().collect())
             .unwrap_or_default();
         for room in rooms {
@@ -359,6 +373,8 @@ impl Hub {
     /// was in flight to it is answered: RECIPIENT_UNAVAILABLE to senders here, resume
     /// refused to clients that claimed a session from it.
     pub fn node_lost(&mut self, now: Instant, node: &str, silent_for: Duration) {
+        self.tick(now);
+        self.remember_lost(now, node);
         let mut lost: Vec<RemoteKey> = self
             .remote
             .iter()
@@ -397,16 +413,21 @@ impl Hub {
                 }
             }
         }
-        let unanswered: Vec<u64> = self
+        let mut unanswered: Vec<u64> = self
             .tickets
             .iter()
             .filter(|(_, t)| self.remote.get(&t.to).is_none_or(|r| r.route == node))
             .map(|(ticket, _)| *ticket)
             .collect();
+        unanswered.sort();
+        if self.durable() {
+            unanswered = self.park_unanswered(node, unanswered);
+        }
         for ticket in unanswered {
             self.verdict_received(now, unavailable(ticket, node));
         }
         self.seats_of_lost_node(now, node);
+        self.settlements_lost(now, node);
         for r in self.remote.values_mut() {
             if r.route == node {
                 r.route = r.node.clone();

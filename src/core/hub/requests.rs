@@ -200,8 +200,15 @@ impl Hub {
                 return self.relay_remote(now, (key, id, seq), remote, kind, signal);
             }
         };
+        if self.already_taken(recipient, &signal.from, seq) {
+            // Sent again after its gateway crashed: the recipient has it already.
+            return;
+        }
         match self.deliver(recipient, Item::Signal(Msg::Signal(signal))) {
-            Ok(()) => self.event(HubEvent::SignalRelayed { kind }),
+            Ok(()) => {
+                self.settle_local_when_stored(recipient, key, id, seq);
+                self.event(HubEvent::SignalRelayed { kind });
+            }
             Err(BacklogFull {
                 waiting,
                 waiting_bytes,

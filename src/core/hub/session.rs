@@ -79,11 +79,23 @@ pub(super) struct Session {
     /// Handed over from another gateway while online (a drain): its rooms still see it
     /// ONLINE, so its client's return is no news.
     pub moved_online: bool,
+    /// Durable mode: the session's log (`durable.rs`).
+    pub durable: Option<Box<super::durable::Log>>,
 }
 
 impl Session {
-    /// The client's numbered frames processed and settled: what an Ack may cover.
+    /// The client's numbered frames processed and settled: what an Ack may cover (in durable
+    /// mode: no more than its stored log says).
     pub fn settled_seq(&self) -> u64 {
+        let settled = self.settled_in_memory();
+        match &self.durable {
+            Some(log) => settled.min(log.client_seq_durable),
+            None => settled,
+        }
+    }
+
+    /// The client's numbered frames processed and settled, stored or not.
+    pub fn settled_in_memory(&self) -> u64 {
         self.unsettled
             .first()
             .map_or(self.client_seq, |first| first - 1)

@@ -3,6 +3,7 @@
 mod auth;
 mod cluster;
 mod delivery;
+mod durable;
 mod hello;
 mod limits;
 mod presence;

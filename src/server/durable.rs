@@ -1,0 +1,324 @@
+//! The durable store: session logs in NATS JetStream, for the hub's durable mode (see
+//! `core/hub/durable.rs` for the rules). Like the cluster adapter it holds no rule: it appends
+//! the records the hub asks for, reads logs back, and reports each outcome to the hub's task.
+//!
+//! One stream per cluster, `SIGNALGATE_<cluster name>`, subjects
+//! `signalgate.<cluster name>.session.<log key>`, file storage, replicated
+//! (`--durable-replicas`). Appends carry `Nats-Expected-Last-Subject-Sequence` (one writer per
+//! log) and `Nats-Msg-Id` (a retry of an append that was stored after all is recognised by
+//! JetStream, not stored twice); reads go to the stream's leader, never to a replica that may
+//! lag behind.
+
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, context::PublishErrorKind, stream};
+use bytes::Bytes;
+use prost::Message;
+use tokio::sync::{mpsc, watch};
+
+use super::hub_driver::HubInput;
+use crate::config::DurableConfig;
+use crate::core::hub::{PersistFailure, StoredRecord};
+use crate::metrics;
+use crate::proto::cluster::DurableRecord;
+
+/// Records older than this are dropped by JetStream; a session's holder appends a fresh record
+/// at least every half of it (`core::hub::durable`), so only abandoned logs age out.
+pub use crate::core::hub::LOG_MAX_AGE;
+
+/// Between two tries of an append that failed for a reason that may pass (no quorum yet, a
+/// leader election, a NATS server reconnecting).
+const RETRY_EVERY: Duration = Duration::from_millis(100);
+
+/// A log's records, read back, at most.
+const MAX_RECORDS: usize = 10_000;
+
+/// How long a log may take to be read, tries included: a NATS node's death costs its streams
+/// a leader election of a few seconds, and a client's Hello waits meanwhile.
+const READ_WITHIN: Duration = Duration::from_secs(8);
+/// One try at reading a log.
+const READ_TRY: Duration = Duration::from_secs(1);
+
+/// What the hub's task learns from the store.
+#[derive(Debug)]
+pub enum DurableEvent {
+    Persisted {
+        key: String,
+        stream_seq: u64,
+    },
+    PersistFailed {
+        key: String,
+        failure: PersistFailure,
+    },
+    Read {
+        ticket: u64,
+        result: Result<Vec<StoredRecord>, String>,
+    },
+}
+
+/// The store's side of the hub's task: hands work to tasks of its own.
+pub struct DurableStore {
+    context: jetstream::Context,
+    /// The stream, once it exists (created or checked in the background at start).
+    stream: watch::Receiver<Option<stream::Stream>>,
+    subject_prefix: String,
+    timeout: Duration,
+    hub: mpsc::Sender<HubInput>,
+}
+
+impl DurableStore {
+    /// Creates (or checks) the stream in the background, retrying until JetStream answers;
+    /// appends wait for it, within their timeout.
+    pub fn start(
+        client: async_nats::Client,
+        cluster_name: &str,
+        config: &DurableConfig,
+        hub: mpsc::Sender<HubInput>,
+    ) -> Self {
+        let context = jetstream::new(client);
+        let subject_prefix = format!("signalgate.{cluster_name}.session");
+        let stream_config = stream::Config {
+            name: format!("SIGNALGATE_{cluster_name}"),
+            subjects: vec![format!("{subject_prefix}.*")],
+            storage: stream::StorageType::File,
+            num_replicas: usize::from(config.replicas),
+            max_age: LOG_MAX_AGE,
+            // Longer than any append is retried: a retry is recognised, not stored twice.
+            duplicate_window: Duration::from_secs(120),
+            ..Default::default()
+        };
+        let (ready, stream) = watch::channel(None);
+        let ctx = context.clone();
+        tokio::spawn(async move {
+            let mut logged = false;
+            loop {
+                match ctx.get_or_create_stream(stream_config.clone()).await {
+                    Ok(stream) => {
+                        tracing::info!(
+                            stream = %stream_config.name,
+                            replicas = stream_config.num_replicas,
+                            "durable session logs ready (JetStream)"
+                        );
+                        let _ = ready.send(Some(stream));
+                        return;
+                    }
+                    Err(error) => {
+                        if !logged {
+                            tracing::warn!(
+                                stream = %stream_config.name,
+                                %error,
+                                "JetStream is not ready for the session logs yet; retrying \
+                                 (nothing is accepted for a session until its log is written)"
+                            );
+                            logged = true;
+                        }
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
+            }
+        });
+        metrics::durable_configured();
+        Self {
+            context,
+            stream,
+            subject_prefix,
+            timeout: config.timeout,
+            hub,
+        }
+    }
+
+    fn subject(&self, key: &str) -> String {
+        format!("{}.{key}", self.subject_prefix)
+    }
+
+    /// Appends a record; the outcome goes to the hub.
+    pub fn persist(&self, key: String, expect_last: Option<u64>, record: &DurableRecord) {
+        let subject = self.subject(&key);
+        let payload = Bytes::from(record.encode_to_vec());
+        let session = record.session.as_ref();
+        let message_id = format!(
+            "{key}-{}-{}",
+            session.map_or(0, |s| s.durable_generation),
+            session.map_or(0, |s| s.durable_revision)
+        );
+        let context = self.context.clone();
+        let mut stream = self.stream.clone();
+        let timeout = self.timeout;
+        let hub = self.hub.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let deadline = tokio::time::Instant::now() + timeout;
+            let outcome = async {
+                let mut last_error = format!("JetStream did not answer within {timeout:?}");
+                loop {
+                    let mut headers = async_nats::HeaderMap::new();
+                    headers.insert(async_nats::header::NATS_MESSAGE_ID, message_id.as_str());
+                    if let Some(seq) = expect_last {
+                        headers.insert(
+                            async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+                            seq.to_string().as_str(),
+                        );
+                    }
+                    let attempt = async {
+                        let ack = context
+                            .publish_with_headers(subject.clone(), headers, payload.clone())
+                            .await?;
+                        ack.await
+                    };
+                    match tokio::time::timeout_at(deadline, attempt).await {
+                        Ok(Ok(ack)) => return Ok(ack.sequence),
+                        Ok(Err(error)) if error.kind() == PublishErrorKind::WrongLastSequence => {
+                            let last =
+                                tokio::time::timeout_at(deadline, read_last(&mut stream, &subject))
+                                    .await
+                                    .ok()
+                                    .flatten();
+                            return Err(PersistFailure::Conflict {
+                                last: last.map(Box::new),
+                            });
+                        }
+                        Ok(Err(error)) => last_error = error.to_string(),
+                        Err(_) => {}
+                    }
+                    if tokio::time::Instant::now() + RETRY_EVERY >= deadline {
+                        return Err(PersistFailure::Unavailable(last_error));
+                    }
+                    tokio::time::sleep(RETRY_EVERY).await;
+                }
+            }
+            .await;
+            let result = match &outcome {
+                Ok(seq) => format!("stored at {seq}"),
+                Err(PersistFailure::Conflict { last }) => {
+                    format!("conflict: last {:?}", last.as_ref().map(|l| l.stream_seq))
+                }
+                Err(PersistFailure::Unavailable(why)) => why.clone(),
+            };
+            tracing::debug!(%key, ?expect_last, took = ?started.elapsed(), %result, "append");
+            let event = match outcome {
+                Ok(stream_seq) => {
+                    metrics::durable_write("stored", started.elapsed());
+                    DurableEvent::Persisted { key, stream_seq }
+                }
+                Err(failure) => {
+                    let outcome = match failure {
+                        PersistFailure::Conflict { .. } => "conflict",
+                        PersistFailure::Unavailable(_) => "unavailable",
+                    };
+                    metrics::durable_write(outcome, started.elapsed());
+                    DurableEvent::PersistFailed { key, failure }
+                }
+            };
+            let _ = hub.send(HubInput::Durable(Box::new(event))).await;
+        });
+    }
+
+    /// Purges a log's records below `below` (or all of them).
+    pub fn purge(&self, key: String, below: Option<u64>) {
+        let subject = self.subject(&key);
+        let mut stream = self.stream.clone();
+        let timeout = self.timeout;
+        tokio::spawn(async move {
+            let purged = tokio::time::timeout(timeout, async {
+                let stream = ready(&mut stream).await?;
+                let purge = stream.purge().filter(subject);
+                let result = match below {
+                    Some(seq) => purge.sequence(seq).await,
+                    None => purge.await,
+                };
+                result.map(|_| ()).map_err(|e| e.to_string())
+            })
+            .await;
+            if let Ok(Err(error)) | Err(error) = purged.map_err(|_| "timed out".to_string()) {
+                // Harmless: a session's holder purges again later, and abandoned records age out.
+                tracing::debug!(%key, %error, "a session log was not purged");
+            }
+        });
+    }
+
+    /// Reads a whole log; the records (oldest first) go to the hub.
+    pub fn read(&self, ticket: u64, key: String) {
+        let subject = self.subject(&key);
+        let mut stream = self.stream.clone();
+        let hub = self.hub.clone();
+        tokio::spawn(async move {
+            let deadline = Instant::now() + READ_WITHIN;
+            let result = loop {
+                let result = tokio::time::timeout(READ_TRY, read_all(&mut stream, &subject))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(format!("JetStream did not answer within {READ_TRY:?}"))
+                    });
+                if result.is_ok() || Instant::now() + RETRY_EVERY >= deadline {
+                    break result;
+                }
+                tokio::time::sleep(RETRY_EVERY).await;
+            };
+            let event = DurableEvent::Read { ticket, result };
+            let _ = hub.send(HubInput::Durable(Box::new(event))).await;
+        });
+    }
+}
+
+async fn ready(
+    stream: &mut watch::Receiver<Option<stream::Stream>>,
+) -> Result<stream::Stream, String> {
+    let ready = stream
+        .wait_for(Option::is_some)
+        .await
+        .map_err(|_| "the durable store stopped".to_string())?;
+    ready.clone().ok_or_else(|| "no stream".to_string())
+}
+
+fn decode(message: jetstream::message::StreamMessage) -> Option<StoredRecord> {
+    let record = DurableRecord::decode(message.payload).ok()?;
+    let stored = std::time::SystemTime::UNIX_EPOCH
+        + Duration::from_nanos(u64::try_from(message.time.unix_timestamp_nanos()).unwrap_or(0));
+    let age = std::time::SystemTime::now()
+        .duration_since(stored)
+        .unwrap_or_default();
+    Some(StoredRecord {
+        stream_seq: message.sequence,
+        age,
+        record,
+    })
+}
+
+async fn read_last(
+    stream: &mut watch::Receiver<Option<stream::Stream>>,
+    subject: &str,
+) -> Option<StoredRecord> {
+    let stream = ready(stream).await.ok()?;
+    let message = stream.get_last_raw_message_by_subject(subject).await.ok()?;
+    decode(message)
+}
+
+async fn read_all(
+    stream: &mut watch::Receiver<Option<stream::Stream>>,
+    subject: &str,
+) -> Result<Vec<StoredRecord>, String> {
+    use async_nats::jetstream::stream::LastRawMessageErrorKind as Kind;
+    let stream = ready(stream).await?;
+    let mut records = Vec::new();
+    let mut from = 1;
+    while records.len() < MAX_RECORDS {
+        let message = stream
+            .raw_message_builder()
+            .next_by_subject(subject.to_string())
+            .sequence(from)
+            .send()
+            .await;
+        match message {
+            Ok(message) => {
+                from = message.sequence + 1;
+                match decode(message) {
+                    Some(record) => records.push(record),
+                    None => tracing::warn!(subject, "an undecodable record in a session log"),
+                }
+            }
+            Err(error) if error.kind() == Kind::NoMessageFound => break,
+            Err(error) => return Err(error.to_string()),
+        }
+    }
+    Ok(records)
+}
