@@ -85,6 +85,9 @@ interface Session {
   attempt: number;
 }
 
+/** STORAGE_UNAVAILABLE refusals remembered, to recognise the second copy of each. */
+const STORAGE_REFUSALS_KEPT = 1024;
+
 export class ClientCore {
   private phase: Phase = { kind: "idle" };
   private readonly outputs: Output[] = [];
@@ -93,6 +96,12 @@ export class ClientCore {
   private readonly gatewayList: Gateways;
   private readonly inbound: InboundStream;
   private readonly outbox: Outbox;
+  /**
+   * Frames refused with STORAGE_UNAVAILABLE, newest last: a durable gateway sends that Error
+   * twice (at once, and again in the stream, which survives a lost connection); the second is
+   * no news.
+   */
+  private readonly storageRefused = new Set<number>();
   private readonly requests = new Requests();
   /** Ping id → when it was sent (for rttMs). */
   private readonly pings = new Map<number, number>();
@@ -1057,6 +1066,14 @@ export class ClientCore {
       this.emit("error", { code, message: err.message, inReplyTo: 0 });
       if (!c.replay && c.refresh?.warn(now)) this.refreshNow(now, c);
       return;
+    }
+    if (code === "STORAGE_UNAVAILABLE" && id) {
+      if (this.storageRefused.has(id)) return;
+      this.storageRefused.add(id);
+      if (this.storageRefused.size > STORAGE_REFUSALS_KEPT) {
+        const oldest = this.storageRefused.values().next().value;
+        if (oldest !== undefined) this.storageRefused.delete(oldest);
+      }
     }
     const error = new SignalgateError(code, err.message, id);
     let taken = false;

@@ -69,6 +69,21 @@ describe("acknowledgements", () => {
     expect(h.of("error")).toEqual([]);
   });
 
+  it("STORAGE_UNAVAILABLE comes twice from a durable gateway (at once, then in the stream): the second is no news", () => {
+    const h = new CoreHarness();
+    const gw = h.connected();
+    const a = h.send("a");
+    const [sa] = gw.sentOf("signal");
+    gw.error(ErrorCode.STORAGE_UNAVAILABLE, sa!.id, 0, "JetStream did not store it");
+    gw.error(ErrorCode.STORAGE_UNAVAILABLE, sa!.id, 1, "JetStream did not store it");
+    gw.ack(1);
+    const r = h.result(a);
+    expect(r.state).toBe("rejected");
+    if (r.state !== "rejected") return;
+    expect(r.error).toMatchObject({ code: "STORAGE_UNAVAILABLE", inReplyTo: Number(sa!.id) });
+    expect(h.of("error")).toEqual([]);
+  });
+
   it("an Error about no frame of ours is an error event", () => {
     const h = new CoreHarness();
     const gw = h.connected();

@@ -324,3 +324,36 @@ fn a_signal_sent_again_after_the_senders_gateway_crashed_is_delivered_once() {
     assert_eq!(got.len(), 1, "delivered once: {got:?}");
     assert_eq!(acks_to(&b.out, alice_conn), [1]);
 }
+
+#[test]
+fn a_durable_log_is_bounded_like_the_hold_with_the_same_answer_beyond_it() {
+    let mut store = Store::default();
+    let now = Instant::now();
+    let mut config = durable_config("a");
+    config.limits.backlog_frames = 5;
+    let mut a = Gateway::new("a", 1);
+    a.fx.hub = Hub::with_entropy(config, Box::new(SeededEntropy::new(1)));
+    let alice = a.client(&mut store, now);
+    let bob = a.client(&mut store, now);
+    for c in [&alice, &bob] {
+        a.fx.send(now, c.conn, Msg::Join(Join { room: "r".into() }));
+        a.settle(&mut store, now);
+    }
+    // Bob is away: what is sent to him is held, in memory and in his log.
+    a.fx.hub.connection_lost(now, bob.conn, Reason::ConnectionLost, secs(0.0));
+    a.settle(&mut store, now);
+    for seq in 1..=6 {
+        a.signal(now, &alice, seq, &bob, b"held");
+        a.settle(&mut store, now);
+    }
+    let errors = errors_to(&a.out, alice.conn);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].code(), ErrorCode::RecipientBufferFull);
+    let held: usize = store.logs[&log_key(&bob.token)]
+        .iter()
+        .filter_map(|r| r.record.session.as_ref())
+        .flat_map(|s| s.frames.iter())
+        .filter(|f| f.signal)
+        .count();
+    assert_eq!(held, 5, "the log holds what the bound lets in, no more");
+}
