@@ -218,11 +218,18 @@ impl Backlog {
         self.release_through = seq;
     }
 
-    /// Durable mode: the numbered frames after `seq`, for the next record of the log.
-    pub fn frames_after(&self, seq: u64) -> Vec<(ServerFrame, bool)> {
+    /// Durable mode: the numbered frames after `seq`, for the next record of the log, in
+    /// order, as many as fit in `max_bytes` (at least one).
+    pub fn frames_after(&self, seq: u64, max_bytes: usize) -> Vec<(ServerFrame, bool)> {
+        let mut bytes = 0;
         self.frames
             .iter()
             .filter(|f| f.frame.seq > seq)
+            .take_while(|f| {
+                let first = bytes == 0;
+                bytes += f.size;
+                first || bytes <= max_bytes
+            })
             .map(|f| (ServerFrame::clone(&f.frame), f.signal))
             .collect()
     }
@@ -268,7 +275,7 @@ impl Backlog {
 
     /// Every frame kept (after [`Self::number_pending`], for a hand-over).
     pub fn export(&self) -> Vec<(ServerFrame, bool)> {
-        self.frames_after(0)
+        self.frames_after(0, usize::MAX)
     }
 
     /// A backlog handed over by another gateway (nothing sent on this one yet).

@@ -42,6 +42,10 @@ const COMPACT_AFTER: usize = 32;
 /// half of it, so only the logs of sessions nobody holds any more age out.
 pub const LOG_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 
+/// The frames of one record, at most (NATS refuses messages over 1 MiB by default); what does
+/// not fit goes in the next record.
+const RECORD_FRAME_BYTES: usize = 256 * 1024;
+
 /// After a record could not be stored, the next try waits this long.
 const RETRY_AFTER: Duration = Duration::from_millis(250);
 
@@ -505,7 +509,9 @@ impl Hub {
                 continue;
             }
             let written_through = log.written_through;
-            let frames = session.backlog.frames_after(written_through);
+            let frames = session
+                .backlog
+                .frames_after(written_through, RECORD_FRAME_BYTES);
             let client_seq = session.settled_in_memory();
             let online = session.conn().is_some();
             let mut state = self.snapshot(key, self.clock);
@@ -586,6 +592,13 @@ impl Hub {
         }
         for acceptance in accepted {
             self.accepted(acceptance);
+        }
+        // Frames that did not fit in the record go in the next one.
+        if let Some(session) = self.sessions.get_mut(&key)
+            && let Some(log) = session.durable.as_mut()
+            && log.written_through < session.backlog.last_seq()
+        {
+            log.dirty = true;
         }
         self.pump(key);
         self.ack_due(key);

@@ -340,7 +340,8 @@ fn a_durable_log_is_bounded_like_the_hold_with_the_same_answer_beyond_it() {
         a.settle(&mut store, now);
     }
     // Bob is away: what is sent to him is held, in memory and in his log.
-    a.fx.hub.connection_lost(now, bob.conn, Reason::ConnectionLost, secs(0.0));
+    a.fx.hub
+        .connection_lost(now, bob.conn, Reason::ConnectionLost, secs(0.0));
     a.settle(&mut store, now);
     for seq in 1..=6 {
         a.signal(now, &alice, seq, &bob, b"held");
@@ -356,4 +357,35 @@ fn a_durable_log_is_bounded_like_the_hold_with_the_same_answer_beyond_it() {
         .filter(|f| f.signal)
         .count();
     assert_eq!(held, 5, "the log holds what the bound lets in, no more");
+}
+
+#[test]
+fn a_large_backlog_is_stored_in_records_nats_accepts_and_delivered_whole() {
+    static BIG: [u8; 16 * 1024] = [7; 16 * 1024];
+    let mut store = Store::default();
+    let now = Instant::now();
+    let (mut a, alice, bob) = alice_and_bob(&mut store, now);
+    a.fx.hub
+        .connection_lost(now, bob.conn, Reason::ConnectionLost, secs(0.0));
+    a.settle(&mut store, now);
+    // JetStream is slow: 40 signals of 16 KiB pile up behind one record on its way.
+    a.signal(now, &alice, 1, &bob, &BIG);
+    a.collect(&mut store);
+    for seq in 2..=40 {
+        a.signal(now, &alice, seq, &bob, &BIG);
+        a.collect(&mut store);
+    }
+    a.settle(&mut store, now);
+    let biggest = store
+        .logs
+        .values()
+        .flatten()
+        .map(|r| prost::Message::encoded_len(&r.record))
+        .max()
+        .unwrap_or(0);
+    assert!(biggest < 512 * 1024, "a record of {biggest} bytes");
+    let (conn, out) = a.fx.resume(now, &bob, 0, 1, Transport::WebSocket);
+    a.out.extend(store.take(out));
+    a.settle(&mut store, now);
+    assert_eq!(data_signals(&a.out, conn).len(), 40, "every held signal");
 }
