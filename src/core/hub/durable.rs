@@ -707,14 +707,25 @@ impl Hub {
                     .get(&key)
                     .and_then(|s| s.durable.as_ref())
                     .map(|l| (l.generation, l.revision));
+                let me = self.config.cluster_node.as_deref().unwrap_or_default();
                 let theirs = last.as_ref().and_then(|l| {
                     let s = l.record.session.as_ref()?;
-                    Some((s.durable_generation, s.durable_revision, l.stream_seq))
+                    let by_me =
+                        l.record.holder == me && l.record.holder_incarnation == self.incarnation;
+                    Some((
+                        (s.durable_generation, s.durable_revision),
+                        by_me,
+                        l.stream_seq,
+                    ))
                 });
                 match (mine, theirs) {
-                    // An older record of this holder (one that timed out but was stored after
-                    // all): append after it; the newer record takes each seq it has.
-                    (Some(mine), Some((g, r, stream_seq))) if (g, r) <= mine => {
+                    // A record of this very process that timed out but was stored after all,
+                    // or an older holder's that arrived late (a hand-over): append after it;
+                    // each seq is taken from the newer record. Anything else is a gateway
+                    // that recovered the session: it holds it now.
+                    (Some(mine), Some((rank, by_me, stream_seq)))
+                        if (by_me && rank <= mine) || rank < mine =>
+                    {
                         if let Some(log) =
                             self.sessions.get_mut(&key).and_then(|s| s.durable.as_mut())
                         {

@@ -389,3 +389,50 @@ fn a_large_backlog_is_stored_in_records_nats_accepts_and_delivered_whole() {
     a.settle(&mut store, now);
     assert_eq!(data_signals(&a.out, conn).len(), 40, "every held signal");
 }
+
+#[test]
+fn two_gateways_recovering_one_session_at_once_leave_it_to_the_first_that_stores() {
+    let mut store = Store::default();
+    let now = Instant::now();
+    let (mut a, _alice, bob) = alice_and_bob(&mut store, now);
+    a.settle(&mut store, now);
+    let later = now + secs(1.0);
+    let hello = |c: &Client| {
+        Msg::Hello(Hello {
+            resume_token: c.token.clone(),
+            attempt: 1,
+            ..Default::default()
+        })
+    };
+    // Gateway a is lost; the client tries b and c at once (two connections).
+    let mut b = Gateway::new("b", 2);
+    let mut c = Gateway::new("c", 3);
+    let mut on = Vec::new();
+    for g in [&mut b, &mut c] {
+        g.fx.hub.node_lost(later, "a", secs(1.0));
+        let conn = g.fx.open(later, Transport::WebSocket);
+        g.fx.send(later, conn, hello(&bob));
+        g.collect(&mut store);
+        store.answer_reads(&mut g.fx.hub, later);
+        g.collect(&mut store);
+        on.push(conn);
+    }
+    // Both took it up from the same log; b's take-over record is stored first.
+    assert!(welcome_of(&b.out, on[0]).resumed);
+    assert!(welcome_of(&c.out, on[1]).resumed);
+    let waiting = std::mem::take(&mut store.waiting);
+    let (from_b, from_c): (Vec<_>, Vec<_>) =
+        waiting.into_iter().partition(|(_, _, r)| r.holder == "b");
+    store.waiting = from_b;
+    store.store_all(&mut b.fx.hub, later);
+    store.waiting = from_c;
+    store.store_all(&mut c.fx.hub, later);
+    c.collect(&mut store);
+    assert_eq!(
+        closes(&c.out),
+        [(on[1], Reason::Superseded)],
+        "c lets go of the session"
+    );
+    b.collect(&mut store);
+    assert!(closes(&b.out).is_empty(), "b keeps it");
+}
