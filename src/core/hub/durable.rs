@@ -913,6 +913,14 @@ impl Hub {
                 return self.refuse(now, claim.conn, claim.id, code, message);
             }
         };
+        let take = super::hello::Claim::Token {
+            last_seq: claim.hello.last_seq,
+            attempt: claim.hello.attempt,
+        };
+        if let Some(&key) = self.by_resume_token.get(&claim.hello.resume_token) {
+            // Recovered here meanwhile, for another connection of the same client.
+            return self.take_up(now, claim.conn, claim.id, key, take, claim.verified);
+        }
         let folded = fold(records).filter(|f| self.recoverable(now, f));
         let Some(folded) = folded else {
             return self.nothing_to_recover(now, claim);
@@ -966,10 +974,6 @@ impl Hub {
             "session recovered from its durable log"
         );
         self.event(HubEvent::SessionRecovered);
-        let take = super::hello::Claim::Token {
-            last_seq: claim.hello.last_seq,
-            attempt: claim.hello.attempt,
-        };
         self.take_up(now, claim.conn, claim.id, key, take, claim.verified);
     }
 
