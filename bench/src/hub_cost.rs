@@ -140,8 +140,6 @@ fn drain(hub: &mut Hub, plan: &mut Plan, owe_ack: &mut Vec<usize>, tally: &mut T
             Output::ToNode { .. }
             | Output::ToCluster { .. }
             | Output::Persist { .. }
-            | Output::CompactLog { .. }
-            | Output::DeleteLog { .. }
             | Output::ReadLog { .. } => {}
         }
     }

@@ -973,8 +973,6 @@ impl Harness {
                 Output::ToNode { .. }
                 | Output::ToCluster { .. }
                 | Output::Persist { .. }
-                | Output::CompactLog { .. }
-                | Output::DeleteLog { .. }
                 | Output::ReadLog { .. } => {
                     violation!(self, "a single gateway sent something to a cluster");
                 }

@@ -255,18 +255,6 @@ impl ClusterDriver {
                 }
                 true
             }
-            Output::CompactLog { key, below } => {
-                if let Some(store) = &self.durable {
-                    store.purge(key.clone(), Some(*below));
-                }
-                true
-            }
-            Output::DeleteLog { key } => {
-                if let Some(store) = &self.durable {
-                    store.purge(key.clone(), None);
-                }
-                true
-            }
             Output::ReadLog { ticket, key } => {
                 if let Some(store) = &self.durable {
                     store.read(*ticket, key.clone());

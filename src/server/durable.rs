@@ -1,6 +1,8 @@
 //! The durable store: session logs in NATS JetStream, for the hub's durable mode (see
 //! `core/hub/durable.rs` for the rules). Like the cluster adapter it holds no rule: it appends
 //! the records the hub asks for, reads logs back, and reports each outcome to the hub's task.
+//! It never purges: in nats-server 2.9 a purge of one subject scans the whole stream, and a
+//! few hundred at once stalled every append for 200 ms (bench/results/durable/report.md).
 //!
 //! One stream per cluster, `SIGNALGATE_<cluster name>`, subjects
 //! `signalgate.<cluster name>.session.<log key>`, file storage, replicated
@@ -22,9 +24,10 @@ use crate::core::hub::{PersistFailure, StoredRecord};
 use crate::metrics;
 use crate::proto::cluster::DurableRecord;
 
-/// Records older than this are dropped by JetStream; a session's holder appends a fresh record
-/// at least every half of it (`core::hub::durable`), so only abandoned logs age out.
-pub use crate::core::hub::LOG_MAX_AGE;
+/// Records older than this, and beyond the newest this many of a log, are dropped by JetStream
+/// itself; a session's holder checkpoints its log so that both drop only what no recovery
+/// needs (`core::hub::durable`). No log is ever purged: a purge scans the stream.
+use crate::core::hub::{LOG_MAX_AGE, LOG_RECORDS};
 
 /// Between two tries of an append that failed for a reason that may pass (no quorum yet, a
 /// leader election, a NATS server reconnecting).
@@ -83,6 +86,7 @@ impl DurableStore {
             storage: stream::StorageType::File,
             num_replicas: usize::from(config.replicas),
             max_age: LOG_MAX_AGE,
+            max_messages_per_subject: i64::from(LOG_RECORDS),
             // Longer than any append is retried: a retry is recognised, not stored twice.
             duplicate_window: Duration::from_secs(120),
             ..Default::default()
@@ -210,29 +214,6 @@ impl DurableStore {
                 }
             };
             let _ = hub.send(HubInput::Durable(Box::new(event))).await;
-        });
-    }
-
-    /// Purges a log's records below `below` (or all of them).
-    pub fn purge(&self, key: String, below: Option<u64>) {
-        let subject = self.subject(&key);
-        let mut stream = self.stream.clone();
-        let timeout = self.timeout;
-        tokio::spawn(async move {
-            let purged = tokio::time::timeout(timeout, async {
-                let stream = ready(&mut stream).await?;
-                let purge = stream.purge().filter(subject);
-                let result = match below {
-                    Some(seq) => purge.sequence(seq).await,
-                    None => purge.await,
-                };
-                result.map(|_| ()).map_err(|e| e.to_string())
-            })
-            .await;
-            if let Ok(Err(error)) | Err(error) = purged.map_err(|_| "timed out".to_string()) {
-                // Harmless: a session's holder purges again later, and abandoned records age out.
-                tracing::debug!(%key, %error, "a session log was not purged");
-            }
         });
     }
 

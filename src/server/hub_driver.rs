@@ -294,8 +294,6 @@ fn dispatch(
             Output::ToNode { .. }
             | Output::ToCluster { .. }
             | Output::Persist { .. }
-            | Output::CompactLog { .. }
-            | Output::DeleteLog { .. }
             | Output::ReadLog { .. } => {
                 tracing::debug!("a cluster output outside cluster mode was dropped");
             }

@@ -34,13 +34,18 @@ use super::{Deadline, Hub, HubEvent, Output, ResumeOutcome, SessionKey};
 use crate::proto::cluster::{DurableRecord, SenderSeq, SessionState, Verdict, envelope::Body};
 use crate::proto::{ErrorCode, ServerFrame};
 
-/// A session's log holds at most this many stored records before those whose frames were
-/// all acknowledged are purged.
-const COMPACT_AFTER: usize = 32;
+/// JetStream keeps at most this many records per log (the stream's limit per subject: it
+/// drops the oldest itself, so that no purge — which scans the stream — is ever needed).
+pub const LOG_RECORDS: u32 = 256;
 
-/// JetStream drops records older than this; a holder appends a fresh record at least every
-/// half of it, so only the logs of sessions nobody holds any more age out.
-pub const LOG_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+/// Every this many records a holder writes every frame its client has not acknowledged again
+/// (a *checkpoint*, in records of at most [`RECORD_FRAME_BYTES`]): everything a recovery needs
+/// is then always among the newest [`LOG_RECORDS`].
+const CHECKPOINT_EVERY: u32 = 64;
+
+/// JetStream drops records older than this; a holder checkpoints its log at least every half
+/// of it, so only the logs of sessions nobody holds any more age out.
+pub const LOG_MAX_AGE: Duration = Duration::from_secs(2 * 3600);
 
 /// The frames of one record, at most (NATS refuses messages over 1 MiB by default); what does
 /// not fit goes in the next record.
@@ -131,8 +136,8 @@ pub(super) struct Log {
     awaiting: VecDeque<Awaiting>,
     /// The last numbered frame taken from each sender.
     last_from: HashMap<String, u64>,
-    /// Stored records: (stream seq, last frame seq in it).
-    records: VecDeque<(u64, u64)>,
+    /// Records stored since the last checkpoint began.
+    since_checkpoint: u32,
     /// The client's numbered frames whose fate the gateway it came from will tell (it moved
     /// while they were in flight), by seq: that gateway.
     owed: BTreeMap<u64, String>,
@@ -154,7 +159,7 @@ impl Log {
             waiting_retry: false,
             awaiting: VecDeque::new(),
             last_from: HashMap::new(),
-            records: VecDeque::new(),
+            since_checkpoint: 0,
             owed: BTreeMap::new(),
         }
     }
@@ -181,7 +186,6 @@ impl Log {
                 .iter()
                 .map(|s| (s.peer_id.clone(), s.seq))
                 .collect(),
-            records: expect_last.map(|s| (s, through)).into_iter().collect(),
             ..Self::new(key)
         }
     }
@@ -223,6 +227,9 @@ fn fold(records: Vec<StoredRecord>) -> Option<Folded> {
         )
     };
     let newest = records.iter().max_by_key(|r| order(r))?.clone();
+    if newest.record.ended {
+        return None; // The session ended: nothing to take up.
+    }
     let last_stream_seq = records.iter().map(|r| r.stream_seq).max()?;
     // seq -> (the rank of the record it is from, the frame, whether it is a signal)
     type Ranked = ((u64, u64, u64), ServerFrame, bool);
@@ -505,7 +512,13 @@ impl Hub {
             let Some(log) = session.durable.as_ref() else {
                 continue;
             };
-            if !log.dirty || log.in_flight.is_some() || log.waiting_retry {
+            if log.in_flight.is_some() || log.waiting_retry {
+                continue;
+            }
+            // Its client's frames settled further (a frame just processed waits for its
+            // recipient's record first: no record for it yet).
+            let settled = session.settled_in_memory() > log.client_seq_written;
+            if !log.dirty && !settled {
                 continue;
             }
             let written_through = log.written_through;
@@ -546,6 +559,7 @@ impl Hub {
                 holder: self.config.cluster_node.clone().unwrap_or_default(),
                 holder_incarnation: self.incarnation,
                 online,
+                ended: false,
             };
             self.outputs.push_back(Output::Persist {
                 key: log.key.clone(),
@@ -571,25 +585,22 @@ impl Hub {
             return;
         };
         log.expect_last = Some(stream_seq);
-        log.durable_through = done.through;
+        // A checkpoint's record holds frames stored before: the stored point only grows.
+        log.durable_through = log.durable_through.max(done.through);
         log.client_seq_durable = done.client_seq;
-        log.records.push_back((stream_seq, done.through));
         let mut accepted = Vec::new();
         while log.awaiting.front().is_some_and(|a| a.seq <= done.through) {
             if let Some(a) = log.awaiting.pop_front() {
                 accepted.push(a.acceptance);
             }
         }
-        session.backlog.release_through(done.through);
+        session.backlog.release_through(log.durable_through);
+        log.since_checkpoint += 1;
+        if log.since_checkpoint >= CHECKPOINT_EVERY {
+            Self::checkpoint(session);
+        }
         self.deadlines
             .set(Deadline::LogRefresh(key), now + LOG_MAX_AGE / 2);
-        let compact = self.compaction(key);
-        if let Some(below) = compact {
-            self.outputs.push_back(Output::CompactLog {
-                key: log_key.to_string(),
-                below,
-            });
-        }
         for acceptance in accepted {
             self.accepted(acceptance);
         }
@@ -612,21 +623,26 @@ impl Hub {
         }
     }
 
-    /// Records whose frames were all acknowledged, and that are not the newest, go: the stream
-    /// seq below which the log may be purged.
-    fn compaction(&mut self, key: SessionKey) -> Option<u64> {
-        let session = self.sessions.get_mut(&key)?;
+    /// The next records write every frame the client has not acknowledged again, from the
+    /// oldest (no log needs a purge: JetStream drops records beyond [`LOG_RECORDS`] itself).
+    fn checkpoint(session: &mut super::session::Session) {
         let floor = session.backlog.floor();
-        let log = session.durable.as_mut()?;
-        if log.records.len() <= COMPACT_AFTER {
-            return None;
+        if let Some(log) = session.durable.as_mut()
+            && log.in_flight.is_none()
+        {
+            log.since_checkpoint = 0;
+            log.written_through = log.written_through.min(floor);
+            log.dirty = true;
         }
-        let mut below = None;
-        while log.records.len() > 1 && log.records.front().is_some_and(|(_, last)| *last <= floor) {
-            log.records.pop_front();
-            below = log.records.front().map(|(s, _)| *s);
+    }
+
+    /// [`Deadline::LogRefresh`]: the newest record gets old; a checkpoint renews every record
+    /// the log still needs before JetStream's max age drops them.
+    pub(super) fn refresh_log(&mut self, key: SessionKey) {
+        if let Some(session) = self.sessions.get_mut(&key) {
+            Self::checkpoint(session);
         }
-        below
+        self.persist_due.push(key);
     }
 
     fn accepted(&mut self, acceptance: Acceptance) {
@@ -855,17 +871,34 @@ impl Hub {
         }
     }
 
-    /// The session ended for good: its log is deleted.
-    pub(super) fn delete_log(&mut self, key: SessionKey) {
-        let log_key = self
-            .sessions
-            .get(&key)
-            .and_then(|s| s.durable.as_ref())
-            .map(|l| l.key.clone());
+    /// The session ended for good: its log ends with a record that says so (a recovery finds
+    /// nothing to take up), and JetStream drops it with its max age. No purge: it scans.
+    pub(super) fn end_log(&mut self, key: SessionKey) {
+        let Some(session) = self.sessions.get(&key) else {
+            return;
+        };
+        let Some(log) = session.durable.as_ref() else {
+            return;
+        };
+        let state = SessionState {
+            peer_id: session.peer_id.clone(),
+            durable_generation: log.generation,
+            durable_revision: log.revision + 1,
+            ..SessionState::default()
+        };
+        let persist = Output::Persist {
+            key: log.key.clone(),
+            expect_last: log.expect_last.filter(|_| log.in_flight.is_none()),
+            record: Box::new(DurableRecord {
+                session: Some(state),
+                holder: self.config.cluster_node.clone().unwrap_or_default(),
+                holder_incarnation: self.incarnation,
+                online: false,
+                ended: true,
+            }),
+        };
         self.close_log(key);
-        if let Some(key) = log_key {
-            self.outputs.push_back(Output::DeleteLog { key });
-        }
+        self.outputs.push_back(persist);
     }
 
     // ----------------------------------------------------------------------------------------
@@ -1058,6 +1091,7 @@ mod tests {
                 holder: "a".into(),
                 holder_incarnation: 1,
                 online: true,
+                ended: false,
             },
         }
     }
@@ -1114,6 +1148,13 @@ mod tests {
         .expect("records");
         assert_eq!(folded.state.durable_generation, 1);
         assert_eq!(folded.state.next_seq, 2);
+    }
+
+    #[test]
+    fn an_ended_session_leaves_nothing_to_recover() {
+        let mut end = record(0, 3, 12, 1, &[]);
+        end.record.ended = true;
+        assert!(fold(vec![record(0, 1, 10, 3, &[1, 2]), end]).is_none());
     }
 
     #[test]

@@ -57,7 +57,7 @@ use std::time::{Duration, Instant};
 
 pub use admin::{DisconnectTarget, RoomView, SessionView};
 pub use config::{HubConfig, Limits};
-pub use durable::{LOG_MAX_AGE, PersistFailure, StoredRecord, log_key};
+pub use durable::{LOG_MAX_AGE, LOG_RECORDS, PersistFailure, StoredRecord, log_key};
 pub use output::{Gauges, HubEvent, Output, ResumeOutcome, SignalKind};
 
 use super::codec::FrameProblem;
@@ -113,7 +113,7 @@ enum Deadline {
     Seat(u64),
     /// Durable mode: the session's log may be written again after a failure.
     PersistRetry(SessionKey),
-    /// Durable mode: the session's newest record gets old; a fresh one keeps the log alive.
+    /// Durable mode: the session's log gets old; a checkpoint renews it.
     LogRefresh(SessionKey),
 }
 
@@ -494,7 +494,7 @@ impl Hub {
                 Deadline::RemoteExpiry(remote) => self.remote_expired(now, remote),
                 Deadline::Seat(ticket) => self.seat_answered(now, ticket, None),
                 Deadline::PersistRetry(key) => self.persist_retry(key),
-                Deadline::LogRefresh(key) => self.persist_soon(key),
+                Deadline::LogRefresh(key) => self.refresh_log(key),
             }
         }
     }

@@ -40,10 +40,6 @@ pub enum Output {
         expect_last: Option<u64>,
         record: Box<crate::proto::cluster::DurableRecord>,
     },
-    /// Durable mode: the log's records below stream seq `below` are no longer needed.
-    CompactLog { key: String, below: u64 },
-    /// Durable mode: the session ended; its log goes.
-    DeleteLog { key: String },
     /// Durable mode: read every record of log `key`; answer [`super::Hub::recovered`].
     ReadLog { ticket: u64, key: String },
 }

@@ -104,7 +104,7 @@ impl Hub {
             self.remove_from_room(key, &room, reason);
         }
         self.forget_identity(key);
-        self.delete_log(key);
+        self.end_log(key);
         let Some(session) = self.sessions.remove(&key) else {
             return;
         };

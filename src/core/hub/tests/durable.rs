@@ -32,7 +32,6 @@ impl Store {
                     record,
                 } => self.waiting.push((key, expect_last, *record)),
                 Output::ReadLog { ticket, key } => self.reads.push((ticket, key)),
-                Output::CompactLog { .. } | Output::DeleteLog { .. } => {}
                 other => rest.push(other),
             }
         }
@@ -55,6 +54,11 @@ impl Store {
                 age: Duration::ZERO,
                 record,
             });
+            // The stream's limit per subject: JetStream drops a log's oldest records.
+            let keep = LOG_RECORDS as usize;
+            if log.len() > keep {
+                log.drain(..log.len() - keep);
+            }
             hub.persisted(now, &key, self.next_stream_seq);
         }
     }
@@ -435,4 +439,46 @@ fn two_gateways_recovering_one_session_at_once_leave_it_to_the_first_that_stores
     );
     b.collect(&mut store);
     assert!(closes(&b.out).is_empty(), "b keeps it");
+}
+
+#[test]
+fn a_log_longer_than_jetstream_keeps_still_has_every_unacknowledged_frame() {
+    let mut store = Store::default();
+    let now = Instant::now();
+    let (mut a, alice, bob) = alice_and_bob(&mut store, now);
+    // Bob reads but never acknowledges: every frame stays his to resume from, while his log
+    // grows past the records JetStream keeps.
+    let signals = LOG_RECORDS as u64 + 100;
+    for seq in 1..=signals {
+        let t = now + secs(0.05 * seq as f64);
+        a.signal(t, &alice, seq, &bob, b"keep");
+        a.settle(&mut store, t);
+    }
+    assert_eq!(data_signals(&a.out, bob.conn).len() as u64, signals);
+    assert!(store.logs[&log_key(&bob.token)].len() <= LOG_RECORDS as usize);
+    let later = now + secs(0.05 * signals as f64 + 1.0);
+    let mut b = Gateway::new("b", 2);
+    b.fx.hub.node_lost(later, "a", secs(1.0));
+    let conn = b.fx.open(later, Transport::WebSocket);
+    b.fx.send(
+        later,
+        conn,
+        Msg::Hello(Hello {
+            resume_token: bob.token.clone(),
+            last_seq: 0,
+            attempt: 1,
+            ..Default::default()
+        }),
+    );
+    b.settle(&mut store, later);
+    assert!(
+        welcome_of(&b.out, conn).resumed,
+        "{:?}",
+        errors_to(&b.out, conn)
+    );
+    assert_eq!(
+        data_signals(&b.out, conn).len() as u64,
+        signals,
+        "every frame, from the first"
+    );
 }
