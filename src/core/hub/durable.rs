@@ -393,15 +393,12 @@ impl Hub {
         }
     }
 
-    /// Its client's numbered frames may have settled further: worth a record if so.
+    /// Its client's numbered frames may have settled further: worth a record if so, which
+    /// [`Self::send_due_records`] decides once the round's inputs are processed (a frame just
+    /// processed may be waiting for its recipient's record: no record for it yet).
     pub(super) fn persist_if_settled(&mut self, key: SessionKey) {
-        let due = self.sessions.get(&key).is_some_and(|s| {
-            s.durable
-                .as_ref()
-                .is_some_and(|log| s.settled_in_memory() > log.client_seq_written)
-        });
-        if due {
-            self.persist_soon(key);
+        if self.sessions.get(&key).is_some_and(|s| s.durable.is_some()) {
+            self.persist_due.push(key);
         }
     }
 
