@@ -236,10 +236,11 @@ def nats_binary() -> str:
 
 class Nats:
     """n clustered nats-server processes on 127.0.0.1, as tests/common/cluster.rs starts them
-    (routes to every other node, no JetStream: the gateways do not use it). Ready when every
-    node accepts clients, has routes to all n - 1 others (/routez) and is healthy (/healthz)."""
+    (routes to every other node; no JetStream unless `jetstream`: only durable mode uses it,
+    bench/durable.py). Ready when every node accepts clients, has routes to all n - 1 others
+    (/routez) and is healthy (/healthz; with JetStream, that includes its meta group)."""
 
-    def __init__(self, procs: Procs, n: int = 3):
+    def __init__(self, procs: Procs, n: int = 3, jetstream: bool = False):
         self.binary = nats_binary()
         self.version = subprocess.run([self.binary, "--version"], capture_output=True, text=True).stdout.strip()
         ports = free_tcp_ports(3 * n)
@@ -247,12 +248,17 @@ class Nats:
         self.routes_ = ports[1::3]
         self.monitor = ports[2::3]
         self.procs: list[Proc] = []
+        # With JetStream: each node's store dir, in the run's work directory (a fresh one per
+        # cluster: a later cluster must not find an earlier one's streams).
+        store = Path(tempfile.mkdtemp(prefix="jetstream-", dir=procs.workdir)) if jetstream else None
+        self.store_dirs = [store / f"n{i}" for i in range(n)] if store else []
         for i in range(n):
             routes = ",".join(f"nats://127.0.0.1:{p}" for j, p in enumerate(self.routes_) if j != i)
             argv = [
                 self.binary, "-a", "127.0.0.1", "-p", str(self.client[i]), "-m", str(self.monitor[i]),
                 "--server_name", f"n{i}", "--cluster_name", "sgbench",
                 "--cluster", f"nats://127.0.0.1:{self.routes_[i]}", "--routes", routes,
+                *(["-js", "-sd", str(self.store_dirs[i])] if jetstream else []),
             ]
             self.procs.append(procs.spawn(f"nats-n{i}", argv))
         self._wait_ready(n, timeout=20)
@@ -595,14 +601,19 @@ def peers_of(events: list[dict], kind: str, since: float = 0.0, rooms=None) -> d
 # -- 1. relay --------------------------------------------------------------------------------
 
 
-def relay_once(run: Run, rate: float, topology: str) -> dict:
+def relay_once(run: Run, rate: float, topology: str, extra: list[str] | None = None,
+               metric_prefixes: tuple[str, ...] = ()) -> dict:
     """One relay run on fresh gateways: senders on a; receivers on a ("same") or b
     ("cross"), in a cluster of two; or one gateway without --cluster ("alone", what
-    bench/relay.py measures)."""
+    bench/relay.py measures). `extra`: more flags for the gateways (bench/durable.py: durable
+    mode). With `metric_prefixes`, every gateway's series of those prefixes are kept in
+    result["gateway_metrics"] as sampled before the load generator starts, once its pairs
+    are set up ("ready": no signal sent yet), just after its last signal was sent ("sent":
+    warm-up and measured interval) and after it ended ("end": its connections closed too)."""
     args = run.args
     busy_before = wait_quiet(args.wait_quiet, args.quiet_below, args.quiet_hold)
     limit, burst = relay.rate_limits(rate, args.pairs)
-    limits = ["--rate-limit", str(limit), "--rate-burst", str(burst)]
+    limits = ["--rate-limit", str(limit), "--rate-burst", str(burst), *(extra or [])]
     if topology == "alone":
         gws = [Gateway(run.procs, run.gw_bin, None, "alone", "", SETTINGS["default"], limits)]
         a = b = gws[0]
@@ -630,13 +641,27 @@ def relay_once(run: Run, rate: float, topology: str) -> dict:
         ]
         log(f"relay {topology}: {rate:g}/s, {args.pairs} pairs, {args.bytes} B, warm-up {args.warmup:g} s, "
             f"measured {args.secs:g} s (rate limit {limit}/s burst {burst})")
+        def sampled() -> dict:
+            return {gw.node: {k: v for k, v in gw.metrics().items() if k.startswith(metric_prefixes)} for gw in gws}
+        samples = {"before": sampled()} if metric_prefixes else {}
         proc = run.procs.spawn(f"relay-{topology}-{int(rate)}", argv)
+        if metric_prefixes:
+            try:
+                run.procs.wait_for_event([proc], "ready", bound, "the relay's pairs were not set up", poll=0.02)
+                samples["ready"] = sampled()
+                # The senders start 0.2 s after that line and send for warm-up + secs.
+                time.sleep(0.2 + args.warmup + args.secs + 0.1)
+                samples["sent"] = sampled()
+            except BenchError:
+                pass  # no result either: reported below
         try:
             proc.popen.wait(timeout=bound + 30)
         except subprocess.TimeoutExpired:
             pass
         run.procs.stop(proc)
         measured_until = time.time()
+        if metric_prefixes:
+            samples["end"] = sampled()
         lines = proc.json_lines()
         result = next((l for l in lines if l.get("event") == "result"), None)
         if result is None:
@@ -660,6 +685,8 @@ def relay_once(run: Run, rate: float, topology: str) -> dict:
         if result.get("machine_cpu_percent") is not None:
             result["others_cpu_percent"] = round(max(result["machine_cpu_percent"] - accounted, 0.0), 1)
         result["gateways_alive_after"] = all(gw.proc.alive() for gw in gws)
+        if metric_prefixes:
+            result["gateway_metrics"] = samples
     finally:
         for gw in gws:
             run.procs.stop(gw.proc)
