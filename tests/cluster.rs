@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::cluster::{GatewayProcess, NatsCluster};
+use common::cluster::{GatewayProcess, NatsCluster, wait_for_cluster};
 use common::{data, ms, next_peer_left, next_peer_state, next_signal};
 use signalgate::client::{Connection, Session};
 use signalgate::proto::{ErrorCode, PresenceState, Reason, server_frame};
@@ -30,27 +30,6 @@ fn gateway(nats: &NatsCluster, node: &str) -> GatewayProcess {
     let mut extra = timing.to_vec();
     extra.extend(["--resume-window", &window]);
     GatewayProcess::spawn(&node_args(nats.urls(), node, &extra))
-}
-
-/// Waits until every gateway counts `n` live gateways (itself included).
-async fn wait_for_cluster(gateways: &[&GatewayProcess], n: usize) {
-    let wanted = format!("signalgate_cluster_nodes {n}");
-    for gw in gateways {
-        let addr = gw.metrics_addr().expect("metrics on");
-        let formed = common::eventually(ms(15_000), || {
-            let wanted = wanted.clone();
-            async move {
-                let (_, body) = common::http_get(addr, "/metrics").await;
-                body.lines().any(|l| l.trim() == wanted).then_some(())
-            }
-        })
-        .await;
-        assert!(
-            formed.is_some(),
-            "gateway did not see {n} gateways: {}",
-            gw.log_tail()
-        );
-    }
 }
 
 async fn joined_peers(session: &mut Session, room: &str) -> Vec<(String, PresenceState)> {

@@ -11,7 +11,7 @@ mod common;
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use common::cluster::{GatewayProcess, NatsCluster};
+use common::cluster::{GatewayProcess, NatsCluster, wait_for_cluster};
 use common::ms;
 use signalgate::client::{ClientError, Session};
 use signalgate::proto::{ErrorCode, PresenceState, server_frame, signal};
@@ -44,22 +44,6 @@ fn gateway(nats: &NatsCluster, node: &str) -> GatewayProcess {
     .map(|s| s.to_string())
     .collect();
     GatewayProcess::spawn(&args)
-}
-
-async fn wait_for_cluster(gateways: &[&GatewayProcess], n: usize) {
-    let wanted = format!("signalgate_cluster_nodes {n}");
-    for gw in gateways {
-        let addr = gw.metrics_addr().expect("metrics on");
-        let formed = common::eventually(ms(20_000), || {
-            let wanted = wanted.clone();
-            async move {
-                let (_, body) = common::http_get(addr, "/metrics").await;
-                body.lines().any(|l| l.trim() == wanted).then_some(())
-            }
-        })
-        .await;
-        assert!(formed.is_some(), "no cluster of {n}: {}", gw.log_tail());
-    }
 }
 
 /// Writes every gateway's whole log to a file (a failure message has room for a tail only).

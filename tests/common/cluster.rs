@@ -685,3 +685,24 @@ impl Banner {
         })
     }
 }
+
+/// Waits until every gateway counts `n` live gateways (itself included), up to 20 s.
+pub async fn wait_for_cluster(gateways: &[&GatewayProcess], n: usize) {
+    let wanted = format!("signalgate_cluster_nodes {n}");
+    for gw in gateways {
+        let addr = gw.metrics_addr().expect("metrics on");
+        let formed = super::eventually(super::ms(20_000), || {
+            let wanted = wanted.clone();
+            async move {
+                let (_, body) = super::http_get(addr, "/metrics").await;
+                body.lines().any(|l| l.trim() == wanted).then_some(())
+            }
+        })
+        .await;
+        assert!(
+            formed.is_some(),
+            "gateway did not see {n} gateways: {}",
+            gw.log_tail()
+        );
+    }
+}

@@ -334,11 +334,8 @@ impl Hub {
         cannot
     }
 
-    /// The recipient `remote` turned up on another gateway: the signals that waited for it go
-    /// there, in order, under their tickets. Its log says which it had stored already (the
-    /// recipient remembers each sender's last numbered frame): those are accepted without
-    /// being delivered twice.
-    pub(super) fn resend_parked(&mut self, remote: RemoteKey) {
+    /// The tickets waiting for `remote` to turn up, oldest first.
+    fn parked_for(&self, remote: RemoteKey) -> Vec<u64> {
         let mut parked: Vec<u64> = self
             .tickets
             .iter()
@@ -346,7 +343,15 @@ impl Hub {
             .map(|(ticket, _)| *ticket)
             .collect();
         parked.sort();
-        for ticket in parked {
+        parked
+    }
+
+    /// The recipient `remote` turned up on another gateway: the signals that waited for it go
+    /// there, in order, under their tickets. Its log says which it had stored already (the
+    /// recipient remembers each sender's last numbered frame): those are accepted without
+    /// being delivered twice.
+    pub(super) fn resend_parked(&mut self, remote: RemoteKey) {
+        for ticket in self.parked_for(remote) {
             let Some(t) = self.tickets.get_mut(&ticket) else {
                 continue;
             };
@@ -366,14 +371,7 @@ impl Hub {
 
     /// The recipient `remote` is gone for good: what waited for it is refused.
     pub(super) fn refuse_parked(&mut self, now: Instant, remote: RemoteKey, node: &str) {
-        let mut parked: Vec<u64> = self
-            .tickets
-            .iter()
-            .filter(|(_, t)| t.parked && t.to == remote)
-            .map(|(ticket, _)| *ticket)
-            .collect();
-        parked.sort();
-        for ticket in parked {
+        for ticket in self.parked_for(remote) {
             self.verdict_received(now, unavailable(ticket, node));
         }
     }

@@ -133,6 +133,20 @@ impl Gateway {
         }
     }
 
+    /// A client of a lost gateway comes here with its resume token (everything settled).
+    fn resume(&mut self, store: &mut Store, now: Instant, c: &Client, last_seq: u64) -> ConnId {
+        let conn = self.fx.open(now, Transport::WebSocket);
+        let hello = Hello {
+            resume_token: c.token.clone(),
+            last_seq,
+            attempt: 1,
+            ..Default::default()
+        };
+        self.fx.send(now, conn, Msg::Hello(hello));
+        self.settle(store, now);
+        conn
+    }
+
     fn signal(&mut self, now: Instant, from: &Client, seq: u64, to: &Client, data: &'static [u8]) {
         let signal = data_signal("r", &to.peer_id, data);
         self.fx
@@ -233,18 +247,7 @@ fn a_lost_gateways_session_is_recovered_elsewhere_with_every_frame_its_client_mi
     let mut b = Gateway::new("b", 2);
     let later = now + secs(1.0);
     b.fx.hub.node_lost(later, "a", secs(1.0));
-    let conn = b.fx.open(later, Transport::WebSocket);
-    b.fx.send(
-        later,
-        conn,
-        Msg::Hello(Hello {
-            resume_token: bob.token.clone(),
-            last_seq,
-            attempt: 1,
-            ..Default::default()
-        }),
-    );
-    b.settle(&mut store, later);
+    let conn = b.resume(&mut store, later, &bob, last_seq);
     let welcome = welcome_of(&b.out, conn);
     assert!(welcome.resumed);
     assert_eq!(welcome.peer_id, bob.peer_id, "same peer id");
@@ -288,18 +291,7 @@ fn a_signal_sent_again_after_the_senders_gateway_crashed_is_delivered_once() {
     let later = now + secs(1.0);
     b.fx.hub.node_lost(later, "a", secs(1.0));
     let mut resume = |c: &Client, last_seq| {
-        let conn = b.fx.open(later, Transport::WebSocket);
-        b.fx.send(
-            later,
-            conn,
-            Msg::Hello(Hello {
-                resume_token: c.token.clone(),
-                last_seq,
-                attempt: 1,
-                ..Default::default()
-            }),
-        );
-        b.settle(&mut store, later);
+        let conn = b.resume(&mut store, later, c, last_seq);
         (conn, welcome_of(&b.out, conn))
     };
     let (bob_conn, _) = resume(&bob, 0);
@@ -459,18 +451,7 @@ fn a_log_longer_than_jetstream_keeps_still_has_every_unacknowledged_frame() {
     let later = now + secs(0.05 * signals as f64 + 1.0);
     let mut b = Gateway::new("b", 2);
     b.fx.hub.node_lost(later, "a", secs(1.0));
-    let conn = b.fx.open(later, Transport::WebSocket);
-    b.fx.send(
-        later,
-        conn,
-        Msg::Hello(Hello {
-            resume_token: bob.token.clone(),
-            last_seq: 0,
-            attempt: 1,
-            ..Default::default()
-        }),
-    );
-    b.settle(&mut store, later);
+    let conn = b.resume(&mut store, later, &bob, 0);
     assert!(
         welcome_of(&b.out, conn).resumed,
         "{:?}",
