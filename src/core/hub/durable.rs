@@ -359,6 +359,8 @@ impl Hub {
             return;
         };
         let log = Log::new(log_key(&session.resume_token));
+        // Nothing of a new session goes out before its first record is stored.
+        session.backlog.release_through(0);
         self.durable_keys.insert(log.key.clone(), key);
         session.durable = Some(Box::new(log));
         self.persist_soon(key);

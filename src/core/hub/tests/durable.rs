@@ -463,3 +463,25 @@ fn a_log_longer_than_jetstream_keeps_still_has_every_unacknowledged_frame() {
         "every frame, from the first"
     );
 }
+
+#[test]
+fn a_new_sessions_first_frames_wait_for_its_first_record() {
+    let mut store = Store::default();
+    let now = Instant::now();
+    let mut a = Gateway::new("a", 1);
+    let conn = a.fx.open(now, Transport::WebSocket);
+    a.fx.send(now, conn, Msg::Hello(Hello::default()));
+    a.fx.send(now, conn, Msg::Join(Join { room: "r".into() }));
+    a.collect(&mut store);
+    let numbered = |a: &Gateway| frames_to(&a.out, conn).iter().any(|f| f.seq > 0);
+    assert!(
+        !numbered(&a),
+        "Joined went out before the session's first record was stored"
+    );
+    store.fail_all(&mut a.fx.hub, now); // JetStream did not store it.
+    a.collect(&mut store);
+    assert!(!numbered(&a), "Joined went out although never stored");
+    a.fx.hub.handle_timeout(now + secs(1.0));
+    a.settle(&mut store, now + secs(1.0));
+    assert!(numbered(&a), "Joined goes out once stored");
+}
