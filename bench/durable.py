@@ -4,7 +4,7 @@
 In durable mode (cluster mode plus `--durable true`) every session's stream and state are kept
 in a JetStream stream `SIGNALGATE_<cluster name>` replicated `--durable-replicas` times (3 by
 default), and a frame counts (goes to its client, is acknowledged to its sender) only once
-stored. Three measurements:
+stored. Four measurements:
 
 1. **cost** — relay one-way latency with and without durability, on the machinery of
    bench/cluster.py (`relay_once`: `signalgate-bench relay`, P pairs of 200-byte numbered
@@ -31,17 +31,27 @@ stored. Three measurements:
    NATS node are SIGKILLed) run K times per scenario, from its release test binary
    (`cargo test --release --test durable --no-run`): passes/runs, the printed
    `sent/refused/received` accounting and `resumed ... in X` times.
+4. **jetstream** — JetStream alone, no gateway: this process appends to a stream configured as
+   the gateways' the way they do (`Nats-Msg-Id`, `Nats-Expected-Last-Subject-Sequence`, one
+   append in flight per session log), with and without the purges the gateway compacted its
+   logs with before 80fc3af (in lockstep or spread), and with JetStream's own limit of records
+   per log (what it does since): ack latency, stalls, NATS CPU. The floor under part 1.
+
+Durable runs start only once the gateways' stream exists: until a new session's first record
+is stored its frames are not held back (bench/README.md). Every binary is built, and copied
+into the run's work dir, before anything is measured.
 
 It measures, it does not judge: the figures go to results.json and report.md (default
 bench/results/durable/); it exits non-zero only when the benchmark itself failed. Every process
 is started in its own process group, bounded in time, and stopped on every exit path (normal
 end, error, Ctrl-C, SIGTERM).
 
-    python3 bench/durable.py                      # everything (~20 min on 2 cores)
+    python3 bench/durable.py                      # everything (~13 min on 2 cores)
     python3 bench/durable.py --smoke              # small sizes, < 90 s after the build
     python3 bench/durable.py --only cost --rates 1000 --limit-rates 2000,5000,10000 --repeat 3
     python3 bench/durable.py --only storage --storage-sessions 2000 --held-signals 10
     python3 bench/durable.py --only failures --failure-runs 5 --scenarios receivers-gateway,nats-node
+    python3 bench/durable.py --only jetstream --probe-variants appends,purges-lockstep,limit-256
 
 Python 3 standard library only. Needs no root (loopback only). Needs nats-server with
 JetStream (Debian: /usr/sbin/nats-server).
@@ -378,9 +388,9 @@ def cost_scenario(run: Run, results: dict) -> None:
         out["runs"].append(r)
 
     base = [(rate, topology, mode) for rate in args.rate_list for topology in args.topologies for mode in args.modes]
-    for attempt in range(args.repeat):
+    for attempt in range(args.first_round, args.first_round + args.repeat):
         for rate, topology, mode in base:
-            one(rate, topology, mode, "base", attempt + 1)
+            one(rate, topology, mode, "base", attempt)
     for replicas in args.compare_replicas:
         mode = f"durable-r{replicas}"
         MODES.setdefault(mode, (durable_flags(replicas), replicas))
@@ -430,13 +440,19 @@ def added_p99(runs: list[dict]) -> list[dict]:
                               and r["topology"] == topology and r["mode"] == mode]
             if "plain" not in cell or not cell["plain"]:
                 continue
+            # Rounds that other processes disturbed (> DISTURBED_PERCENT of a core) count only
+            # when a mode has no undisturbed one.
+            for mode in cell:
+                quiet = [r for r in cell[mode] if (r.get("others_cpu_percent") or 0) <= relay.DISTURBED_PERCENT]
+                cell[mode] = quiet or cell[mode]
             plain = [r["latency_ms"]["p99"] for r in cell["plain"]]
-            row = {"rate": rate, "topology": topology, "plain_p99_ms": plain, "plain_median_ms": median(plain)}
+            row = {"rate": rate, "topology": topology, "plain_p99_ms": plain, "plain_median_ms": median(plain),
+                   "plain_rounds": [r["round"] for r in cell["plain"]]}
             for mode in [m for m in modes if m != "plain"]:
                 p99s = [r["latency_ms"]["p99"] for r in cell.get(mode, [])]
                 by_round = {r["round"]: r["latency_ms"]["p99"] for r in cell.get(mode, [])}
                 row[mode] = {
-                    "p99_ms": p99s, "median_ms": median(p99s),
+                    "p99_ms": p99s, "median_ms": median(p99s), "rounds": [r["round"] for r in cell.get(mode, [])],
                     "added_median_ms": round(median(p99s) - median(plain), 3) if p99s and plain else None,
                     "added_per_round_ms": [round(by_round[p["round"]] - p["latency_ms"]["p99"], 3)
                                            for p in cell["plain"] if p["round"] in by_round],
@@ -984,6 +1000,18 @@ def summary(results: dict) -> list[str]:
     return (["## Key figures", "", *out, ""] if out else [])
 
 
+def merged_lines(meta: dict) -> list[str]:
+    """Where the figures not measured by this run come from (each merged run, and what it had
+    merged itself)."""
+    lines, merged = [], meta.get("merged")
+    while merged:
+        lines.append(f"Merged: {', '.join(merged['parts_kept']) or 'no part'} (and the cost runs not measured again) from "
+                     f"`{merged['from']}`, {merged['started'][:16].replace('T', ' ')} UTC (gateway source "
+                     f"{merged['gateway_commit']}, binary built {(merged['gateway_built'] or '?')[:16].replace('T', ' ')} UTC).")
+        merged = merged.get("earlier_merges")
+    return [" ".join(lines), ""] if lines else []
+
+
 def write_report(results: dict, out_dir: Path) -> str:
     meta = results["meta"]
     m = meta["machine"]
@@ -999,10 +1027,7 @@ def write_report(results: dict, out_dir: Path) -> str:
         "",
         *([meta["note"], ""] if meta.get("note") else []),
         *([f"**Note**: {meta['note_source_changed']}.", ""] if meta.get("note_source_changed") else []),
-        *([f"Merged: {', '.join(meta['merged']['parts_kept']) or 'no part'} (and the cost runs not measured again) from "
-           f"`{meta['merged']['from']}`, {meta['merged']['started'][:16].replace('T', ' ')} UTC (gateway source "
-           f"{meta['merged']['gateway_commit']}, binary built {(meta['merged']['gateway_built'] or '?')[:16].replace('T', ' ')} UTC).", ""]
-          if meta.get("merged") else []),
+        *merged_lines(meta),
         "NATS: 3 `nats-server` processes with routes between all three and JetStream (`-js`, file storage in a "
         "temp dir on the machine's ext4 disk; nats-server's default sync, i.e. no fsync per write). Durable mode: "
         "`--durable true --durable-replicas N` (the stream `SIGNALGATE_<cluster name>`, file storage, N replicas); "
@@ -1034,8 +1059,9 @@ def write_report(results: dict, out_dir: Path) -> str:
             lines += [
                 f"### Added p99 (durable − plain, same topology; goal ≤ {cfg['goal_added_p99_ms']:g} ms on loopback at 1k/s)",
                 "",
-                "Medians over the rounds (each round runs every cell once, so every cell sees the machine in each of its moods); "
-                "every round's value in brackets.",
+                "Medians over the rounds (each round runs every cell once, so every cell sees the machine in each of its moods) "
+                f"that other processes did not disturb (≤ {relay.DISTURBED_PERCENT:g} % of a core; all rounds if none was quiet); "
+                "those rounds' values in brackets, with their round numbers.",
                 "",
                 "| rate (/s) | topology | plain p99 (ms) | mode | durable p99 (ms) | **added p99 (ms)** | added per round (ms) | added p50 (ms) | goal |",
                 "|---:|---|---|---|---|---:|---|---:|---|",
@@ -1048,7 +1074,9 @@ def write_report(results: dict, out_dir: Path) -> str:
                         goal = "met" if d["added_median_ms"] <= cfg["goal_added_p99_ms"] else "**not met**"
                     lines.append(
                         f"| {f(int(row['rate']))} | {row['topology']} | {f(row['plain_median_ms'])} [{fmt_list(row['plain_p99_ms'])}] "
-                        f"| {mode} | {f(d['median_ms'])} [{fmt_list(d['p99_ms'])}] | **{f(d['added_median_ms'])}** "
+                        f"(rounds {', '.join(str(x) for x in row.get('plain_rounds', []))}) "
+                        f"| {mode} | {f(d['median_ms'])} [{fmt_list(d['p99_ms'])}] (rounds {', '.join(str(x) for x in d.get('rounds', []))}) "
+                        f"| **{f(d['added_median_ms'])}** "
                         f"| {fmt_list(d['added_per_round_ms'])} | {f(d['p50_added_median_ms'])} | {goal} |")
             lines.append("")
         lines += [
@@ -1287,6 +1315,8 @@ def main() -> int:
     g1 = ap.add_argument_group("1. cost")
     g1.add_argument("--rates", default="1000", help="rates of the base cells (signals/s), each run --repeat times")
     g1.add_argument("--repeat", type=int, default=3, help="rounds over the base cells")
+    g1.add_argument("--first-round", type=int, default=1,
+                    help="number of the first round (with --merge: more rounds beside those of an earlier run)")
     g1.add_argument("--modes", default="plain,durable", help="modes of the base cells: plain, durable (R3)")
     g1.add_argument("--compare-replicas", default="1", help="durable runs with these --durable-replicas at the first base rate, once ('' : none)")
     g1.add_argument("--limit-rates", default="2000,5000,10000", help="higher rates, --limit-repeat times each ('' : none)")
