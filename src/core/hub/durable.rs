@@ -611,15 +611,8 @@ impl Hub {
             log.dirty = true;
         }
         self.pump(key);
+        // Also puts the log back on the list for its next record, if anything is new.
         self.ack_due(key);
-        if self
-            .sessions
-            .get(&key)
-            .and_then(|s| s.durable.as_ref())
-            .is_some_and(|l| l.dirty)
-        {
-            self.persist_due.push(key);
-        }
     }
 
     /// The next records write every frame the client has not acknowledged again, from the
