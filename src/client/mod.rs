@@ -246,6 +246,16 @@ pub struct ResumeState {
     pub next_id: u64,
 }
 
+impl ResumeState {
+    /// The highest numbered frame the gateway acknowledged: the unacknowledged ones follow it.
+    pub fn acked_client_seq(&self) -> u64 {
+        self.unacked
+            .first()
+            .map_or(self.next_client_seq, |f| f.seq)
+            .saturating_sub(1)
+    }
+}
+
 /// A signalgate session over a [`Connection`].
 #[derive(Debug)]
 pub struct Session {
@@ -301,6 +311,7 @@ impl Session {
             resume_token: state.resume_token.clone(),
             last_seq: state.last_seq,
             attempt: state.attempt + 1,
+            acked_client_seq: state.acked_client_seq(),
             ..Hello::default()
         };
         let mut session = Session::new(conn, state.last_seq, state.next_id);

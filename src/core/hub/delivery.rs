@@ -129,7 +129,7 @@ impl Hub {
         if durable {
             // Numbered now, for the log: what goes out must be stored first.
             session.backlog.number_pending();
-            self.persist_soon(key);
+            self.persist_frames(key);
         }
         if conn.is_some() {
             self.pump(key);
@@ -176,7 +176,6 @@ impl Hub {
     /// [`Self::send_due_acks`]).
     pub(super) fn ack_due(&mut self, key: SessionKey) {
         self.acks_due.push(key);
-        self.persist_if_settled(key);
     }
 
     /// One Ack per session for the inputs processed since the last call, to sessions whose

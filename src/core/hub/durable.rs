@@ -11,10 +11,14 @@
 //!   the Verdict to its gateway) only then. So whatever a client saw, or a sender was told was
 //!   accepted, is in the log. Frames are numbered when they are accepted (not when they go
 //!   out, as without durability), so presence news is not coalesced in durable mode.
-//! - **Exactly once across a sender's crash.** The client's Ack covers only frames settled in
-//!   a stored record of its own session; a recipient remembers the last numbered frame taken
-//!   from each sender (`last_from`), so a signal the client sends again after its gateway
-//!   crashed is recognised and not delivered twice.
+//! - **One write per signal.** A signal's sender is acknowledged once the signal is in its
+//!   recipient's log; the sender's own log is written only for what the frame did to the
+//!   session itself (a Join, a reply, an Error), and the Ack waits for that. So the sender's
+//!   log may be behind its Acks: a recovered session continues from the client's
+//!   `Hello.acked_client_seq`.
+//! - **Exactly once across a sender's crash.** A recipient remembers the last numbered frame
+//!   taken from each sender (`last_from`), so a signal the client sends again after its
+//!   gateway crashed is recognised and not delivered twice.
 //! - **One writer.** A record is appended only if the log's last record is the one its
 //!   holder wrote before. A gateway that recovers a session starts a new *generation*; the old
 //!   holder's next append fails and it lets go of the session.
@@ -109,6 +113,8 @@ struct Awaiting {
 struct InFlight {
     through: u64,
     client_seq: u64,
+    /// It carries a change of the session's own state (not only frames).
+    state: bool,
 }
 
 /// A session's durable log, as its holder sees it.
@@ -124,13 +130,17 @@ pub(super) struct Log {
     written_through: u64,
     /// ...and up to this one stored: they may go out.
     durable_through: u64,
-    /// The client's numbered frames settled, as the last stored record says: its Ack may
-    /// cover no more.
+    /// The client's numbered frames settled, as the last stored record says: while the log
+    /// holds less than the session (`all_stored`), its Ack may cover no more.
     pub client_seq_durable: u64,
-    client_seq_written: u64,
     in_flight: Option<InFlight>,
-    /// Something changed since the last record.
+    /// A record of this holder (this generation, or this hand-over) is stored.
+    holding_stored: bool,
+    /// The session's state changed since the last record (new frames are told by
+    /// `written_through` instead).
     dirty: bool,
+    /// The next record is due even with nothing new: a checkpoint.
+    checkpoint_due: bool,
     /// A record failed: the next waits for [`Deadline::PersistRetry`].
     waiting_retry: bool,
     awaiting: VecDeque<Awaiting>,
@@ -153,9 +163,10 @@ impl Log {
             written_through: 0,
             durable_through: 0,
             client_seq_durable: 0,
-            client_seq_written: 0,
             in_flight: None,
+            holding_stored: false,
             dirty: true,
+            checkpoint_due: false,
             waiting_retry: false,
             awaiting: VecDeque::new(),
             last_from: HashMap::new(),
@@ -180,7 +191,6 @@ impl Log {
             written_through: through,
             durable_through: through,
             client_seq_durable: client_seq,
-            client_seq_written: client_seq,
             last_from: state
                 .last_from
                 .iter()
@@ -188,6 +198,15 @@ impl Log {
                 .collect(),
             ..Self::new(key)
         }
+    }
+
+    /// Every frame of the stream up to `last_seq` and the session's own state are stored: an
+    /// Ack may cover every settled frame (a settled signal is in its recipient's log).
+    pub fn all_stored(&self, last_seq: u64) -> bool {
+        self.holding_stored
+            && !self.dirty
+            && !self.in_flight.as_ref().is_some_and(|f| f.state)
+            && self.durable_through >= last_seq
     }
 
     /// Where the log stands, for a hand-over.
@@ -334,7 +353,6 @@ impl Hub {
             if let Some(log) = session.durable.as_mut() {
                 log.owed.retain(|seq, _| *seq < first);
                 log.client_seq_durable = log.client_seq_durable.min(first - 1);
-                log.client_seq_written = log.client_seq_written.min(first - 1);
             }
             let peer = session.peer_id.clone();
             tracing::warn!(
@@ -387,7 +405,7 @@ impl Hub {
         self.persist_soon(key);
     }
 
-    /// The session has something new for its log.
+    /// The session's own state changed (beyond its stream's frames): worth a record.
     pub(super) fn persist_soon(&mut self, key: SessionKey) {
         if let Some(log) = self.sessions.get_mut(&key).and_then(|s| s.durable.as_mut()) {
             log.dirty = true;
@@ -395,10 +413,8 @@ impl Hub {
         }
     }
 
-    /// Its client's numbered frames may have settled further: worth a record if so, which
-    /// [`Self::send_due_records`] decides once the round's inputs are processed (a frame just
-    /// processed may be waiting for its recipient's record: no record for it yet).
-    pub(super) fn persist_if_settled(&mut self, key: SessionKey) {
+    /// Frames were numbered into the session's stream: they go out once a record holds them.
+    pub(super) fn persist_frames(&mut self, key: SessionKey) {
         if self.sessions.get(&key).is_some_and(|s| s.durable.is_some()) {
             self.persist_due.push(key);
         }
@@ -514,10 +530,10 @@ impl Hub {
             if log.in_flight.is_some() || log.waiting_retry {
                 continue;
             }
-            // Its client's frames settled further (a frame just processed waits for its
-            // recipient's record first: no record for it yet).
-            let settled = session.settled_in_memory() > log.client_seq_written;
-            if !log.dirty && !settled {
+            // Only what the session holds is worth a record: that its client's frames settled
+            // further rides along with the next one (signals are in their recipients' logs).
+            let new_frames = log.written_through < session.backlog.last_seq();
+            if !log.dirty && !log.checkpoint_due && !new_frames {
                 continue;
             }
             let written_through = log.written_through;
@@ -534,13 +550,14 @@ impl Hub {
                 continue;
             };
             log.revision += 1;
-            log.dirty = false;
+            let state_changed = std::mem::take(&mut log.dirty);
+            log.checkpoint_due = false;
             let through = frames.last().map_or(written_through, |(f, _)| f.seq);
             log.written_through = through;
-            log.client_seq_written = client_seq;
             log.in_flight = Some(InFlight {
                 through,
                 client_seq,
+                state: state_changed,
             });
             state.client_seq = client_seq;
             // Frames after the settled ones are sent again by the client after a recovery.
@@ -584,6 +601,7 @@ impl Hub {
             return;
         };
         log.expect_last = Some(stream_seq);
+        log.holding_stored = true;
         // A checkpoint's record holds frames stored before: the stored point only grows.
         log.durable_through = log.durable_through.max(done.through);
         log.client_seq_durable = done.client_seq;
@@ -603,15 +621,9 @@ impl Hub {
         for acceptance in accepted {
             self.accepted(acceptance);
         }
-        // Frames that did not fit in the record go in the next one.
-        if let Some(session) = self.sessions.get_mut(&key)
-            && let Some(log) = session.durable.as_mut()
-            && log.written_through < session.backlog.last_seq()
-        {
-            log.dirty = true;
-        }
+        // What came meanwhile, or did not fit in the record, goes in the next one.
+        self.persist_due.push(key);
         self.pump(key);
-        // Also puts the log back on the list for its next record, if anything is new.
         self.ack_due(key);
     }
 
@@ -624,7 +636,7 @@ impl Hub {
         {
             log.since_checkpoint = 0;
             log.written_through = log.written_through.min(floor);
-            log.dirty = true;
+            log.checkpoint_due = true;
         }
     }
 
@@ -969,6 +981,10 @@ impl Hub {
         state.was_online = false;
         state.durable_generation += 1;
         state.durable_revision = 0;
+        // The log may be behind the client's Acks (a signal is acknowledged once its
+        // recipient stored it): what the gateway acknowledged was processed, and a client
+        // that claims more skips only its own frames.
+        state.client_seq = state.client_seq.max(claim.hello.acked_client_seq);
         state.token_expires_in_ms = match state.token_expires_in_ms {
             0 => 0,
             ms => ms.saturating_sub(super::millis_u64(folded.age)).max(1),

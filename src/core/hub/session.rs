@@ -84,13 +84,17 @@ pub(super) struct Session {
 }
 
 impl Session {
-    /// The client's numbered frames processed and settled: what an Ack may cover (in durable
-    /// mode: no more than its stored log says).
+    /// The client's numbered frames processed and settled: what an Ack may cover. In durable
+    /// mode a settled signal is stored in its recipient's log; what a frame did to the
+    /// session itself (a Join's room, a reply, an Error) must be in its own log, so while
+    /// anything of it is not stored, no more than that log says.
     pub fn settled_seq(&self) -> u64 {
         let settled = self.settled_in_memory();
         match &self.durable {
-            Some(log) => settled.min(log.client_seq_durable),
-            None => settled,
+            Some(log) if !log.all_stored(self.backlog.last_seq()) => {
+                settled.min(log.client_seq_durable)
+            }
+            _ => settled,
         }
     }
 

@@ -812,6 +812,7 @@ export class ClientCore {
       hello.resumeToken = s.resumeToken;
       hello.lastSeq = this.inbound.lastSeq;
       hello.attempt = BigInt(++s.attempt);
+      hello.ackedClientSeq = BigInt(this.outbox.acked);
       this.inbound.ackedByHello();
     }
     this.write(link, encodeClientFrame(this.nextFrameId++, 0, { case: "hello", value: hello }));

@@ -22,6 +22,20 @@ describe("resume Hello", () => {
     expect(fourth.hello().attempt).toBe(3n);
   });
 
+  it("carries the highest client seq the gateway acknowledged (a durable gateway recovering the session continues from it)", () => {
+    const h = new CoreHarness();
+    const gw = h.connected();
+    h.send("1");
+    h.send("2");
+    h.send("3");
+    gw.ack(2);
+    gw.drop();
+    const next = h.untilNewLink().open();
+    expect(next.hello().ackedClientSeq).toBe(2n);
+    next.resumed({ lastClientSeq: 1n }); // a log behind the Acks: only frame 3 goes again
+    expect(next.texts()).toEqual(["3"]);
+  });
+
   it("the old connection is closed when it is given up (closing no longer means leaving)", () => {
     const h = new CoreHarness();
     const gw = h.connected({ livenessTimeoutMs: 1000, pingIntervalMs: 400 });

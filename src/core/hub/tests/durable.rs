@@ -135,11 +135,24 @@ impl Gateway {
 
     /// A client of a lost gateway comes here with its resume token (everything settled).
     fn resume(&mut self, store: &mut Store, now: Instant, c: &Client, last_seq: u64) -> ConnId {
+        self.resume_acked(store, now, c, last_seq, 0)
+    }
+
+    /// [`Self::resume`] by a client whose numbered frames up to `acked` were acknowledged.
+    fn resume_acked(
+        &mut self,
+        store: &mut Store,
+        now: Instant,
+        c: &Client,
+        last_seq: u64,
+        acked: u64,
+    ) -> ConnId {
         let conn = self.fx.open(now, Transport::WebSocket);
         let hello = Hello {
             resume_token: c.token.clone(),
             last_seq,
             attempt: 1,
+            acked_client_seq: acked,
             ..Default::default()
         };
         self.fx.send(now, conn, Msg::Hello(hello));
@@ -187,12 +200,78 @@ fn a_signal_reaches_its_recipient_and_its_sender_hears_of_it_only_once_stored() 
     let got = data_signals(&a.out, bob.conn);
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].1, alice.peer_id);
+    assert_eq!(
+        acks_to(&a.out, alice.conn),
+        [1],
+        "accepted once in Bob's log"
+    );
+    assert!(
+        store.waiting.is_empty(),
+        "one write per signal: Alice's log has nothing new"
+    );
+}
+
+#[test]
+fn a_join_is_acknowledged_only_once_the_joiners_own_log_stored_it() {
+    let mut store = Store::default();
+    let now = Instant::now();
+    let mut a = Gateway::new("a", 1);
+    let alice = a.client(&mut store, now);
+    a.out.clear();
+    let join = Msg::Join(Join { room: "r".into() });
+    a.fx.send_numbered(now, alice.conn, 1, join);
+    a.collect(&mut store);
     assert!(
         acks_to(&a.out, alice.conn).is_empty(),
-        "the Ack waits for Alice's own record, which says the frame is settled"
+        "acknowledged before its room was stored"
     );
     a.settle(&mut store, now);
     assert_eq!(acks_to(&a.out, alice.conn), [1]);
+    let log = &store.logs[&log_key(&alice.token)];
+    let rooms = log.last().and_then(|r| r.record.session.as_ref());
+    assert_eq!(rooms.map(|s| s.rooms.clone()), Some(vec!["r".to_string()]));
+}
+
+#[test]
+fn a_recovered_session_continues_from_what_its_client_was_acknowledged() {
+    let mut store = Store::default();
+    let now = Instant::now();
+    let (mut a, alice, bob) = alice_and_bob(&mut store, now);
+    for seq in 1..=2 {
+        a.signal(now, &alice, seq, &bob, b"acked");
+        a.settle(&mut store, now);
+    }
+    assert_eq!(acks_to(&a.out, alice.conn), [1, 2]);
+    // Gateway a dies; Alice's log never heard of frames 1 and 2 (Bob's did).
+    let mut b = Gateway::new("b", 2);
+    let later = now + secs(1.0);
+    b.fx.hub.node_lost(later, "a", secs(1.0));
+    let bob_conn = b.resume(&mut store, later, &bob, 0);
+    let alice_conn = b.resume_acked(&mut store, later, &alice, 0, 2);
+    assert_eq!(welcome_of(&b.out, alice_conn).last_client_seq, 2);
+    let alice_back = Client {
+        conn: alice_conn,
+        ..alice.clone()
+    };
+    let bob_back = Client {
+        conn: bob_conn,
+        ..bob.clone()
+    };
+    b.signal(later, &alice_back, 3, &bob_back, b"after");
+    b.settle(&mut store, later);
+    assert!(
+        errors_to(&b.out, alice_conn).is_empty(),
+        "frame 3 follows 2"
+    );
+    assert_eq!(acks_to(&b.out, alice_conn), [3]);
+    let data: Vec<Vec<u8>> = data_signals(&b.out, bob_conn)
+        .into_iter()
+        .map(|(_, _, d)| d.to_vec())
+        .collect();
+    assert_eq!(
+        data,
+        [b"acked".to_vec(), b"acked".to_vec(), b"after".to_vec()]
+    );
 }
 
 #[test]
@@ -282,10 +361,8 @@ fn a_signal_sent_again_after_the_senders_gateway_crashed_is_delivered_once() {
     let (mut a, alice, bob) = alice_and_bob(&mut store, now);
     a.signal(now, &alice, 1, &bob, b"once");
     a.collect(&mut store);
-    // Bob's record is stored; gateway a dies before Alice's record says frame 1 settled.
+    // Bob's record is stored; gateway a dies before Alice's Ack reaches her.
     store.store_all(&mut a.fx.hub, now);
-    a.collect(&mut store);
-    assert!(acks_to(&a.out, alice.conn).is_empty());
     store.waiting.clear(); // Died with them.
     let mut b = Gateway::new("b", 2);
     let later = now + secs(1.0);
@@ -298,7 +375,7 @@ fn a_signal_sent_again_after_the_senders_gateway_crashed_is_delivered_once() {
     let (alice_conn, welcome) = resume(&alice, 0);
     assert_eq!(
         welcome.last_client_seq, 0,
-        "Alice's log never said frame 1 settled"
+        "neither Alice's log nor her client knew frame 1 settled"
     );
     // So her client sends it again.
     let again = Client {
