@@ -1,10 +1,10 @@
 //! Durable mode against real failures: a 3-node `nats-server` cluster with JetStream (session
 //! logs replicated 3 times) and 3 gateway processes with `--durable true`. A sender streams
 //! 1,000 signals to a receiver on another gateway while a gateway is killed with SIGKILL, or
-//! a NATS node is, or both; every client comes back on a gateway that lives, with its resume
-//! token. The receiver must end with exactly the signals its sender was not refused, in
-//! order, each once — the sender's Errors account for every one missing — and the peers of a
-//! recovered session see it UNREACHABLE, then ONLINE, never LEFT.
+//! the NATS node that leads the logs' stream is, or both; every client comes back on a gateway
+//! that lives, with its resume token. The receiver must end with exactly the signals its
+//! sender was not refused, in order, each once — the sender's Errors account for every one
+//! missing — and the peers of a recovered session see it UNREACHABLE, then ONLINE, never LEFT.
 
 mod common;
 
@@ -201,7 +201,12 @@ async fn stream_through(failure: Failure) {
             match failure {
                 Failure::ReceiversGateway => gw[1].kill9(),
                 Failure::SendersGateway => gw[0].kill9(),
-                Failure::NatsNode => nats.kill(0),
+                Failure::NatsNode => {
+                    // The stream's leader: an election, and the gateways' direct links to it lost.
+                    let leader = nats.stream_leader("SIGNALGATE_");
+                    assert!(leader.is_some(), "the session logs' stream has no leader");
+                    nats.kill(leader.unwrap_or(0));
+                }
                 Failure::GatewayAndNatsNode => {
                     gw[1].kill9();
                     nats.kill(1);

@@ -136,6 +136,24 @@ impl NatsCluster {
         Some(distinct_remotes(&routez))
     }
 
+    /// The node that leads the JetStream stream whose name starts with `prefix`, as the
+    /// running nodes' /jsz says (None while it has no leader).
+    pub fn stream_leader(&self, prefix: &str) -> Option<usize> {
+        let leader = self.nodes.iter().find_map(|node| {
+            let (_, jsz) = monitor_get(node.monitor_port, "/jsz?accounts=true&streams=true")?;
+            let accounts = jsz.get("account_details")?.as_array()?;
+            accounts.iter().find_map(|account| {
+                let streams = account.get("stream_detail")?.as_array()?;
+                streams.iter().find_map(|stream| {
+                    let name = stream.get("name")?.as_str()?;
+                    let leader = stream.get("cluster")?.get("leader")?.as_str()?;
+                    name.starts_with(prefix).then(|| leader.to_string())
+                })
+            })
+        })?;
+        self.nodes.iter().position(|node| node.name == leader)
+    }
+
     /// SIGKILLs node `i` (no goodbye to its routes or clients: a crashed host) and reaps it.
     pub fn kill(&mut self, i: usize) {
         let node = &mut self.nodes[i];
