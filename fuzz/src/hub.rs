@@ -786,12 +786,16 @@ impl Harness {
                         identity: if verified { ident } else { None },
                     });
                 }
+                // What an honest client was acknowledged (a durable gateway's recovery reads
+                // it; this hub is not durable and must ignore it).
+                let acked_client_seq = token_session.map_or(0, |s| self.sessions[s].told);
                 Msg::Hello(Hello {
                     token: String::new(),
                     resume_token: token,
                     last_seq,
                     attempt,
                     client: "fuzz".into(),
+                    acked_client_seq,
                 })
             }
             MsgPick::Refresh { creds } => {

@@ -46,6 +46,7 @@ fn sample_frames() -> Vec<(&'static str, ClientFrame)> {
                     last_seq: 17,
                     attempt: 3,
                     client: "signalgate-js/1".into(),
+                    acked_client_seq: 12,
                 }),
             ),
         ),
