@@ -18,6 +18,7 @@
 //! client URLs the NATS cluster advertises; while it cannot be reached, appends go through the
 //! gateway's own connection as before.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, context::PublishErrorKind, stream};
@@ -52,7 +53,7 @@ const READ_TRY: Duration = Duration::from_secs(1);
 /// How often the store checks which server leads the stream (a leader moves when a NATS node
 /// fails or restarts).
 const LEADER_CHECK_EVERY: Duration = Duration::from_secs(5);
-/// ...and while it has no leader, or its leader cannot be reached.
+/// ...and while it has no leader.
 const LEADER_RETRY: Duration = Duration::from_millis(250);
 /// One try of an append on the direct link to the leader: short, so that an append caught by
 /// the leader's death is retried through the gateway's own connection well within
@@ -298,6 +299,9 @@ async fn follow_the_leader(
     let Ok(mut stream) = ready(&mut stream).await else {
         return;
     };
+    // The server name behind each advertised URL, as far as learned: a new leader is looked
+    // for where it is, not by connecting to every server again.
+    let mut names: HashMap<String, String> = HashMap::new();
     loop {
         let leader = match stream.info().await {
             Ok(info) => info.cluster.as_ref().and_then(|c| c.leader.clone()),
@@ -307,35 +311,35 @@ async fn follow_the_leader(
             }
         };
         let current = link.borrow().clone();
-        let settled = match leader {
+        let elected = leader.is_some();
+        match leader {
             // The gateway's own server leads it: nothing to skip.
             Some(leader) if client.server_info().server_name == leader => {
-                if current.is_some() {
-                    link.send_replace(None);
-                }
-                true
+                link.send_if_modified(|l| l.take().is_some());
             }
             Some(leader)
                 if current
                     .as_ref()
-                    .is_some_and(|l| l.server == leader && l.up()) =>
-            {
-                true
-            }
+                    .is_some_and(|l| l.server == leader && l.up()) => {}
             Some(leader) => {
-                let found = connect_to_server(&client, &leader).await;
-                if found.is_some() {
-                    tracing::info!(%leader, "durable appends go straight to the stream's leader");
+                let found = connect_to_server(&client, &leader, &mut names).await;
+                match &found {
+                    Some(_) => {
+                        tracing::info!(%leader, "durable appends go straight to the stream's leader");
+                    }
+                    None => tracing::debug!(
+                        %leader,
+                        "the stream's leader is not reachable directly: appends go through this \
+                         gateway's own server"
+                    ),
                 }
-                let settled = found.is_some();
                 link.send_replace(found);
-                settled
             }
-            None => false,
-        };
+            None => {}
+        }
         // A new stream elects its leader within moments, a lost one within seconds: look again
-        // soon until appends have their way.
-        let next = if settled {
+        // soon until it has one.
+        let next = if elected {
             LEADER_CHECK_EVERY
         } else {
             LEADER_RETRY
@@ -344,18 +348,28 @@ async fn follow_the_leader(
     }
 }
 
-/// A connection to the NATS server named `name`, among the client URLs its cluster advertises.
-async fn connect_to_server(client: &async_nats::Client, name: &str) -> Option<LeaderLink> {
-    let info = client.server_info();
-    for url in info.connect_urls {
+/// A connection to the NATS server named `name`, among the client URLs its cluster advertises
+/// (those known to be `name` first, those known to be another server not at all).
+async fn connect_to_server(
+    client: &async_nats::Client,
+    name: &str,
+    names: &mut HashMap<String, String>,
+) -> Option<LeaderLink> {
+    let mut urls = client.server_info().connect_urls;
+    urls.retain(|url| names.get(url).is_none_or(|n| n == name));
+    urls.sort_by_key(|url| names.get(url).is_none());
+    for url in urls {
         let options = async_nats::ConnectOptions::new()
             .name("signalgate durable appends")
             .ignore_discovered_servers()
             .connection_timeout(Duration::from_secs(1));
         let Ok(candidate) = options.connect(url.as_str()).await else {
+            names.remove(&url);
             continue;
         };
-        if candidate.server_info().server_name == name {
+        let server = candidate.server_info().server_name;
+        names.insert(url, server.clone());
+        if server == name {
             let mut context = jetstream::new(candidate.clone());
             context.set_timeout(LEADER_TRY);
             return Some(LeaderLink {
@@ -365,6 +379,8 @@ async fn connect_to_server(client: &async_nats::Client, name: &str) -> Option<Le
             });
         }
     }
+    // Servers may have moved between URLs (restarts): learn them again next time.
+    names.clear();
     None
 }
 
