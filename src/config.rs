@@ -308,7 +308,9 @@ pub struct Settings {
     pub durable_replicas: Option<u8>,
 
     /// Durable mode: how long a record may take to be stored (tried again meanwhile) before
-    /// the signals in it are refused with STORAGE_UNAVAILABLE. Default 5s (a NATS node's death can cost JetStream a leader election of several seconds).
+    /// the signals in it are refused with STORAGE_UNAVAILABLE. Default 10s: the death of the
+    /// NATS node that leads the stream costs JetStream a leader election of several seconds
+    /// (at 5s, one such death in three refused signals: bench/results/durable).
     #[arg(long, env = "SIGNALGATE_DURABLE_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
     #[serde(default, with = "humantime_serde::option")]
     pub durable_timeout: Option<Duration>,
@@ -546,7 +548,7 @@ fn check_cluster(s: &Settings) -> Result<Option<ClusterConfig>, ConfigError> {
                 "durable_replicas = {replicas} is invalid: 1 to 5 (JetStream's limit)"
             )));
         }
-        let timeout = s.durable_timeout.unwrap_or(Duration::from_secs(5));
+        let timeout = s.durable_timeout.unwrap_or(DEFAULT_DURABLE_TIMEOUT);
         if timeout < Duration::from_millis(100) || timeout > Duration::from_secs(60) {
             return Err(invalid(format!(
                 "durable_timeout = {timeout:?} is invalid: 100ms to 60s"
@@ -671,6 +673,9 @@ pub const DEFAULT_MAX_HANDSHAKES: u32 = 512;
 /// connection costs its descriptor and a few KiB, for at most --handshake-timeout.
 pub const DEFAULT_HANDSHAKE_QUEUE: u32 = 16_384;
 pub const DEFAULT_CERT_RELOAD_INTERVAL: Duration = Duration::from_secs(5);
+/// Durable mode: longer than a JetStream leader election after the leader's node died
+/// (several seconds in nats-server 2.9), shorter than the SDK's request timeout (15 s).
+pub const DEFAULT_DURABLE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `0s` turns reloading off; otherwise 100ms to 1h.
 fn check_cert_reload_interval(value: Option<Duration>) -> Result<Option<Duration>, ConfigError> {
