@@ -79,8 +79,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import relay  # noqa: E402  (bench/relay.py: machine info, formatting)
 from cluster import (  # noqa: E402  (bench/cluster.py: NATS, gateways, the relay run)
-    BENCH_LIMITS, CLIENT_SOURCES, CLIENTS_PER_PROCESS, SETTINGS, CpuMeter, Nats, Run, histogram, histogram_delta,
-    histogram_summary, http_get, percentile, relay_once, rss_mb, stats, wait_for,
+    BENCH_LIMITS, CLIENT_SOURCES, CLIENTS_PER_PROCESS, SETTINGS, CpuMeter, Nats, Run, build, f, histogram,
+    histogram_delta, histogram_summary, http_get, percentile, relay_once, rss_mb, stats, wait_for,
 )
 from procs import BenchError, Guarded, Procs, interrupt_on_signals, publish, run_main  # noqa: E402
 from relay import log  # noqa: E402
@@ -946,10 +946,6 @@ def probe_once(procs: Procs, args, variant: str) -> dict:
 # --------------------------------------------------------------------------------------------
 
 
-def f(value, digits: int = 3) -> str:
-    return relay.fmt(value, digits)
-
-
 def fmt_list(values: list, digits: int = 3) -> str:
     return ", ".join(f(v, digits) for v in values) if values else "–"
 
@@ -1296,12 +1292,6 @@ def write_report(results: dict, out_dir: Path) -> str:
 # --------------------------------------------------------------------------------------------
 # Main
 # --------------------------------------------------------------------------------------------
-
-
-def build(target_dir: Path) -> None:
-    log(f"building signalgate and signalgate-bench (release, target dir {target_dir})")
-    subprocess.run(["cargo", "build", "--release", "-q", "-p", "signalgate", "-p", "signalgate-bench"],
-                   cwd=ROOT, check=True, timeout=1800, env=dict(os.environ, CARGO_TARGET_DIR=str(target_dir)))
 
 
 def csv(text: str, kind=str) -> list:
