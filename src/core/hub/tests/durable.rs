@@ -249,15 +249,7 @@ fn a_recovered_session_continues_from_what_its_client_was_acknowledged() {
     let bob_conn = b.resume(&mut store, later, &bob, 0);
     let alice_conn = b.resume_acked(&mut store, later, &alice, 0, 2);
     assert_eq!(welcome_of(&b.out, alice_conn).last_client_seq, 2);
-    let alice_back = Client {
-        conn: alice_conn,
-        ..alice.clone()
-    };
-    let bob_back = Client {
-        conn: bob_conn,
-        ..bob.clone()
-    };
-    b.signal(later, &alice_back, 3, &bob_back, b"after");
+    b.signal(later, &alice.on(alice_conn), 3, &bob.on(bob_conn), b"after");
     b.settle(&mut store, later);
     assert!(
         errors_to(&b.out, alice_conn).is_empty(),
@@ -378,20 +370,7 @@ fn a_signal_sent_again_after_the_senders_gateway_crashed_is_delivered_once() {
         "neither Alice's log nor her client knew frame 1 settled"
     );
     // So her client sends it again.
-    let again = Client {
-        conn: alice_conn,
-        ..alice.clone()
-    };
-    b.signal(
-        later,
-        &again,
-        1,
-        &Client {
-            conn: bob_conn,
-            ..bob.clone()
-        },
-        b"once",
-    );
+    b.signal(later, &alice.on(alice_conn), 1, &bob.on(bob_conn), b"once");
     b.settle(&mut store, later);
     let got = data_signals(&b.out, bob_conn);
     assert_eq!(got.len(), 1, "delivered once: {got:?}");

@@ -44,6 +44,16 @@ pub struct Client {
     pub token: String,
 }
 
+impl Client {
+    /// The same session, on the connection it resumed on.
+    pub fn on(&self, conn: ConnId) -> Client {
+        Client {
+            conn,
+            ..self.clone()
+        }
+    }
+}
+
 impl Fixture {
     pub fn new() -> Self {
         Self::with(HubConfig::default())

@@ -352,10 +352,7 @@ fn acks_trim_the_backlog_and_dropping_unacked_frames_turns_a_resume_into_a_clear
     // b never acks the 10 signals a sends it: with a bound of 3 the oldest sent ones are
     // dropped, so a resume from seq 1 (b's Joined) would lose frames: a clear gap, never a
     // silent loss.
-    let a_now = Client {
-        conn: a_conn,
-        ..a.clone()
-    };
+    let a_now = a.on(a_conn);
     for _ in 0..10 {
         f.signal(f.at(2.0), &a_now, "r", &b.peer_id, b"s");
     }
